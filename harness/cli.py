@@ -1,0 +1,140 @@
+"""The `harness` command: thin subcommands over config, runner and report. Heavy libraries are
+imported only by the subcommands that train, so validate/ls answer in well under a second."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def _print_problems(err: UserError) -> None:
+    # Plain lines, never wrapped: "file:line: path: message" must stay greppable and clickable.
+    n = len(err.problems)
+    lines = [f"{n} problem{'s' if n != 1 else ''}:"] + [f"  {problem}" for problem in err.problems]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def cmd_validate(args) -> int:
+    from rich.console import Console
+
+    from harness.config import load_suite
+
+    problems = []
+    for path in args.suites:
+        try:
+            loaded = load_suite(path)
+            Console(highlight=False).print(f"[green]ok[/] {path} ({len(loaded.suite.models)} models, "
+                                           f"{len(loaded.suite.tasks)} tasks, {len(loaded.suite.methods)} methods)")
+        except UserError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise UserError(problems)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    # One line per entry, however narrow the terminal: long lines are easier to grep than wrapped cells.
+    console = Console(highlight=False, width=max(Console().width, 240), soft_wrap=True)
+    table = Table(box=None, pad_edge=False)
+    if args.what == "methods":
+        from harness.methods import METHODS
+
+        for col in ("method", "family", "defaults", "search space", "what it trains"):
+            table.add_column(col)
+        for name in METHODS:
+            m = METHODS.get(name)
+            defaults = " ".join(f"{k}={v}" for k, v in m.defaults.items() if v is not None)
+            table.add_row(name, m.family, defaults, m.describe_space(), m.summary)
+    elif args.what == "tasks":
+        from harness.tasks import TASKS
+        from harness.tasks.builtin_data import BUILTIN_DATA
+
+        for col in ("task kind / builtin data", "fields or kind", "metrics (↑ higher is better)", "summary"):
+            table.add_column(col)
+        for name in TASKS:
+            t = TASKS.get(name)
+            metrics = " ".join(f"{k}{'↑' if up else '↓'}" for k, up in t.metrics.items())
+            table.add_row(name, ",".join(t.fields), metrics, t.summary)
+        for name in BUILTIN_DATA:
+            d = BUILTIN_DATA.get(name)
+            table.add_row(f"builtin:{name}", d.kind, "", d.summary)
+    else:
+        from harness.models import BUILTIN_MODELS
+
+        for col in ("model source", "type", "summary"):
+            table.add_column(col)
+        for name in BUILTIN_MODELS:
+            m = BUILTIN_MODELS.get(name)
+            table.add_row(f"builtin:{name}", m.info.model_type, m.summary)
+        table.add_row("<org/name>", "hub", "any Hugging Face hub id (needs the hub or its local cache)")
+        table.add_row("<./folder>", "local", "a folder with config.json and weights")
+    for column in table.columns:
+        column.no_wrap = True
+    console.print(table)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.config import load_suite
+    from harness.runner.sweep import run_suite
+
+    loaded = load_suite(args.suite)
+    return run_suite(loaded, results_root=args.results, reports_root=args.reports, quiet=args.quiet)
+
+
+def cmd_report(args) -> int:
+    from harness.report.terminal import print_leaderboard
+    from harness.records.store import RecordStore
+
+    folder = Path(args.results_dir)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: results folder not found")
+    store = RecordStore(folder)
+    records = store.load_all()
+    if not records:
+        raise UserError(f"{folder}: no trial records found")
+    print_leaderboard(records)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Compare fine-tuning methods under equal search budgets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="sweep a suite and print its leaderboard")
+    p.add_argument("suite")
+    p.add_argument("--results", default=None, help="results root (default: the suite's output.results_dir)")
+    p.add_argument("--reports", default=None, help="reports root (default: the suite's output.reports_dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("validate", help="check suites; exit 2 listing every problem")
+    p.add_argument("suites", nargs="+")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("ls", help="list registered methods, tasks or models")
+    p.add_argument("what", choices=["methods", "tasks", "models"])
+    p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("report", help="print the leaderboard of a results folder")
+    p.add_argument("results_dir")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        _print_problems(err)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

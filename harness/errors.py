@@ -1,0 +1,29 @@
+"""Problems a user can fix (bad suite, missing file, unreachable hub), shown without a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the user's input, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    path: str  # YAML path such as methods[2].search.lr.low ("" for the whole file)
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class UserError(Exception):
+    """Bad input: the CLI prints every problem and exits with code 2."""
+
+    def __init__(self, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(file="", line=None, path="", message=problems)]
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))

@@ -1,0 +1,1 @@
+"""Every measurement in one place: memory, speed and provenance."""

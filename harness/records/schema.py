@@ -1,0 +1,81 @@
+"""The TrialRecord: everything one trial produced, typed and versioned. Bump SCHEMA_VERSION on any
+incompatible change; readers reject records of an unknown version instead of misreading them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+Status = Literal["complete", "pruned", "failed", "oom", "crashed"]
+
+
+class Timing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    load_s: float = 0.0  # model load + method application
+    train_s: float = 0.0  # the Trainer's train loop
+    eval_s: float = 0.0  # test-split evaluation
+    total_s: float = 0.0  # the whole trial, as the parent saw it (fork to record)
+
+    @property
+    def overhead_s(self) -> float:
+        """Everything but training and evaluation: process start, model load, setup, record."""
+        return max(self.total_s - self.train_s - self.eval_s, 0.0)
+
+
+class Throughput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train_tokens: int = 0  # non-padding tokens the model was trained on
+    train_tokens_per_s: float = 0.0
+    train_samples_per_s: float = 0.0
+    train_steps: int = 0
+
+
+class Memory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = ""  # what measured peak_bytes, e.g. "VmHWM (peak RSS) of the trial process"
+    peak_bytes: int = 0  # the trial's peak, whatever the source
+    by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval
+    baseline_bytes: int = 0  # at trial start, before the model is touched
+
+
+class TrialRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    suite: str
+    suite_hash: str
+    cell_id: str
+    model: str
+    task: str
+    task_kind: str
+    method: str  # the entry's display label
+    method_name: str  # the registered method
+    method_family: str
+    trial_number: int
+    seed: int
+    status: Status
+    reason: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
+    config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
+    objective_metric: str
+    objective_direction: Literal["maximize", "minimize"]
+    metrics: dict[str, float] = Field(default_factory=dict)  # test split
+    history: list[dict[str, float]] = Field(default_factory=list)  # loss/validation by step
+    trainable_params: int = 0
+    total_params: int = 0
+    timing: Timing = Field(default_factory=Timing)
+    throughput: Throughput = Field(default_factory=Throughput)
+    memory: Memory = Field(default_factory=Memory)
+    data_fingerprint: str = ""
+    environment: dict[str, Any] = Field(default_factory=dict)  # versions, hardware, git commit
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0
+
+    @property
+    def objective(self) -> float | None:
+        return self.metrics.get(self.objective_metric)

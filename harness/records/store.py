@@ -1,0 +1,52 @@
+"""The results folder: results/<suite>/records/<cell>/trial-NNNN.json, each written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from harness.records.schema import SCHEMA_VERSION, TrialRecord
+
+
+def write_text_atomic(path: Path, data: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RecordStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def study_storage_url(self) -> str:
+        return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
+
+    def path_for(self, record: TrialRecord) -> Path:
+        return self.root / "records" / record.cell_id / f"trial-{record.trial_number:04d}.json"
+
+    def write(self, record: TrialRecord) -> Path:
+        path = self.path_for(record)
+        write_text_atomic(path, record.model_dump_json(indent=2))
+        return path
+
+    def load_all(self) -> list[TrialRecord]:
+        records = []
+        for path in sorted((self.root / "records").glob("*/trial-*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"{path}: record schema version {data.get('schema_version')} "
+                                 f"is not {SCHEMA_VERSION}; this harness cannot read it")
+            records.append(TrialRecord.model_validate(data))
+        return records

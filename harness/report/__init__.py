@@ -1,0 +1,1 @@
+"""Leaderboards, terminal tables and report files, all built from trial records."""

@@ -1,0 +1,97 @@
+"""The terminal: rich progress during a sweep and the leaderboard table after it."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness.records.schema import TrialRecord
+from harness.report.leaderboard import leaderboard, metric_columns
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{int(n)}"
+
+
+def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
+    part = board[(board.task == task) & (board.model == model)]
+    metrics = metric_columns(board)
+    objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
+    table = Table(title=f"{task} · {model} (best trial per method by {objective})", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("method")
+    for m in metrics:
+        table.add_column(m.removeprefix("metric:"), justify="right")
+    for col in ("trainable", "train s", "tokens/s", "peak MiB", "trials ok"):
+        table.add_column(col, justify="right")
+    for _, row in part.iterrows():
+        rank = "" if pd.isna(row.get("rank")) else str(int(row["rank"]))
+        vals = ["—" if pd.isna(row.get(m)) else f"{row[m]:.4f}" for m in metrics]
+        has = not pd.isna(row.get("trainable_params"))
+        trainable = f"{human_count(row['trainable_params'])} ({row['trainable_pct']:.2f}%)" if has else "—"
+        table.add_row(rank, str(row["method"]), *vals, trainable,
+                      f"{row['train_s']:.1f}" if has else "—", f"{row['tokens_per_s']:.0f}" if has else "—",
+                      f"{row['peak_mib']:.0f}" if has else "—", f"{int(row['complete'])}/{int(row['trials'])}")
+    return table
+
+
+def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None,
+                      console: Console | None = None) -> pd.DataFrame:
+    console = console or Console(highlight=False)
+    board = leaderboard(records)
+    for (task, model), _ in board.groupby(["task", "model"], sort=False):
+        console.print(leaderboard_table(board, task, model))
+    failures = [r for r in records if r.status != "complete"]
+    for r in failures:
+        console.print(f"[yellow]{r.status}[/] {r.cell_id} trial {r.trial_number}: {(r.reason or '').splitlines()[0]}",
+                      markup=True, highlight=False)
+    if records:
+        src = records[0].memory.source
+        console.print(f"peak memory: {src}" if src else "")
+    if elapsed_s is not None:
+        console.print(f"sweep took {elapsed_s:.0f} s")
+    return board
+
+
+class ProgressView:
+    """Overall trials bar with ETA, plus the current trial's training steps."""
+
+    def __init__(self, total: int, quiet: bool = False):
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 disable=quiet, transient=False)
+        self.overall = self.progress.add_task("trials", total=total)
+        self.current = self.progress.add_task("", total=1, visible=False)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def skip(self, n: int) -> None:
+        if n:
+            self.progress.update(self.overall, total=self.progress.tasks[self.overall].total - n)
+
+    def status(self, text: str) -> None:
+        self.progress.update(self.current, description=text, visible=True)
+
+    def start_trial(self, description: str, max_steps: int) -> None:
+        self.progress.reset(self.current, total=max_steps, description=f"  {description} · step", visible=True)
+
+    def on_progress(self, msg: dict) -> None:
+        if "step" in msg:
+            self.progress.update(self.current, completed=msg["step"], total=msg.get("max_steps"))
+
+    def end_trial(self, record: TrialRecord) -> None:
+        self.progress.advance(self.overall)
+        score = "" if record.objective is None else f" {record.objective_metric}={record.objective:.4f}"
+        self.progress.console.print(f"  {record.cell_id} trial {record.trial_number}: {record.status}{score} "
+                                    f"({record.timing.total_s:.1f} s)", highlight=False, markup=False)

@@ -1,0 +1,1 @@
+"""Plan cells, sweep them with Optuna, run each trial in its own process."""

@@ -1,0 +1,90 @@
+"""Work done once per (model, task) in the sweep process and shared by every trial: the loaded
+base model, the tokenizer and the tokenized data (trial processes inherit them through fork)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config.schema import ModelSpec, TaskSpec
+from harness.models import resolve
+from harness.tasks import TASKS
+from harness.tasks.data import fingerprint, load_splits
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass
+class Prepared:
+    model: Any  # base model with its task head, on the CPU, never trained in this process
+    tokenizer: Any
+    data: Any  # tokenized DatasetDict
+    labels: list[str]
+    data_fingerprint: str
+    total_params: int
+    model_type: str
+    head_names: tuple[str, ...]
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        # The NVML-based check (set in the runner) answers without creating a CUDA context,
+        # so trial processes forked later can still initialise CUDA themselves.
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _head_names(model) -> tuple[str, ...]:
+    return tuple(name for name in ("classifier", "score") if hasattr(model, name))
+
+
+def load_model(source: str, spec: ModelSpec, head: str, labels: list[str], **kwargs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision)
+    if tokenizer.pad_token is None:  # decoder LMs often ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = getattr(torch, DTYPES[spec.dtype])
+    if head == "sequence_classification":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, revision=spec.revision, dtype=dtype, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}, **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, dtype=dtype, **kwargs)
+    return model, tokenizer
+
+
+class Preparer:
+    """Caches tokenized data per (tokenizer, task, max length) and the current base model."""
+
+    def __init__(self, base_dir: Path, seed: int):
+        self.base_dir = base_dir
+        self.seed = seed
+        self._data: dict[tuple, tuple] = {}
+        self._model_key: tuple | None = None
+        self._model: tuple | None = None
+
+    def get(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
+        family = TASKS.get(task.kind)
+        source = resolve(model_spec, self.base_dir)
+        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed)
+        labels = (task.labels or sorted({str(v) for v in splits["train"]["label"]})) if "label" in family.fields else []
+        model_key = (source, model_spec.dtype, model_spec.revision, family.head, tuple(labels))
+        if model_key != self._model_key:
+            self._model = None  # free the previous base model before loading the next
+            self._model = load_model(source, model_spec, family.head, labels)
+            self._model_key = model_key
+        model, tokenizer = self._model
+        data_key = (source, task.name, model_spec.max_length)
+        if data_key not in self._data:
+            tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels)
+            self._data[data_key] = (tokenized, fingerprint(splits))
+        data, fp = self._data[data_key]
+        return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
+                        total_params=sum(p.numel() for p in model.parameters()),
+                        model_type=model.config.model_type, head_names=_head_names(model))

@@ -1,0 +1,166 @@
+"""Sweep a suite: one Optuna study per cell, the same trial budget for every method, one record
+per trial, then the leaderboard. Running the same suite again resumes: finished trials are kept."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from harness.config.loader import LoadedSuite
+from harness.measure.provenance import environment, text_hash
+from harness.records.schema import TrialRecord
+from harness.records.store import RecordStore
+from harness.runner.plan import Cell, distributions, plan
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fork-safe tokenizers
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a CUDA context
+    import warnings
+
+    import optuna
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _sampler(suite, cell_index: int):
+    import optuna
+
+    seed = suite.search.seed + cell_index  # seeded from the suite; distinct per cell
+    if suite.search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # Few trials per cell: let TPE start after a small random warm-up.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(3, suite.search.trials_per_cell))
+
+
+def _pruner(suite):
+    import optuna
+
+    if suite.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def _record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str) -> dict:
+    s = loaded.suite
+    return {
+        "suite": s.name, "suite_hash": suite_hash, "cell_id": cell.id, "model": cell.model.label,
+        "task": cell.task.name, "task_kind": cell.task.kind, "method": cell.entry.display,
+        "method_name": cell.method.name, "method_family": cell.method.family,
+        "objective_metric": s.search.objective.metric, "objective_direction": s.search.objective.direction,
+        "environment": environment(),
+        "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
+                   "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
+                   "suite_file": str(loaded.path)},
+    }
+
+
+def _finished_numbers(store: RecordStore, cell: Cell) -> set[int]:
+    folder = store.root / "records" / cell.id
+    return {int(p.stem.split("-")[1]) for p in folder.glob("trial-*.json")}
+
+
+def _close_interrupted(study, done: set[int]) -> None:
+    """Trials left RUNNING by a sweep that was stopped: mark them failed so TPE ignores them."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number not in done:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root: str | None = None,
+              quiet: bool = False) -> int:
+    from harness.models import configure_hub_access
+
+    suite = loaded.suite
+    hub_data = [t.data.hub.name for t in suite.tasks if t.data.hub is not None]
+    configure_hub_access(list(suite.models), hub_data)
+    _quiet_libraries()
+
+    import optuna
+
+    from harness.report.terminal import ProgressView, print_leaderboard
+    from harness.runner.isolation import run_inline, run_isolated
+    from harness.runner.prepare import Preparer, pick_device
+    from harness.runner.trial import TrialHooks, TrialJob, preload
+
+    root = Path(results_root) if results_root else Path(suite.output.results_dir)
+    store = RecordStore(root / suite.name)
+    store.root.mkdir(parents=True, exist_ok=True)
+    (store.root / "suite.yaml").write_text(loaded.text, encoding="utf-8")
+    suite_hash = text_hash(loaded.text)
+    device = pick_device(suite.training.device)
+    preload()
+    cells = plan(suite)
+    preparer = Preparer(loaded.base_dir, seed=suite.search.seed)
+    seed = suite.seeds[0]
+    total = sum(c.budget for c in cells)
+    view = ProgressView(total=total, quiet=quiet)
+    sweep_t0 = time.perf_counter()
+    with view:
+        for index, cell in enumerate(cells):
+            study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
+                                        direction=suite.search.objective.direction, load_if_exists=True,
+                                        sampler=_sampler(suite, index), pruner=_pruner(suite))
+            done = _finished_numbers(store, cell)
+            _close_interrupted(study, done)
+            remaining = cell.budget - len(done)
+            view.skip(len(done))
+            if remaining <= 0:
+                continue
+            view.status(f"preparing {cell.model.label} / {cell.task.name}")
+            prepared = preparer.get(cell.model, cell.task)
+            dists = distributions(cell.space)
+            cell_t0 = time.perf_counter()
+            for k in range(remaining):
+                if suite.search.timeout_s and time.perf_counter() - cell_t0 > suite.search.timeout_s:
+                    break
+                trial = study.ask(dists)
+                sampled = dict(trial.params)
+                job = TrialJob(cell=cell, params={**cell.fixed, **sampled}, sampled=sampled,
+                               trial_number=trial.number, seed=seed,
+                               record_base=_record_base(loaded, cell, suite_hash), training=suite.training,
+                               device=device, copy_model=suite.runner.isolation == "inline")
+                hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
+                view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
+                                 suite.training.max_steps)
+                if suite.runner.isolation == "process":
+                    record = run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
+                else:
+                    record = run_inline(job, prepared, hooks)
+                store.write(record)
+                _tell(study, trial, record)
+                view.end_trial(record)
+    records = store.load_all()
+    print_leaderboard(records, elapsed_s=time.perf_counter() - sweep_t0)
+    from harness.report.files import write_leaderboard_files
+
+    reports = Path(reports_root) if reports_root else Path(suite.output.reports_dir)
+    written = write_leaderboard_files(records, reports / suite.name)
+    print(f"records: {store.root}/records   leaderboard: {written}")
+    return 0
+
+
+def _pruning_hook(trial):
+    def should_prune(value: float, step: int) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    return should_prune
+
+
+def _tell(study, trial, record: TrialRecord) -> None:
+    import optuna
+
+    if record.status == "complete" and record.objective is not None:
+        study.tell(trial, record.objective)
+    elif record.status == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -1,0 +1,62 @@
+"""Text classification (sentiment): a classification head on an encoder or decoder; accuracy, macro-F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.tasks import register
+from harness.tasks.base import TaskFamily
+
+
+def scores(predictions, references) -> dict[str, float]:
+    # sklearn is the reference implementation behind evaluate's accuracy and f1 metrics; we call it
+    # directly because evaluate.load('accuracy') fetches metric code from the hub at run time.
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(references, predictions)),
+            "macro_f1": float(f1_score(references, predictions, average="macro"))}
+
+
+def tokenize(splits, tokenizer, max_length: int, labels: list[str]):
+    index = {label: i for i, label in enumerate(labels)}
+
+    def encode(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        enc["labels"] = [index[str(label)] for label in batch["label"]]
+        return enc
+
+    return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    logits, refs = eval_pred
+    return scores(np.argmax(logits, axis=-1), refs)
+
+
+def evaluate(model, tokenizer, dataset, batch_size: int, device: str) -> dict[str, float]:
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    model.eval()
+    preds, refs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            columns = dataset[start:start + batch_size]  # one Arrow slice, not one lookup per row
+            batch = collate([dict(zip(columns, row)) for row in zip(*columns.values())])
+            refs.extend(batch.pop("labels").tolist())
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            preds.extend(logits.argmax(-1).tolist())
+    return scores(preds, refs)
+
+
+register(TaskFamily(
+    name="classification",
+    summary="text classification (sentiment): classification head; accuracy and macro-F1",
+    fields=("text", "label"),
+    metrics={"accuracy": True, "macro_f1": True},
+    head="sequence_classification",
+    tokenize=tokenize,
+    evaluate=evaluate,
+    compute_metrics=compute_metrics,
+))

@@ -1,0 +1,129 @@
+"""Load a task's splits from built-in, local (JSONL, CSV, Parquet) or hub data, with a column mapping."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.config.schema import DataSpec
+from harness.errors import UserError
+from harness.tasks.builtin_data import BUILTIN_DATA
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SPLITS = ("train", "validation", "test")
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def file_columns(path: Path) -> list[str]:
+    """Column names from the head of a data file, without loading it whole."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt == "json":
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+        if path.suffix.lower() == ".json" and first.strip() in ("[", ""):
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            return list(rows[0]) if rows else []
+        return list(json.loads(first)) if first.strip() else []
+    if fmt == "csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            return next(csv.reader(f), [])
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    raise ValueError(f"unsupported data file type {path.suffix!r}: use one of {', '.join(FORMATS)}")
+
+
+def _take(ds, size: int | None, seed: int):
+    if size is None or size >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(size))
+
+
+def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: int = 0):
+    """A DatasetDict with train/validation/test and exactly the task's fields as columns."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    if spec.builtin is not None:
+        entry = BUILTIN_DATA.get(spec.builtin)
+        full = datasets.load_dataset("json", data_files=str(entry.path), split="train")
+        raw = {s: full.filter(lambda row, s=s: row["split"] == s) for s in SPLITS}
+    elif spec.files is not None:
+        raw = {}
+        for split, path in spec.files.items():
+            p = resolve_path(path, base_dir)
+            raw[split] = datasets.load_dataset(FORMATS[p.suffix.lower()], data_files=str(p), split="train")
+    else:
+        hub = spec.hub
+        try:
+            raw = {split: datasets.load_dataset(hub.name, hub.config, split=name)
+                   for split, name in hub.splits.items()}
+        except Exception as exc:  # the hub or the cache failed: say which data set, not a traceback
+            raise UserError(f"hub data set {hub.name!r} (config {hub.config!r}) could not be loaded: {exc}")
+    if "validation" not in raw:  # carve a fixed, seeded validation split out of train
+        parts = raw["train"].train_test_split(test_size=0.1, seed=seed)
+        raw["train"], raw["validation"] = parts["train"], parts["test"]
+    sizes = {"train": spec.train_size, "validation": spec.validation_size, "test": spec.test_size}
+    out = {}
+    for split in SPLITS:
+        ds = raw[split]
+        mapping = {spec.columns.get(f, f): f for f in fields}
+        ds = ds.select_columns(list(mapping)).rename_columns({k: v for k, v in mapping.items() if k != v})
+        out[split] = _take(ds, sizes[split], seed)
+    return datasets.DatasetDict(out)
+
+
+def fingerprint(splits) -> str:
+    """sha256 over every example of every split: two runs on the same data share it."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        h.update(split.encode())
+        for row in splits[split]:
+            h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+    """(relative YAML path, message) for every data problem visible without loading the data."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    mapped = {f: spec.columns.get(f, f) for f in fields}
+    for key in spec.columns:
+        if key not in fields:
+            problems.append((("columns", key), f"unknown task field {key!r}: this task reads {', '.join(fields)}"))
+    if spec.builtin is not None:
+        if spec.builtin not in BUILTIN_DATA:
+            problems.append((("builtin",), BUILTIN_DATA.unknown_message(spec.builtin)))
+            return problems
+        have = {"builtin": BUILTIN_DATA.get(spec.builtin).columns()}
+    elif spec.files is not None:
+        for required in ("train", "test"):
+            if required not in spec.files:
+                problems.append((("files",), f"a {required} file is required (validation is optional)"))
+        have = {}
+        for split, path in spec.files.items():
+            p = resolve_path(path, base_dir)
+            if not p.is_file():
+                problems.append((("files", split), f"data file not found: {p}"))
+            elif p.suffix.lower() not in FORMATS:
+                problems.append((("files", split), f"unsupported file type {p.suffix!r}: use {', '.join(FORMATS)}"))
+            else:
+                try:
+                    have[split] = file_columns(p)
+                except (OSError, ValueError, UnicodeDecodeError) as exc:
+                    problems.append((("files", split), f"cannot read {p}: {exc}"))
+    else:
+        return problems  # hub columns are checked when the data set is loaded
+    for where, columns in have.items():
+        for field, column in mapped.items():
+            if column not in columns:
+                path = ("columns", field) if field in spec.columns else ((where,) if where == "builtin" else ("files", where))
+                problems.append((path, f"column {column!r} (for {field}) is missing; the data has: {', '.join(columns)}"))
+    return problems

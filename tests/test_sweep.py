@@ -1,0 +1,90 @@
+"""End to end: a suite goes in, an Optuna sweep runs in trial processes, records and a leaderboard come out."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import optuna
+
+from harness.cli import main
+from harness.records.store import RecordStore
+
+
+def run(suite, tmp_path, capsys):
+    code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
+                 "--reports", str(tmp_path / "reports")])
+    return code, capsys.readouterr()
+
+
+def test_end_to_end_sweep_two_methods_two_trials(tiny_suite, tmp_path, capsys):
+    t0 = time.perf_counter()
+    code, out = run(tiny_suite(), tmp_path, capsys)
+    elapsed = time.perf_counter() - t0
+    assert code == 0
+    assert elapsed < 60, f"the tiny end-to-end sweep took {elapsed:.0f} s"
+    store = RecordStore(tmp_path / "results" / "tiny")
+    records = store.load_all()
+    assert sorted((r.method, r.trial_number) for r in records) == [("bitfit", 0), ("bitfit", 1), ("lora", 0), ("lora", 1)]
+    for r in records:
+        assert r.status == "complete", r.reason
+        assert 0.0 <= r.metrics["accuracy"] <= 1.0 and "macro_f1" in r.metrics
+        assert r.throughput.train_tokens > 0 and r.throughput.train_tokens_per_s > 0
+        assert r.throughput.train_steps == 12
+        assert r.memory.peak_bytes > 0 and "VmHWM" in r.memory.source
+        assert r.environment["versions"]["torch"] and "git_commit" in r.environment
+        assert r.params["learning_rate"] > 0 and r.suite_hash and r.data_fingerprint
+        assert r.timing.total_s >= r.timing.train_s + r.timing.eval_s
+    # the records on disk are complete JSON with a schema version
+    files = sorted((store.root / "records").glob("*/trial-*.json"))
+    assert len(files) == 4 and all(json.loads(f.read_text())["schema_version"] == 1 for f in files)
+    assert not list((store.root / "records").glob("*/.*.tmp"))
+    # one Optuna study per cell, with the same budget each
+    studies = optuna.get_all_study_summaries(store.study_storage_url)
+    assert sorted(s.study_name for s in studies) == ["sentiment--tiny-bert--bitfit", "sentiment--tiny-bert--lora"]
+    assert all(s.n_trials == 2 for s in studies)
+    # the leaderboard: a table per (task, model), one row per method, and exported files
+    assert "sentiment · tiny-bert" in out.out and "bitfit" in out.out and "lora" in out.out
+    board = json.loads((tmp_path / "reports" / "tiny" / "leaderboard.json").read_text())
+    assert {row["method"] for row in board} == {"bitfit", "lora"}
+
+
+def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, capsys):
+    suite = tiny_suite(methods=("bitfit",), trials=2, steps=4)
+    assert run(suite, tmp_path, capsys)[0] == 0
+    store = RecordStore(tmp_path / "results" / "tiny")
+    before = {r.trial_number: r.finished_at for r in store.load_all()}
+    # raise the budget: only the new trial runs
+    suite.write_text(suite.read_text().replace("trials_per_cell: 2", "trials_per_cell: 3"))
+    assert run(suite, tmp_path, capsys)[0] == 0
+    after = {r.trial_number: r.finished_at for r in store.load_all()}
+    assert sorted(after) == [0, 1, 2]
+    assert all(after[n] == before[n] for n in before)
+
+
+def test_failing_trial_is_a_record_and_the_sweep_goes_on(tiny_suite, tmp_path, capsys):
+    broken = "  - name: lora\n    label: lora-broken\n    params: {target_modules: [no_such_module]}"
+    code, out = run(tiny_suite(methods=(broken, "bitfit"), trials=1, steps=4), tmp_path, capsys)
+    assert code == 0
+    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+    assert records["lora-broken"].status == "failed"
+    assert records["lora-broken"].reason.startswith("NoMatchingPeftModuleError: No modules were targeted")
+    assert records["bitfit"].status == "complete"
+    assert "failed" in out.out and "lora-broken" in out.out
+
+
+def test_trainable_parameter_counts(tiny_suite, tmp_path, capsys):
+    assert run(tiny_suite(methods=("full", "bitfit"), trials=1, steps=2), tmp_path, capsys)[0] == 0
+    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+    full, bitfit = records["full"], records["bitfit"]
+    assert full.trainable_params == full.total_params and full.trainable_pct == 100.0
+    # tiny-bert: hidden 32, 2 layers, intermediate 64, 2 labels -> biases + classifier weights
+    from transformers import AutoModelForSequenceClassification
+
+    from harness.models import BUILTIN_MODELS
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(BUILTIN_MODELS.get("tiny-bert").locate()), num_labels=2)
+    expected = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier."))
+    assert bitfit.trainable_params == expected
+    assert bitfit.total_params == sum(p.numel() for p in model.parameters())
