@@ -18,6 +18,6 @@ register(MethodSpec(
     family="additive",
     summary="IA3 (peft): learned scaling vectors on keys, values and feed-forward activations",
     apply=_ia3,
-    defaults={"learning_rate": 3e-3, "target_modules": None, "feedforward_modules": None},
-    search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
+    defaults={"learning_rate": 1e-2, "target_modules": None, "feedforward_modules": None},
+    search_space=space(learning_rate={"low": 1e-3, "high": 5e-2, "log": True}),
 ))

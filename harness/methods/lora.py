@@ -25,8 +25,8 @@ register(MethodSpec(
     family="reparametrized",
     summary="LoRA (peft): rank-r adapters on attention projections (target_modules: all-linear to widen)",
     apply=_apply,
-    defaults={"learning_rate": 5e-4, "r": 8, "alpha_ratio": 2.0, "dropout": 0.05,
+    defaults={"learning_rate": 3e-3, "r": 8, "alpha_ratio": 2.0, "dropout": 0.05,
               "target_modules": None, "use_rslora": False, "use_dora": False},
-    search_space=space(learning_rate={"low": 1e-4, "high": 5e-3, "log": True},
+    search_space=space(learning_rate={"low": 5e-4, "high": 2e-2, "log": True},
                        r={"choices": [4, 8, 16]}),
 ))

@@ -28,8 +28,8 @@ register(MethodSpec(
     family="selective",
     summary="BitFit: bias terms and the task head train, all other weights frozen",
     apply=_bitfit,
-    defaults={"learning_rate": 1e-3},
-    search_space=space(learning_rate={"low": 1e-4, "high": 1e-2, "log": True}),
+    defaults={"learning_rate": 5e-3},
+    search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))
 
 register(MethodSpec(
@@ -37,6 +37,6 @@ register(MethodSpec(
     family="selective",
     summary="LayerNorm tuning (peft LNTuning): normalization layers and the task head train",
     apply=_ln_tuning,
-    defaults={"learning_rate": 1e-3},
-    search_space=space(learning_rate={"low": 1e-4, "high": 1e-2, "log": True}),
+    defaults={"learning_rate": 5e-3},
+    search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,7 +44,8 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
 
 def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None,
                       console: Console | None = None) -> pd.DataFrame:
-    console = console or Console(highlight=False)
+    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table's cells.
+    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     board = leaderboard(records)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
         console.print(leaderboard_table(board, task, model))
