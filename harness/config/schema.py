@@ -118,6 +118,11 @@ class OutputSpec(Strict):
     reports_dir: str = "reports"
 
 
+class MeasureSpec(Strict):
+    price_per_gpu_hour: float | None = Field(None, ge=0, description="turns train time into cost")
+    nvml_period_ms: float = Field(5.0, gt=0, description="GPU memory sampling period")
+
+
 class RunnerSpec(Strict):
     isolation: Literal["process", "inline"] = "process"
     trial_timeout_s: float | None = Field(None, gt=0)
@@ -134,6 +139,7 @@ class Suite(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output: OutputSpec = Field(default_factory=OutputSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
+    measure: MeasureSpec = Field(default_factory=MeasureSpec)
 
 
 # Training keys a method entry may fix in params or search over, next to the method's own.

@@ -51,17 +51,25 @@ def reset_peak_rss() -> bool:
 class PhaseMemory:
     """Peak memory of each named phase of a trial, from the best source the device has."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, nvml_period_s: float = 0.005):
         self.device = device
         self.peaks: dict[str, int] = {}
+        self.gpu: dict[str, float] = {}
         self.baseline_bytes = 0
         self._resettable = True
+        self.sampler = None
         if device == "cuda":
             import torch
 
-            torch.cuda.init()
+            torch.cuda.init()  # the CUDA context exists before the baseline is taken
+            torch.cuda.synchronize()
             self.baseline_bytes = torch.cuda.memory_reserved()
-            self.source = "torch.cuda.max_memory_reserved (allocator), minus the baseline after CUDA init"
+            self.source = ("torch.cuda.max_memory_reserved per phase minus the baseline after CUDA init; "
+                           "NVML device/process used memory sampled beside it")
+            from harness.measure.nvml import NvmlSampler
+
+            self.sampler = NvmlSampler(torch.cuda.current_device(), nvml_period_s)
+            self.sampler.start()
         else:
             self._resettable = reset_peak_rss()
             self.baseline_bytes = current_rss_bytes()
@@ -83,10 +91,17 @@ class PhaseMemory:
 
             torch.cuda.synchronize()
             peak = max(torch.cuda.max_memory_reserved() - self.baseline_bytes, 0)
+            self.gpu[f"{phase}_peak_allocated_bytes"] = float(torch.cuda.max_memory_allocated())
+            self.gpu[f"{phase}_peak_reserved_bytes"] = float(torch.cuda.max_memory_reserved())
         else:
             peak = peak_rss_bytes()
         self.peaks[phase] = peak
         return peak
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.gpu.update({k: float(v) for k, v in self.sampler.summary().items()})
 
     @property
     def peak_bytes(self) -> int:

@@ -27,9 +27,15 @@ class Timing(BaseModel):
 class Throughput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train_tokens: int = 0  # non-padding tokens the model was trained on
-    train_tokens_per_s: float = 0.0
+    train_tokens_per_s: float = 0.0  # over train_s, which excludes in-loop validation
     train_samples_per_s: float = 0.0
     train_steps: int = 0
+    median_step_s: float = 0.0  # synchronized, after warm-up steps
+    eval_samples_per_s: float = 0.0  # test-split evaluation
+    generation_tokens_per_s: float | None = None  # tasks that generate
+    flops_per_token: float = 0.0  # 4N + 2N_trainable + 12LdT (harness/measure/speed.py)
+    achieved_tflops: float = 0.0
+    mfu: float | None = None  # achieved / the GPU's dense bf16 peak; None on CPUs and unknown GPUs
 
 
 class Memory(BaseModel):
@@ -38,6 +44,15 @@ class Memory(BaseModel):
     peak_bytes: int = 0  # the trial's peak, whatever the source
     by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval
     baseline_bytes: int = 0  # at trial start, before the model is touched
+    gpu: dict[str, float] = Field(default_factory=dict)  # torch allocator peaks and NVML samples
+
+
+class Energy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = ""  # "nvmlDeviceGetTotalEnergyConsumption" where measured
+    train_joules: float | None = None
+    joules_per_1k_tokens: float | None = None
+    cost_usd: float | None = None  # train time x the suite's price per GPU-hour
 
 
 class TrialRecord(BaseModel):
@@ -67,6 +82,7 @@ class TrialRecord(BaseModel):
     timing: Timing = Field(default_factory=Timing)
     throughput: Throughput = Field(default_factory=Throughput)
     memory: Memory = Field(default_factory=Memory)
+    energy: Energy = Field(default_factory=Energy)
     data_fingerprint: str = ""
     environment: dict[str, Any] = Field(default_factory=dict)  # versions, hardware, git commit
     started_at: str = ""

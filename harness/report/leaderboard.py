@@ -29,24 +29,24 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
 
 
 def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
-    """Best complete trial per (task, model, method), ranked within each (task, model)."""
+    """Best complete trial per (task, model, method), ranked within each (task, model); methods
+    with no complete trial stay on the board with empty metrics."""
     df = records_frame(records)
     if df.empty:
         return df
-    counts = df.groupby(["task", "model", "method"]).agg(
-        trials=("status", "size"), complete=("status", lambda s: int((s == "complete").sum())))
-    done = df[(df.status == "complete") & df.objective.notna()].copy()
-    if done.empty:
-        best = counts.reset_index()
-    else:
-        maximize = done.direction.iloc[0] == "maximize"
-        done = done.sort_values("objective", ascending=not maximize, kind="stable")
-        best = done.groupby(["task", "model", "method"], sort=False).head(1)
-        best = best.merge(counts.reset_index(), on=["task", "model", "method"], how="right")
-    best["rank"] = best.groupby(["task", "model"])["objective"].rank(
-        ascending=best["direction"].iloc[0] != "maximize" if "direction" in best and best["direction"].notna().any() else False,
-        method="min")
-    return best.sort_values(["task", "model", "rank"], na_position="last").reset_index(drop=True)
+    keys = ["task", "model", "method"]
+    counts = df.groupby(keys, sort=False).agg(
+        trials=("status", "size"), complete=("status", lambda s: int((s == "complete").sum())),
+        family=("family", "first"), objective_metric=("objective_metric", "first"),
+        direction=("direction", "first")).reset_index()
+    maximize = df.direction.iloc[0] == "maximize"
+    done = df[(df.status == "complete") & df.objective.notna()]
+    best = (done.sort_values("objective", ascending=not maximize, kind="stable")
+            .groupby(keys, sort=False).head(1)
+            .drop(columns=["family", "objective_metric", "direction"]))
+    board = counts.merge(best, on=keys, how="left")
+    board["rank"] = board.groupby(["task", "model"])["objective"].rank(ascending=not maximize, method="min")
+    return board.sort_values(["task", "model", "rank"], na_position="last", kind="stable").reset_index(drop=True)
 
 
 def metric_columns(board: pd.DataFrame) -> list[str]:

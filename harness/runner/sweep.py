@@ -127,7 +127,8 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
                 job = TrialJob(cell=cell, params={**cell.fixed, **sampled}, sampled=sampled,
                                trial_number=trial.number, seed=seed,
                                record_base=_record_base(loaded, cell, suite_hash), training=suite.training,
-                               device=device, copy_model=suite.runner.isolation == "inline")
+                               measure=suite.measure, device=device,
+                               copy_model=suite.runner.isolation == "inline")
                 hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
                 view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
                                  suite.training.max_steps)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from harness.methods import ApplyContext
 from harness.measure.memory import PhaseMemory
-from harness.records.schema import Memory, Throughput, Timing, TrialRecord
+from harness.measure.speed import StepTimer, flops_per_token, non_embedding_params, peak_flops
+from harness.methods import ApplyContext
+from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
 from harness.runner.plan import Cell
 from harness.runner.prepare import Prepared
 from harness.tasks import TASKS
@@ -28,6 +29,7 @@ class TrialJob:
     seed: int
     record_base: dict[str, Any]  # suite name/hash, objective, environment, config
     training: Any  # TrainingSpec
+    measure: Any  # MeasureSpec
     device: str
     copy_model: bool  # inline trials must not touch the shared base model
 
@@ -57,14 +59,17 @@ def preload() -> None:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: F401
 
 
-def _callbacks(job: TrialJob, hooks: TrialHooks, history: list, eval_times: list):
+def _callbacks(job: TrialJob, hooks: TrialHooks, history: list, eval_times: list, steps: StepTimer):
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
 
     metric = "eval_" + job.record_base["objective_metric"]
 
-    class Progress(TrainerCallback):
+    class Measure(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            steps.begin()
+
         def on_step_end(self, args, state, control, **kw):
+            steps.end()
             hooks.progress({"step": state.global_step, "max_steps": state.max_steps})
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -80,7 +85,7 @@ def _callbacks(job: TrialJob, hooks: TrialHooks, history: list, eval_times: list
             if metric in metrics and hooks.should_prune(float(metrics[metric]), state.global_step):
                 raise _Pruned(f"pruned at step {state.global_step}: validation {metric}={metrics[metric]:.4f}")
 
-    return [Progress()], PrinterCallback
+    return [Measure()]
 
 
 def _reinit_head(model, head_names: tuple[str, ...]) -> None:
@@ -92,17 +97,64 @@ def _reinit_head(model, head_names: tuple[str, ...]) -> None:
                 model._init_weights(module)
 
 
+def _training_args(job: TrialJob, out_dir: str):
+    from transformers import TrainingArguments
+
+    t, p = job.training, job.params
+    return TrainingArguments(
+        output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=int(p["batch_size"]),
+        gradient_accumulation_steps=int(p["gradient_accumulation_steps"]),
+        learning_rate=float(p["learning_rate"]), weight_decay=float(p["weight_decay"]),
+        warmup_steps=float(p["warmup_ratio"]), lr_scheduler_type=t.lr_scheduler,
+        per_device_eval_batch_size=t.eval_batch_size,
+        eval_strategy="steps" if t.eval_every_steps else "no", eval_steps=t.eval_every_steps,
+        logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        gradient_checkpointing=t.gradient_checkpointing,
+    )
+
+
+def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, trainable: int) -> Throughput:
+    tokens = int(trainer.state.num_input_tokens_seen)
+    samples = trainer.state.global_step * int(job.params["batch_size"]) * int(job.params["gradient_accumulation_steps"])
+    config = getattr(model, "config", None)
+    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+    d_model = int(getattr(config, "hidden_size", 0) or 0)
+    per_token = flops_per_token(non_embedding_params(model), trainable, layers, d_model, tokens / max(samples, 1))
+    achieved = per_token * tokens / train_s if train_s else 0.0
+    gpus = job.record_base["environment"].get("gpus") or []
+    peak = peak_flops(gpus[0]) if job.device == "cuda" and gpus else None
+    return Throughput(train_tokens=tokens, train_steps=int(trainer.state.global_step),
+                      train_tokens_per_s=tokens / train_s if train_s else 0.0,
+                      train_samples_per_s=samples / train_s if train_s else 0.0,
+                      median_step_s=steps.median_after_warmup(), flops_per_token=per_token,
+                      achieved_tflops=achieved / 1e12, mfu=achieved / peak if peak else None)
+
+
+def _energy(memory: PhaseMemory, start_mj: int | None, end_mj: int | None, tokens: int, train_s: float,
+            price: float | None) -> Energy:
+    energy = Energy()
+    if start_mj is not None and end_mj is not None:
+        joules = (end_mj - start_mj) / 1000.0
+        energy = Energy(source="nvmlDeviceGetTotalEnergyConsumption (whole GPU, train phase)", train_joules=joules,
+                        joules_per_1k_tokens=1000.0 * joules / tokens if tokens else None)
+    if price is not None and memory.device == "cuda":
+        energy.cost_usd = price * train_s / 3600.0
+    return energy
+
+
 def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialRecord:
-    started = now()
-    timing, memory = Timing(), PhaseMemory(job.device)
+    timing = Timing()
+    memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0)
     history: list[dict] = []
     eval_times: list[float] = []
+    steps = StepTimer(cuda=job.device == "cuda")
     record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
                   data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
-                  started_at=started)
+                  started_at=now())
     try:
-        import torch
-        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+        from transformers import DataCollatorWithPadding, Trainer, set_seed
 
         family = TASKS.get(job.cell.task.kind)
         set_seed(job.seed)
@@ -114,49 +166,38 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
                            head_names=prepared.head_names, model_type=prepared.model_type)
         model = job.cell.method.apply(model, job.params, ctx)
         model.to(job.device)
-        record["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        record["trainable_params"] = trainable
         memory.stop("load")
         timing.load_s = time.perf_counter() - t0
 
-        t = job.training
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
-            args = TrainingArguments(
-                output_dir=out_dir, max_steps=t.max_steps,
-                per_device_train_batch_size=int(job.params["batch_size"]),
-                gradient_accumulation_steps=int(job.params["gradient_accumulation_steps"]),
-                learning_rate=float(job.params["learning_rate"]), weight_decay=float(job.params["weight_decay"]),
-                warmup_steps=float(job.params["warmup_ratio"]), lr_scheduler_type=t.lr_scheduler,
-                per_device_eval_batch_size=t.eval_batch_size,
-                eval_strategy="steps" if t.eval_every_steps else "no", eval_steps=t.eval_every_steps,
-                logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
-                disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
-                include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-                gradient_checkpointing=t.gradient_checkpointing,
-            )
-            callbacks, printer = _callbacks(job, hooks, history, eval_times)
-            trainer = Trainer(model=model, args=args, train_dataset=prepared.data["train"],
-                              eval_dataset=prepared.data["validation"] if t.eval_every_steps else None,
+            trainer = Trainer(model=model, args=_training_args(job, out_dir), train_dataset=prepared.data["train"],
+                              eval_dataset=prepared.data["validation"] if job.training.eval_every_steps else None,
                               data_collator=DataCollatorWithPadding(prepared.tokenizer),
-                              compute_metrics=family.compute_metrics, callbacks=callbacks)
-            trainer.remove_callback(printer)  # logs go into the record's history, not stdout
+                              compute_metrics=family.compute_metrics,
+                              callbacks=_callbacks(job, hooks, history, eval_times, steps))
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
             memory.start("train")
+            energy_start = memory.sampler.energy_mj() if memory.sampler else None
             result = trainer.train()
+            energy_end = memory.sampler.energy_mj() if memory.sampler else None
             memory.stop("train")
             timing.train_s = float(result.metrics["train_runtime"]) - sum(eval_times)
-            tokens = int(trainer.state.num_input_tokens_seen)
-            samples = t.max_steps * int(job.params["batch_size"]) * int(job.params["gradient_accumulation_steps"])
-            record["throughput"] = Throughput(
-                train_tokens=tokens, train_steps=int(trainer.state.global_step),
-                train_tokens_per_s=tokens / timing.train_s if timing.train_s else 0.0,
-                train_samples_per_s=samples / timing.train_s if timing.train_s else 0.0)
+            throughput = _throughput(model, trainer, job, timing.train_s, steps, trainable)
+            record["energy"] = _energy(memory, energy_start, energy_end, throughput.train_tokens, timing.train_s,
+                                       job.measure.price_per_gpu_hour)
 
         t1 = time.perf_counter()
         memory.start("eval")
-        record["metrics"] = family.evaluate(model, prepared.tokenizer, prepared.data["test"],
-                                            t.eval_batch_size, job.device)
+        test = prepared.data["test"]
+        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, job.training.eval_batch_size, job.device)
         memory.stop("eval")
         timing.eval_s = time.perf_counter() - t1
-        record.update(status="complete")
+        throughput.eval_samples_per_s = len(test) / timing.eval_s if timing.eval_s else 0.0
+        record.update(status="complete", throughput=throughput)
     except _Pruned as exc:
         record.update(status="pruned", reason=str(exc))
     except (MemoryError, _oom_type()) as exc:
@@ -165,9 +206,10 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
     except Exception as exc:  # any other failure is a record, never a crashed sweep
         frames = traceback.format_exception(exc)
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
+    memory.close()
     record.update(history=history, timing=timing, finished_at=now(),
-                  memory=Memory(source=memory.source, peak_bytes=memory.peak_bytes,
-                                by_phase_peak_bytes=memory.peaks, baseline_bytes=memory.baseline_bytes))
+                  memory=Memory(source=memory.source, peak_bytes=memory.peak_bytes, by_phase_peak_bytes=memory.peaks,
+                                baseline_bytes=memory.baseline_bytes, gpu=memory.gpu))
     return TrialRecord.model_validate(record)
 
 

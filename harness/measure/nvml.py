@@ -1,0 +1,90 @@
+"""GPU memory and energy from NVML (nvidia-ml-py): a background sampler of the device's used memory,
+this process's used memory and the torch allocator's reserved bytes, every few milliseconds, plus
+the energy counter. torch's own peaks miss the CUDA context and other processes; NVML sees them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Samples:
+    device_used: list[int] = field(default_factory=list)
+    process_used: list[int] = field(default_factory=list)
+    torch_reserved: list[int] = field(default_factory=list)
+
+
+class NvmlSampler:
+    """Samples in a daemon thread between start() and stop(); one instance per trial process."""
+
+    def __init__(self, device_index: int = 0, period_s: float = 0.005):
+        import pynvml
+
+        self.nvml = pynvml
+        pynvml.nvmlInit()
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self.period_s = period_s
+        self.pid = os.getpid()
+        self.samples = Samples()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.baseline_device_used = self._device_used()
+
+    def _device_used(self) -> int:
+        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+
+    def _process_used(self) -> int:
+        try:
+            procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except self.nvml.NVMLError:
+            return 0
+        return sum(int(p.usedGpuMemory or 0) for p in procs if p.pid == self.pid)
+
+    def energy_mj(self) -> int | None:
+        """Millijoules since the driver loaded (Volta and newer); None where the GPU has no counter."""
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except self.nvml.NVMLError:
+            return None
+
+    def _run(self) -> None:
+        import torch
+
+        while not self._stop.is_set():
+            self.samples.device_used.append(self._device_used())
+            self.samples.process_used.append(self._process_used())
+            self.samples.torch_reserved.append(int(torch.cuda.memory_reserved()))
+            time.sleep(self.period_s)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> Samples:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.samples
+
+    def summary(self) -> dict[str, int | float]:
+        s = self.samples
+        if not s.device_used:
+            return {}
+        return {
+            "nvml_peak_device_used_bytes": max(s.device_used) - self.baseline_device_used,
+            "nvml_peak_process_used_bytes": max(s.process_used, default=0),
+            "reserved_avg_bytes": sum(s.torch_reserved) / len(s.torch_reserved),
+            "reserved_p99_bytes": percentile(s.torch_reserved, 99),
+            "samples": len(s.device_used),
+        }

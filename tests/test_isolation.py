@@ -1,0 +1,65 @@
+"""Trial isolation: a killed trial process or an out-of-memory error is a record, and the sweep goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+
+from harness.cli import main
+from harness.records.store import RecordStore
+
+
+def _run(suite, tmp_path):
+    return main(["run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
+                 "--reports", str(tmp_path / "reports")])
+
+
+def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
+    # One long cell (the victim) then a short one that must still run after the kill.
+    suite = tiny_suite(methods=("  - name: bitfit\n    label: victim", "lora"), trials=1, steps=400)
+    suite.write_text(suite.read_text() + "runner: {isolation: process}\n")
+    killed: list[int] = []
+
+    def killer() -> None:
+        me = psutil.Process()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for child in me.children():
+                try:
+                    alive_s = time.time() - child.create_time()
+                except psutil.NoSuchProcess:
+                    continue
+                if alive_s > 1.0:  # well inside the 400-step training loop
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    assert _run(suite, tmp_path) == 0
+    thread.join(timeout=5)
+    assert killed, "no trial process was found to kill"
+    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+    assert records["victim"].status == "crashed"
+    assert "SIGKILL" in records["victim"].reason
+    assert records["lora"].status == "complete"
+
+
+def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, monkeypatch):
+    import torch
+    import transformers
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    # The trial process is forked from this one, so it inherits the patch.
+    monkeypatch.setattr(transformers.Trainer, "train", out_of_memory)
+    assert _run(tiny_suite(methods=("bitfit",), trials=1, steps=4), tmp_path) == 0
+    [record] = RecordStore(tmp_path / "results" / "tiny").load_all()
+    assert record.status == "oom"
+    assert "batch size 16" in record.reason and "Tried to allocate 2.00 GiB" in record.reason
