@@ -103,6 +103,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from pydantic import ValidationError
+
+    from harness.runner.bench import bench_suite, print_bench, run_bench
+
+    try:
+        suite = bench_suite(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data)
+    except ValidationError as exc:
+        raise UserError(f"bench options: {exc.errors()[0]['msg']}")
+    from harness.config.loader import _method_problems, _model_problems  # same checks as validate
+    from harness.config.yaml_lines import LineMap
+
+    lines = LineMap("harness bench")
+    problems = _model_problems(0, suite.models[0], Path.cwd(), lines) + \
+        _method_problems(0, suite.methods[0], [], lines)
+    if problems:
+        raise UserError(problems)
+    print_bench(run_bench(suite, only=args.only, json_out=args.json, repeats=args.repeats))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Compare fine-tuning methods under equal search budgets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list registered methods, tasks or models")
     p.add_argument("what", choices=["methods", "tasks", "models"])
     p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("bench", help="one configuration through the harness and through a bare PyTorch loop")
+    p.add_argument("--model", default="builtin:tiny-bert", help="model source (default builtin:tiny-bert)")
+    p.add_argument("--method", default="lora")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--data", default="sentiment", help="built-in classification data set")
+    p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; the median is shown")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("report", help="print the leaderboard of a results folder")
     p.add_argument("results_dir")
     p.set_defaults(func=cmd_report)

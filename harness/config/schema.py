@@ -108,6 +108,7 @@ class TrainingSpec(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
     eval_every_steps: int | None = Field(None, gt=0, description="validation evals for pruning")
     gradient_checkpointing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -143,4 +144,4 @@ class Suite(Strict):
 
 
 # Training keys a method entry may fix in params or search over, next to the method's own.
-TRAINING_PARAMS = ("learning_rate", "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation_steps")
+TRAINING_PARAMS = ("learning_rate", "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation_steps", "optim")

@@ -111,7 +111,7 @@ def _training_args(job: TrialJob, out_dir: str):
         logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
         disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=t.gradient_checkpointing, optim=str(p["optim"]),
     )
 
 

@@ -1,0 +1,173 @@
+"""`harness bench`: one configuration through the harness's trial path and through a bare PyTorch
+loop (same prepared model, method, data, batch size, steps, optimizer), each in its own forked
+process, so the harness's throughput and memory can be judged against the plainest way to train."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from harness.config.loader import LoadedSuite
+from harness.config.schema import Suite
+from harness.measure.memory import PhaseMemory
+from harness.records.schema import TrialRecord
+from harness.runner.isolation import run_isolated
+from harness.runner.plan import plan
+from harness.runner.prepare import Prepared
+from harness.runner.trial import TrialHooks, TrialJob, _reinit_head, now
+
+
+def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str) -> Suite:
+    return Suite.model_validate({
+        "name": "bench", "models": [{"source": model, "max_length": max_length}],
+        "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
+        "methods": [{"name": method}], "search": {"trials_per_cell": 1, "pruner": "none"},
+        "training": {"max_steps": steps, "batch_size": batch_size},
+    })
+
+
+def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
+    """The plainest loop: DataLoader, forward, backward, clip, AdamW step, linear schedule. Runs in the
+    bench's forked child; returns tokens/s, median step time and peak memory."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+    from transformers import DataCollatorWithPadding, get_scheduler, set_seed
+
+    from harness.measure.speed import StepTimer
+    from harness.methods import ApplyContext
+
+    set_seed(job.seed)
+    memory = PhaseMemory(job.device)
+    memory.start("load")
+    model = prepared.model
+    _reinit_head(model, prepared.head_names)
+    model = job.cell.method.apply(model, job.params, ApplyContext("SEQ_CLS", prepared.head_names, prepared.model_type))
+    model.to(job.device).train()
+    memory.stop("load")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=float(job.params["learning_rate"]),
+                                  weight_decay=float(job.params["weight_decay"]))
+    schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=job.training.max_steps)
+    generator = torch.Generator().manual_seed(job.seed)
+    loader = DataLoader(prepared.data["train"], batch_size=int(job.params["batch_size"]),
+                        sampler=RandomSampler(prepared.data["train"], generator=generator),
+                        collate_fn=DataCollatorWithPadding(prepared.tokenizer))
+    timer, tokens, step = StepTimer(cuda=job.device == "cuda"), 0, 0
+    memory.start("train")
+    t0 = time.perf_counter()
+    while step < job.training.max_steps:
+        for batch in loader:
+            timer.begin()
+            batch = {k: v.to(job.device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the Trainer does (max_grad_norm=1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += int(batch["attention_mask"].sum())
+            timer.end()
+            step += 1
+            if step == job.training.max_steps:
+                break
+    train_s = time.perf_counter() - t0
+    memory.stop("train")
+    memory.close()
+    return {"train_tokens": tokens, "train_s": train_s, "tokens_per_s": tokens / train_s,
+            "median_step_s": timer.median_after_warmup(), "peak_bytes": memory.peak_bytes,
+            "train_peak_bytes": memory.peaks.get("train", 0), "memory_source": memory.source}
+
+
+def _bare_isolated(job: TrialJob, prepared: Prepared) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        child.send(bare_loop(job, prepared))
+        child.close()
+
+    proc = ctx.Process(target=target, daemon=True)
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (a 2-core machine is noisy; one run can mislead)."""
+    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
+    return dict(ordered[len(ordered) // 2], runs_tokens_per_s=[round(r["tokens_per_s"], 1) for r in runs])
+
+
+def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
+    record: TrialRecord = run_isolated(job, prepared, TrialHooks(lambda m: None, lambda v, s: False))
+    if record.status != "complete":
+        raise RuntimeError(f"harness trial {record.status}: {record.reason}")
+    return {"train_tokens": record.throughput.train_tokens, "train_s": record.timing.train_s,
+            "tokens_per_s": record.throughput.train_tokens_per_s,
+            "median_step_s": record.throughput.median_step_s, "peak_bytes": record.memory.peak_bytes,
+            "train_peak_bytes": record.memory.by_phase_peak_bytes.get("train", 0),
+            "memory_source": record.memory.source}
+
+
+def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
+    from harness.measure.provenance import environment
+    from harness.runner.prepare import Preparer, pick_device
+    from harness.runner.sweep import _quiet_libraries
+    from harness.runner.trial import preload
+
+    _quiet_libraries()
+    preload()
+    loaded = LoadedSuite(suite=suite, path=Path.cwd() / "bench.yaml", text="")
+    [cell] = plan(suite)
+    prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
+    device = pick_device(suite.training.device)
+    base = {"suite": "bench", "suite_hash": "", "cell_id": cell.id, "model": cell.model.label, "task": "bench",
+            "task_kind": "classification", "method": cell.method.name, "method_name": cell.method.name,
+            "method_family": cell.method.family, "objective_metric": "accuracy", "objective_direction": "maximize",
+            "environment": environment(), "started_at": now()}
+    job = TrialJob(cell=cell, params=dict(cell.fixed), sampled={}, trial_number=0, seed=0, record_base=base,
+                   training=suite.training, measure=suite.measure, device=device, copy_model=False)
+    out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
+                 "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats}
+    runs: dict[str, list[dict]] = {"harness": [], "bare": []}
+    for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both paths alike
+        if only in (None, "harness"):
+            runs["harness"].append(_harness_once(job, prepared))
+        if only in (None, "bare"):
+            runs["bare"].append(_bare_isolated(job, prepared))
+    for path, results in runs.items():
+        if results:
+            out[path] = _median_run(results)
+    if "harness" in out and "bare" in out:
+        out["throughput_ratio"] = out["harness"]["tokens_per_s"] / out["bare"]["tokens_per_s"]
+    if json_out:
+        Path(json_out).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def print_bench(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench: {out['model']} · {out['method']} · {out['steps']} steps x batch {out['batch_size']} "
+                        f"on {out['device']}", title_justify="left")
+    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "peak MiB (process)", "train-phase peak MiB"):
+        table.add_column(col, justify="right")
+    for path in ("harness", "bare"):
+        if path in out:
+            r = out[path]
+            table.add_row(path, str(r["train_tokens"]), f"{r['train_s']:.2f}", f"{r['tokens_per_s']:.0f}",
+                          f"{1000 * r['median_step_s']:.1f}", f"{r['peak_bytes'] / 2**20:.0f}",
+                          f"{r['train_peak_bytes'] / 2**20:.0f}")
+    console = Console(highlight=False, width=140)
+    console.print(table)
+    if "throughput_ratio" in out:
+        console.print(f"throughput ratio harness / bare loop: {out['throughput_ratio']:.3f} (median of "
+                      f"{out['repeats']} interleaved runs each; tokens/s per run: harness "
+                      f"{out['harness']['runs_tokens_per_s']}, bare {out['bare']['runs_tokens_per_s']})")
+    src = out.get("harness", out.get("bare", {})).get("memory_source", "")
+    console.print(f"memory source: {src}")
