@@ -45,6 +45,7 @@ class Memory(BaseModel):
     by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval
     baseline_bytes: int = 0  # at trial start, before the model is touched
     gpu: dict[str, float] = Field(default_factory=dict)  # torch allocator peaks and NVML samples
+    kernel_max_rss_bytes: int | None = None  # ru_maxrss of the trial process from wait4 (cross-check)
 
 
 class Energy(BaseModel):

@@ -5,6 +5,7 @@ process, so the harness's throughput and memory can be judged against the plaine
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from harness.config.loader import LoadedSuite
 from harness.config.schema import Suite
 from harness.measure.memory import PhaseMemory
 from harness.records.schema import TrialRecord
-from harness.runner.isolation import run_isolated
+from harness.runner.isolation import fork_call, run_isolated
 from harness.runner.plan import plan
 from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, TrialJob, _reinit_head, now
@@ -80,20 +81,13 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
 
 
 def _bare_isolated(job: TrialJob, prepared: Prepared) -> dict:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target() -> None:
-        child.send(bare_loop(job, prepared))
-        child.close()
-
-    proc = ctx.Process(target=target, daemon=True)
-    proc.start()
-    result = parent.recv()
-    proc.join()
-    return result
+    pid, conn = fork_call(lambda j, p, c: c.send(bare_loop(j, p)), job, prepared)
+    try:
+        result = conn.recv()
+    finally:
+        conn.close()
+        _, _, usage = os.wait4(pid, 0)
+    return dict(result, kernel_max_rss_bytes=usage.ru_maxrss * 1024)
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -110,7 +104,7 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
             "tokens_per_s": record.throughput.train_tokens_per_s,
             "median_step_s": record.throughput.median_step_s, "peak_bytes": record.memory.peak_bytes,
             "train_peak_bytes": record.memory.by_phase_peak_bytes.get("train", 0),
-            "memory_source": record.memory.source}
+            "kernel_max_rss_bytes": record.memory.kernel_max_rss_bytes, "memory_source": record.memory.source}
 
 
 def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
@@ -155,14 +149,15 @@ def print_bench(out: dict) -> None:
 
     table = Table(title=f"bench: {out['model']} · {out['method']} · {out['steps']} steps x batch {out['batch_size']} "
                         f"on {out['device']}", title_justify="left")
-    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "peak MiB (process)", "train-phase peak MiB"):
+    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "peak MiB (process)",
+                "train-phase peak MiB", "kernel ru_maxrss MiB"):
         table.add_column(col, justify="right")
     for path in ("harness", "bare"):
         if path in out:
             r = out[path]
             table.add_row(path, str(r["train_tokens"]), f"{r['train_s']:.2f}", f"{r['tokens_per_s']:.0f}",
                           f"{1000 * r['median_step_s']:.1f}", f"{r['peak_bytes'] / 2**20:.0f}",
-                          f"{r['train_peak_bytes'] / 2**20:.0f}")
+                          f"{r['train_peak_bytes'] / 2**20:.0f}", f"{r['kernel_max_rss_bytes'] / 2**20:.0f}")
     console = Console(highlight=False, width=140)
     console.print(table)
     if "throughput_ratio" in out:

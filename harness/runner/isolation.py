@@ -1,13 +1,19 @@
 """Run a trial in its own process, forked from the sweep process after the heavy imports and the
 base model are loaded: the ~13 s import cost and the model load are paid once per sweep, each
-trial's peak memory is its own, and a crash (segfault, SIGKILL, OOM kill) becomes a record."""
+trial's peak memory is its own, and a crash (segfault, SIGKILL, OOM kill) becomes a record.
+
+Plain os.fork + os.wait4 rather than multiprocessing.Process: wait4 hands back the kernel's own
+resource accounting of the trial process (ru_maxrss), which every record carries as a cross-check."""
 
 from __future__ import annotations
 
 import gc
-import multiprocessing as mp
+import os
 import signal
+import sys
 import time
+from multiprocessing.connection import Pipe
+
 from harness.records.schema import TrialRecord
 from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, TrialJob, now, run_trial
@@ -18,11 +24,8 @@ def _child(job: TrialJob, prepared: Prepared, conn) -> None:
         conn.send(("report", (value, step)))
         return bool(conn.recv())
 
-    try:
-        record = run_trial(job, prepared, TrialHooks(lambda msg: conn.send(("progress", msg)), should_prune))
-        conn.send(("record", record.model_dump(mode="json")))
-    finally:
-        conn.close()
+    record = run_trial(job, prepared, TrialHooks(lambda msg: conn.send(("progress", msg)), should_prune))
+    conn.send(("record", record.model_dump(mode="json")))
 
 
 def _signal_name(code: int) -> str:
@@ -38,49 +41,67 @@ def crashed_record(job: TrialJob, reason: str, started: str) -> TrialRecord:
                                            started_at=started, finished_at=now()))
 
 
-def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
-                 timeout_s: float | None = None) -> TrialRecord:
-    """Fork, run the trial, and collect its record; a child that dies yields a 'crashed' record."""
-    ctx = mp.get_context("fork")
+def fork_call(target, *args) -> tuple[int, object]:
+    """Fork; the child runs target(*args, conn) and exits without running the parent's cleanup."""
+    parent_conn, child_conn = Pipe(duplex=True)
     # Move every object the sweep process has so far into the permanent generation: the child's
     # gc.collect() (accelerate calls it) then skips them instead of walking, and copying, them all.
     gc.freeze()
-    parent_conn, child_conn = ctx.Pipe(duplex=True)
-    started, t0 = now(), time.perf_counter()
-    proc = ctx.Process(target=_child, args=(job, prepared, child_conn), daemon=True)
-    proc.start()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the trial process
+        code = 0
+        try:
+            parent_conn.close()
+            target(*args, child_conn)
+        except BaseException:  # noqa: BLE001 - report and die; the parent records the exit code
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                child_conn.close()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
     child_conn.close()
+    return pid, parent_conn
+
+
+def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
+                 timeout_s: float | None = None) -> TrialRecord:
+    """Fork, run the trial, and collect its record; a child that dies yields a 'crashed' record."""
+    started, t0 = now(), time.perf_counter()
+    pid, conn = fork_call(_child, job, prepared)
     record: TrialRecord | None = None
     timed_out = False
     try:
         while True:
-            if parent_conn.poll(0.1):
+            if conn.poll(0.1):
                 try:
-                    kind, payload = parent_conn.recv()
-                except EOFError:
-                    break
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):
+                    break  # the child closed its end: it finished or died
                 if kind == "progress":
                     hooks.progress(payload)
                 elif kind == "report":
-                    parent_conn.send(hooks.should_prune(*payload))
+                    conn.send(hooks.should_prune(*payload))
                 else:
                     record = TrialRecord.model_validate(payload)
-            elif not proc.is_alive() and not parent_conn.poll(0):
-                break
-            if timeout_s is not None and time.perf_counter() - t0 > timeout_s and proc.is_alive():
-                proc.kill()
+            if timeout_s is not None and not timed_out and time.perf_counter() - t0 > timeout_s:
+                os.kill(pid, signal.SIGKILL)
                 timed_out = True
     finally:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        parent_conn.close()
+        conn.close()
+        _, status, usage = os.wait4(pid, 0)
     if record is None:
-        code = proc.exitcode
+        code = os.waitstatus_to_exitcode(status)
         if timed_out:
             reason = f"timed out after {timeout_s:g} s (trial_timeout_s) and was killed"
-        elif code is not None and code < 0:
+        elif code < 0:
             reason = f"trial process killed by {_signal_name(-code)}"
             if -code == signal.SIGKILL:
                 reason += " (the kernel's out-of-memory killer sends this too)"
@@ -88,6 +109,7 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
             reason = f"trial process exited with code {code} before writing its record"
         record = crashed_record(job, reason, started)
     record.timing.total_s = time.perf_counter() - t0
+    record.memory.kernel_max_rss_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
     return record
 
 
