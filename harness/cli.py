@@ -36,47 +36,37 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    # One line per entry, however narrow the terminal: long lines are easier to grep than wrapped cells.
-    console = Console(highlight=False, width=max(Console().width, 240), soft_wrap=True)
-    table = Table(box=None, pad_edge=False)
+    """One line per registered entry (plain text: easy to read, easy to grep)."""
+    rows: list[tuple[str, ...]] = []
     if args.what == "methods":
         from harness.methods import METHODS
 
-        for col in ("method", "family", "defaults", "search space", "what it trains"):
-            table.add_column(col)
         for name in METHODS:
             m = METHODS.get(name)
             defaults = " ".join(f"{k}={v}" for k, v in m.defaults.items() if v is not None)
-            table.add_row(name, m.family, defaults, m.describe_space(), m.summary)
+            rows.append((name, m.family, f"defaults: {defaults}", f"search: {m.describe_space()}", m.summary))
     elif args.what == "tasks":
         from harness.tasks import TASKS
         from harness.tasks.builtin_data import BUILTIN_DATA
 
-        for col in ("task kind / builtin data", "fields or kind", "metrics (↑ higher is better)", "summary"):
-            table.add_column(col)
         for name in TASKS:
             t = TASKS.get(name)
             metrics = " ".join(f"{k}{'↑' if up else '↓'}" for k, up in t.metrics.items())
-            table.add_row(name, ",".join(t.fields), metrics, t.summary)
+            rows.append((name, f"fields: {','.join(t.fields)}", f"metrics: {metrics}", t.summary))
         for name in BUILTIN_DATA:
             d = BUILTIN_DATA.get(name)
-            table.add_row(f"builtin:{name}", d.kind, "", d.summary)
+            rows.append((f"builtin:{name}", f"data for {d.kind}", d.summary))
     else:
         from harness.models import BUILTIN_MODELS
 
-        for col in ("model source", "type", "summary"):
-            table.add_column(col)
         for name in BUILTIN_MODELS:
             m = BUILTIN_MODELS.get(name)
-            table.add_row(f"builtin:{name}", m.info.model_type, m.summary)
-        table.add_row("<org/name>", "hub", "any Hugging Face hub id (needs the hub or its local cache)")
-        table.add_row("<./folder>", "local", "a folder with config.json and weights")
-    for column in table.columns:
-        column.no_wrap = True
-    console.print(table)
+            rows.append((f"builtin:{name}", m.info.model_type, m.summary))
+        rows.append(("<org/name>", "hub", "any Hugging Face hub id (needs the hub or its local cache)"))
+        rows.append(("<./folder>", "local", "a folder with config.json and weights"))
+    widths = [max(len(r[i]) for r in rows if len(r) > i) for i in range(max(map(len, rows)) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) if i < len(widths) else cell for i, cell in enumerate(row)).rstrip())
     return 0
 
 

@@ -76,7 +76,7 @@ def test_unknown_names_suggest_and_list(write_suite):
     msgs = problems_of(write_suite(text))
     joined = "\n".join(msgs)
     assert len(msgs) == 3
-    assert "methods[0].name: unknown method 'lorra'. Did you mean 'lora'? Valid methods: bitfit" in joined
+    assert "methods[0].name: unknown method 'lorra'. Did you mean 'lora'? Valid methods: adalora, adapter_houlsby" in joined
     assert "tasks[0].kind: unknown task kind 'clasification'. Did you mean 'classification'?" in joined
     assert "models[0].source: unknown builtin model 'tiny-bret'. Did you mean 'tiny-bert'?" in joined
 

@@ -67,7 +67,7 @@ def _range_problems(path: tuple, dim: ParamSpace, lines: LineMap) -> list[Proble
     return out
 
 
-def _method_problems(i: int, entry: MethodEntry, model_infos, lines: LineMap) -> list[Problem]:
+def _method_problems(i: int, entry: MethodEntry, model_infos, lines: LineMap, heads=("sequence_classification",)) -> list[Problem]:
     from harness.methods import METHODS
 
     base = ("methods", i)
@@ -89,9 +89,10 @@ def _method_problems(i: int, entry: MethodEntry, model_infos, lines: LineMap) ->
     for key, dim in entry.search.items():
         out.extend(_range_problems(base + ("search", key), dim, lines))
     for label, info in model_infos:
-        reason = spec.check(info) if info is not None else None
-        if reason:
-            out.append(lines.problem(base + ("name",), f"method {entry.name} cannot be used with model {label}: {reason}"))
+        for head in heads:
+            reason = spec.check(info, head) if info is not None else None
+            if reason:
+                out.append(lines.problem(base + ("name",), f"method {entry.name} cannot be used with model {label}: {reason}"))
     return out
 
 
@@ -137,10 +138,15 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         task = _item(TaskSpec, r) if isinstance(r, dict) else None
         if task is not None:
             out.extend(_task_problems(i, task, base_dir, lines))
+    heads = set()
+    for r in raw.get("tasks") or []:
+        kind = r.get("kind") if isinstance(r, dict) else None
+        if kind in TASKS:
+            heads.add(TASKS.get(kind).head)
     for i, r in enumerate(raw.get("methods") or []):
         entry = _item(MethodEntry, r) if isinstance(r, dict) else None
         if entry is not None:
-            out.extend(_method_problems(i, entry, infos, lines))
+            out.extend(_method_problems(i, entry, infos, lines, tuple(sorted(heads))))
     if suite is not None:
         metric = suite.search.objective.metric
         for i, task in enumerate(suite.tasks):

@@ -117,6 +117,7 @@ class TrainingSpec(Strict):
 class OutputSpec(Strict):
     results_dir: str = "results"
     reports_dir: str = "reports"
+    keep_adapters: bool = Field(False, description="save each trial's trained adapter under results/<suite>/adapters")
 
 
 class MeasureSpec(Strict):

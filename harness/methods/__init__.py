@@ -19,7 +19,7 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 def _discover() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
+        if module.name not in ("base", "artifacts"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 

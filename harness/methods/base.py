@@ -20,6 +20,8 @@ class ApplyContext:
     task_type: str  # peft TaskType name: SEQ_CLS or CAUSAL_LM
     head_names: tuple[str, ...]  # new task-head modules that always train (classifier, score)
     model_type: str  # config.model_type, e.g. bert, llama
+    max_steps: int = 0  # optimizer steps the trial will take (AdaLoRA's budget schedule needs it)
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,13 @@ class MethodSpec:
     apply: Callable[[Any, dict[str, Any], ApplyContext], Any]
     defaults: dict[str, Any] = field(default_factory=dict)
     search_space: dict[str, ParamSpace] = field(default_factory=dict)
-    # Returns why the method cannot be used with a model, or None when it can.
-    check: Callable[[ModelInfo], str | None] = lambda info: None
+    # Returns why the method cannot be used with a model and task head, or None when it can.
+    check: Callable[[ModelInfo, str], str | None] = lambda info, head: None
+    # Extra from_pretrained arguments (quantization): the trial then loads its own copy of the model.
+    load_kwargs: Callable[[dict[str, Any], ApplyContext], dict[str, Any]] | None = None
+    # Called after each optimizer step, before gradients are cleared (AdaLoRA's rank allocation).
+    on_optimizer_step: Callable[[Any, int], None] | None = None
+    can_merge: bool = False  # the trained update folds into the base weights (merge_and_unload)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -80,6 +80,8 @@ class TrialRecord(BaseModel):
     history: list[dict[str, float]] = Field(default_factory=list)  # loss/validation by step
     trainable_params: int = 0
     total_params: int = 0
+    artifact_bytes: int = 0  # what saving the trained part takes (full: the whole checkpoint)
+    artifact_path: str | None = None  # where it was kept (output.keep_adapters), relative to the results
     timing: Timing = Field(default_factory=Timing)
     throughput: Throughput = Field(default_factory=Throughput)
     memory: Memory = Field(default_factory=Memory)

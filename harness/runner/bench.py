@@ -16,7 +16,7 @@ from harness.records.schema import TrialRecord
 from harness.runner.isolation import fork_call, run_isolated
 from harness.runner.plan import plan
 from harness.runner.prepare import Prepared
-from harness.runner.trial import TrialHooks, TrialJob, _reinit_head, now
+from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, now
 
 
 def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str) -> Suite:
@@ -36,15 +36,14 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     from transformers import DataCollatorWithPadding, get_scheduler, set_seed
 
     from harness.measure.speed import StepTimer
-    from harness.methods import ApplyContext
 
     set_seed(job.seed)
     memory = PhaseMemory(job.device)
     memory.start("load")
-    model = prepared.model
-    _reinit_head(model, prepared.head_names)
-    model = job.cell.method.apply(model, job.params, ApplyContext("SEQ_CLS", prepared.head_names, prepared.model_type))
-    model.to(job.device).train()
+    model = job.cell.method.apply(base_model(job, prepared), job.params, apply_context(job, prepared))
+    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
+        model.to(job.device)
+    model.train()
     memory.stop("load")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(job.params["learning_rate"]),

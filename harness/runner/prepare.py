@@ -25,6 +25,14 @@ class Prepared:
     total_params: int
     model_type: str
     head_names: tuple[str, ...]
+    source: str  # what from_pretrained reads, for methods that load their own (quantized) copy
+    model_spec: ModelSpec
+    head: str
+
+    def load_variant(self, **kwargs):
+        """A fresh copy of the model loaded with extra from_pretrained arguments (quantization)."""
+        model, _ = load_model(self.source, self.model_spec, self.head, self.labels, **kwargs)
+        return model
 
 
 def pick_device(requested: str) -> str:
@@ -87,4 +95,5 @@ class Preparer:
         data, fp = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
-                        model_type=model.config.model_type, head_names=_head_names(model))
+                        model_type=model.config.model_type, head_names=_head_names(model),
+                        source=source, model_spec=model_spec, head=family.head)

@@ -128,7 +128,9 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
                                trial_number=trial.number, seed=seed,
                                record_base=_record_base(loaded, cell, suite_hash), training=suite.training,
                                measure=suite.measure, device=device,
-                               copy_model=suite.runner.isolation == "inline")
+                               copy_model=suite.runner.isolation == "inline",
+                               artifact_dir=str(store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
+                               if suite.output.keep_adapters else None)
                 hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
                 view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
                                  suite.training.max_steps)

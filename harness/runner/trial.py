@@ -9,9 +9,11 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from harness.measure.memory import PhaseMemory
+from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.measure.speed import StepTimer, flops_per_token, non_embedding_params, peak_flops
 from harness.methods import ApplyContext
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
@@ -32,6 +34,7 @@ class TrialJob:
     measure: Any  # MeasureSpec
     device: str
     copy_model: bool  # inline trials must not touch the shared base model
+    artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
 
 
 @dataclass
@@ -68,6 +71,10 @@ def _callbacks(job: TrialJob, hooks: TrialHooks, history: list, eval_times: list
         def on_step_begin(self, args, state, control, **kw):
             steps.begin()
 
+        def on_optimizer_step(self, args, state, control, model=None, **kw):
+            if job.cell.method.on_optimizer_step is not None:
+                job.cell.method.on_optimizer_step(model, state.global_step)
+
         def on_step_end(self, args, state, control, **kw):
             steps.end()
             hooks.progress({"step": state.global_step, "max_steps": state.max_steps})
@@ -95,6 +102,27 @@ def _reinit_head(model, head_names: tuple[str, ...]) -> None:
         if head is not None:
             for module in head.modules():
                 model._init_weights(module)
+
+
+def apply_context(job: TrialJob, prepared: Prepared) -> ApplyContext:
+    return ApplyContext(task_type="SEQ_CLS" if prepared.head == "sequence_classification" else "CAUSAL_LM",
+                        head_names=prepared.head_names, model_type=prepared.model_type,
+                        max_steps=job.training.max_steps, device=job.device)
+
+
+def base_model(job: TrialJob, prepared: Prepared):
+    """The model the method starts from: the shared base (copied when inline), or the method's own
+    quantized load; its task head re-initialized from this trial's seed."""
+    method = job.cell.method
+    if method.load_kwargs is not None:
+        extra = method.load_kwargs(job.params, apply_context(job, prepared))
+        if job.device == "cuda":
+            extra["device_map"] = {"": 0}
+        model = prepared.load_variant(**extra)
+    else:
+        model = copy.deepcopy(prepared.model) if job.copy_model else prepared.model
+    _reinit_head(model, prepared.head_names)
+    return model
 
 
 def _training_args(job: TrialJob, out_dir: str):
@@ -160,12 +188,10 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         set_seed(job.seed)
         t0 = time.perf_counter()
         memory.start("load")
-        model = copy.deepcopy(prepared.model) if job.copy_model else prepared.model
-        _reinit_head(model, prepared.head_names)
-        ctx = ApplyContext(task_type="SEQ_CLS" if family.head == "sequence_classification" else "CAUSAL_LM",
-                           head_names=prepared.head_names, model_type=prepared.model_type)
-        model = job.cell.method.apply(model, job.params, ctx)
-        model.to(job.device)
+        model = base_model(job, prepared)
+        model = job.cell.method.apply(model, job.params, apply_context(job, prepared))
+        if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
+            model.to(job.device)  # quantized models were placed on the device while loading
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         record["trainable_params"] = trainable
         memory.stop("load")
@@ -197,6 +223,10 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         memory.stop("eval")
         timing.eval_s = time.perf_counter() - t1
         throughput.eval_samples_per_s = len(test) / timing.eval_s if timing.eval_s else 0.0
+        record["artifact_bytes"] = trainable_state_bytes(model)
+        if job.artifact_dir:
+            record["artifact_bytes"] = save_trained(model, Path(job.artifact_dir))
+            record["artifact_path"] = job.artifact_dir
         record.update(status="complete", throughput=throughput)
     except _Pruned as exc:
         record.update(status="pruned", reason=str(exc))
