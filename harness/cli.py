@@ -79,8 +79,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.report.terminal import print_leaderboard
     from harness.records.store import RecordStore
+    from harness.report.html import write_report
+    from harness.report.terminal import print_leaderboard
 
     folder = Path(args.results_dir)
     if not folder.is_dir():
@@ -88,8 +89,13 @@ def cmd_report(args) -> int:
     store = RecordStore(folder)
     records = store.load_all()
     if not records:
-        raise UserError(f"{folder}: no trial records found")
+        raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
     print_leaderboard(records)
+    suite_file = folder / "suite.yaml"
+    out = Path(args.out) if args.out else Path("reports") / records[0].suite
+    storage = store.study_storage_url if (folder / "optuna.db").exists() else None
+    page = write_report(records, out, storage, suite_file.read_text(encoding="utf-8") if suite_file.exists() else "")
+    print(f"report: {page}")
     return 0
 
 
@@ -98,8 +104,17 @@ def cmd_bench(args) -> int:
 
     from harness.runner.bench import bench_suite, print_bench, run_bench
 
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--param {item!r}: write it as key=value")
+        import yaml
+
+        params[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
     try:
-        suite = bench_suite(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data)
+        suite = bench_suite(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
+                            args.dtype, params)
     except ValidationError as exc:
         raise UserError(f"bench options: {exc.errors()[0]['msg']}")
     from harness.config.loader import _method_problems, _model_problems  # same checks as validate
@@ -136,12 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--data", default="sentiment", help="built-in classification data set")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--param", action="append", default=[], help="method parameter key=value (repeatable)")
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("report", help="print the leaderboard of a results folder")
-    p.add_argument("results_dir")
+    p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")
+    p.add_argument("results_dir", help="results/<suite>")
+    p.add_argument("--out", help="report folder (default reports/<suite>)")
     p.set_defaults(func=cmd_report)
     return parser
 

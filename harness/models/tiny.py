@@ -47,11 +47,17 @@ def build_tiny(name: str, folder: Path) -> Path:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, BertConfig, LlamaConfig
 
-    decoder = name == "tiny-llama"
+    decoder = name in ("tiny-llama", "llama-1b-random")
     tokenizer = _train_tokenizer(decoder)
     vocab = len(tokenizer)
     torch.manual_seed(0)
-    if decoder:
+    if name == "llama-1b-random":
+        config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                             num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
+                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    elif decoder:
         config = LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,

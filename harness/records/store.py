@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from harness.errors import UserError
 from harness.records.schema import SCHEMA_VERSION, TrialRecord
 
 
@@ -19,10 +20,17 @@ def write_text_atomic(path: Path, data: str) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class RecordStore:
@@ -46,7 +54,7 @@ class RecordStore:
         for path in sorted((self.root / "records").glob("*/trial-*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("schema_version") != SCHEMA_VERSION:
-                raise ValueError(f"{path}: record schema version {data.get('schema_version')} "
+                raise UserError(f"{path}: record schema version {data.get('schema_version')} "
                                  f"is not {SCHEMA_VERSION}; this harness cannot read it")
             records.append(TrialRecord.model_validate(data))
         return records

@@ -19,11 +19,12 @@ from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, now
 
 
-def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str) -> Suite:
+def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
+                dtype: str = "float32", params: dict | None = None) -> Suite:
     return Suite.model_validate({
-        "name": "bench", "models": [{"source": model, "max_length": max_length}],
+        "name": "bench", "models": [{"source": model, "max_length": max_length, "dtype": dtype}],
         "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
-        "methods": [{"name": method}], "search": {"trials_per_cell": 1, "pruner": "none"},
+        "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "pruner": "none"},
         "training": {"max_steps": steps, "batch_size": batch_size},
     })
 
@@ -76,7 +77,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     memory.close()
     return {"train_tokens": tokens, "train_s": train_s, "tokens_per_s": tokens / train_s,
             "median_step_s": timer.median_after_warmup(), "peak_bytes": memory.peak_bytes,
-            "train_peak_bytes": memory.peaks.get("train", 0), "memory_source": memory.source}
+            "train_peak_bytes": memory.peaks.get("train", 0), "memory_source": memory.source, "gpu": memory.gpu}
 
 
 def _bare_isolated(job: TrialJob, prepared: Prepared) -> dict:
@@ -103,7 +104,11 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
             "tokens_per_s": record.throughput.train_tokens_per_s,
             "median_step_s": record.throughput.median_step_s, "peak_bytes": record.memory.peak_bytes,
             "train_peak_bytes": record.memory.by_phase_peak_bytes.get("train", 0),
-            "kernel_max_rss_bytes": record.memory.kernel_max_rss_bytes, "memory_source": record.memory.source}
+            "kernel_max_rss_bytes": record.memory.kernel_max_rss_bytes, "memory_source": record.memory.source,
+            "gpu": record.memory.gpu, "train_joules": record.energy.train_joules,
+            "joules_per_step": record.energy.train_joules / record.throughput.train_steps
+            if record.energy.train_joules is not None and record.throughput.train_steps else None,
+            "mfu": record.throughput.mfu, "achieved_tflops": record.throughput.achieved_tflops}
 
 
 def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
@@ -157,8 +162,22 @@ def print_bench(out: dict) -> None:
             table.add_row(path, str(r["train_tokens"]), f"{r['train_s']:.2f}", f"{r['tokens_per_s']:.0f}",
                           f"{1000 * r['median_step_s']:.1f}", f"{r['peak_bytes'] / 2**20:.0f}",
                           f"{r['train_peak_bytes'] / 2**20:.0f}", f"{r['kernel_max_rss_bytes'] / 2**20:.0f}")
-    console = Console(highlight=False, width=140)
+    console = Console(highlight=False, width=160)
     console.print(table)
+    for path in ("harness", "bare"):
+        gpu = out.get(path, {}).get("gpu") or {}
+        if gpu:
+            gib = lambda key: f"{gpu.get(key, 0) / 2**30:.1f}"
+            line = (f"{path}: torch peak allocated {gib('train_peak_allocated_bytes')} GiB, reserved "
+                    f"{gib('train_peak_reserved_bytes')} GiB; NVML process {gib('nvml_peak_process_used_bytes')} GiB, "
+                    f"device {gib('nvml_peak_device_used_bytes')} GiB; reserved avg {gib('reserved_avg_bytes')} / "
+                    f"p99 {gib('reserved_p99_bytes')} GiB")
+            r = out[path]
+            if r.get("joules_per_step") is not None:
+                line += f"; {r['joules_per_step']:.1f} J/step"
+            if r.get("mfu") is not None:
+                line += f"; MFU {100 * r['mfu']:.1f}% ({r['achieved_tflops']:.0f} TFLOP/s)"
+            console.print(line)
     if "throughput_ratio" in out:
         console.print(f"throughput ratio harness / bare loop: {out['throughput_ratio']:.3f} (median of "
                       f"{out['repeats']} interleaved runs each; tokens/s per run: harness "

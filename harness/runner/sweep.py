@@ -143,11 +143,11 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
                 view.end_trial(record)
     records = store.load_all()
     print_leaderboard(records, elapsed_s=time.perf_counter() - sweep_t0)
-    from harness.report.files import write_leaderboard_files
+    from harness.report.html import write_report
 
     reports = Path(reports_root) if reports_root else Path(suite.output.reports_dir)
-    written = write_leaderboard_files(records, reports / suite.name)
-    print(f"records: {store.root}/records   leaderboard: {written}")
+    page = write_report(records, reports / suite.name, store.study_storage_url, loaded.text)
+    print(f"records: {store.root}/records   report: {page}")
     return 0
 
 

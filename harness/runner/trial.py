@@ -110,6 +110,16 @@ def apply_context(job: TrialJob, prepared: Prepared) -> ApplyContext:
                         max_steps=job.training.max_steps, device=job.device)
 
 
+def _release(model) -> None:
+    """In a trial process that loads its own (quantized) model, drop this process's view of the
+    shared full-precision base, so its pages do not count in the trial's peak memory. The sweep
+    process keeps its copy: after fork the two address spaces are separate."""
+    import torch
+
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        tensor.data = torch.empty(0, dtype=tensor.dtype)
+
+
 def base_model(job: TrialJob, prepared: Prepared):
     """The model the method starts from: the shared base (copied when inline), or the method's own
     quantized load; its task head re-initialized from this trial's seed."""
@@ -118,6 +128,8 @@ def base_model(job: TrialJob, prepared: Prepared):
         extra = method.load_kwargs(job.params, apply_context(job, prepared))
         if job.device == "cuda":
             extra["device_map"] = {"": 0}
+        if not job.copy_model:
+            _release(prepared.model)
         model = prepared.load_variant(**extra)
     else:
         model = copy.deepcopy(prepared.model) if job.copy_model else prepared.model

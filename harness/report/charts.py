@@ -1,0 +1,103 @@
+"""Plotly figures for the report: Pareto fronts, Optuna's search views, training curves. Returned as
+plain JSON dicts; the page loads plotly.js once and draws every figure from them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from harness.records.schema import TrialRecord
+
+PARETO_AXES = (("peak_mib", "peak memory (MiB)"), ("train_s", "train time (s)"),
+               ("trainable_params", "trainable parameters"))
+
+
+def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and quality. A dozen lines,
+    so written here rather than reaching into optuna's private multi-objective helpers."""
+    front = []
+    for i, (cost, quality) in enumerate(points):
+        dominated = False
+        for j, (c2, q2) in enumerate(points):
+            better_q = q2 > quality if maximize else q2 < quality
+            same_or_better_q = q2 >= quality if maximize else q2 <= quality
+            if j != i and c2 <= cost and same_or_better_q and (c2 < cost or better_q):
+                dominated = True
+                break
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _fig_json(fig) -> dict:
+    return json.loads(fig.to_json())
+
+
+def pareto_figures(board: pd.DataFrame) -> list[dict]:
+    import plotly.graph_objects as go
+
+    figures = []
+    done = board[board["objective"].notna()]
+    for (task, model), part in done.groupby(["task", "model"], sort=False):
+        metric = part["objective_metric"].iloc[0]
+        maximize = part["direction"].iloc[0] == "maximize"
+        for column, label in PARETO_AXES:
+            points = list(zip(part[column].astype(float), part["objective"].astype(float)))
+            front = pareto_front(points, maximize)
+            fig = go.Figure()
+            fig.add_trace(go.Scatter(x=part[column], y=part["objective"], mode="markers+text",
+                                     text=part["method"], textposition="top center", name="methods"))
+            fig.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front],
+                                     mode="lines", line={"dash": "dot"}, name="Pareto front"))
+            fig.update_layout(title=f"{task} · {model}: {metric} vs {label}", xaxis_title=label, yaxis_title=metric,
+                              height=380, margin={"t": 50, "l": 60, "r": 20, "b": 50}, showlegend=False)
+            if column == "trainable_params":
+                fig.update_xaxes(type="log")
+            figures.append({"id": f"pareto-{len(figures)}", "figure": _fig_json(fig)})
+    return figures
+
+
+def search_figures(storage_url: str) -> list[dict]:
+    """Each study's optimization history and, where it can be computed, parameter importances."""
+    import optuna
+    from optuna.visualization import plot_optimization_history, plot_param_importances
+
+    figures = []
+    for summary in optuna.get_all_study_summaries(storage_url):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage_url)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            continue
+        fig = plot_optimization_history(study)
+        fig.update_layout(title=f"{summary.study_name}: optimization history", height=320)
+        figures.append({"id": f"history-{len(figures)}", "figure": _fig_json(fig)})
+        if len(complete) >= 2 and len(complete[0].params) >= 1:
+            try:
+                fig = plot_param_importances(study)
+            except (ValueError, RuntimeError):  # e.g. every trial had the same value
+                continue
+            fig.update_layout(title=f"{summary.study_name}: hyper-parameter importances", height=280)
+            figures.append({"id": f"importance-{len(figures)}", "figure": _fig_json(fig)})
+    return figures
+
+
+def curve_figures(records: list[TrialRecord], board: pd.DataFrame) -> list[dict]:
+    """Training loss (and validation metrics where evaluated) of each method's best trial."""
+    import plotly.graph_objects as go
+
+    best = {(row.task, row.model, row.method, int(row.trial)) for row in board.itertuples() if pd.notna(row.trial)}
+    figures = []
+    for (task, model), part in board.groupby(["task", "model"], sort=False):
+        fig = go.Figure()
+        for r in records:
+            if (r.task, r.model, r.method, r.trial_number) in best and r.task == task and r.model == model:
+                losses = [(h["step"], h["loss"]) for h in r.history if "loss" in h]
+                if losses:
+                    fig.add_trace(go.Scatter(x=[s for s, _ in losses], y=[v for _, v in losses],
+                                             mode="lines+markers", name=r.method))
+        if fig.data:
+            fig.update_layout(title=f"{task} · {model}: training loss of each method's best trial",
+                              xaxis_title="step", yaxis_title="loss", height=360)
+            figures.append({"id": f"curve-{len(figures)}", "figure": _fig_json(fig)})
+    return figures
