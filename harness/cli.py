@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import SweepFailed, UserError
 
 
 def _print_problems(err: UserError) -> None:
@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         _print_problems(err)
         return 2
+    except SweepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return 130

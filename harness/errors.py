@@ -27,3 +27,7 @@ class UserError(Exception):
             problems = [Problem(file="", line=None, path="", message=problems)]
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class SweepFailed(Exception):
+    """The sweep process itself failed (not bad input): exit code 1, records written so far kept."""

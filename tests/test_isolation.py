@@ -28,7 +28,9 @@ def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
         me = psutil.Process()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            for child in me.children():
+            # this process -> the spawned sweep process -> the trial process
+            trials = [t for sweep in me.children() for t in sweep.children()]
+            for child in trials:
                 try:
                     alive_s = time.time() - child.create_time()
                 except psutil.NoSuchProcess:
@@ -57,9 +59,10 @@ def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, mon
     def out_of_memory(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    # The trial process is forked from this one, so it inherits the patch.
+    # Inline isolation runs the same trial code in this process, so the patch reaches it.
     monkeypatch.setattr(transformers.Trainer, "train", out_of_memory)
-    assert _run(tiny_suite(methods=("bitfit",), trials=1, steps=4), tmp_path) == 0
+    suite = tiny_suite(methods=("bitfit",), trials=1, steps=4, extra="runner: {isolation: inline}\n")
+    assert _run(suite, tmp_path) == 0
     [record] = RecordStore(tmp_path / "results" / "tiny").load_all()
     assert record.status == "oom"
     assert "batch size 16" in record.reason and "Tried to allocate 2.00 GiB" in record.reason

@@ -53,6 +53,12 @@ def test_end_to_end_sweep_two_methods_two_trials(tiny_suite, tmp_path, capsys):
 
 
 def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, capsys):
+    import torch
+
+    # Start this process's OpenMP pool first: a trial forked from such a process could hang,
+    # so the sweep must run from a clean (spawned) process.
+    torch.set_num_threads(2)
+    assert (torch.ones(256, 256) @ torch.ones(256, 256)).sum() > 0
     suite = tiny_suite(methods=("bitfit",), trials=2, steps=4)
     assert run(suite, tmp_path, capsys)[0] == 0
     store = RecordStore(tmp_path / "results" / "tiny")

@@ -75,8 +75,9 @@ def _close_interrupted(study, done: set[int]) -> None:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root: str | None = None,
-              quiet: bool = False) -> int:
+def sweep(loaded: LoadedSuite, root: Path, view) -> None:
+    """The sweep loop: one Optuna study per cell, trials forked from this process. `view` receives
+    progress (a ProgressView, or an EventSender when this runs in the sweep process)."""
     from harness.models import configure_hub_access
 
     suite = loaded.suite
@@ -86,12 +87,10 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
 
     import optuna
 
-    from harness.report.terminal import ProgressView, print_leaderboard
     from harness.runner.isolation import run_inline, run_isolated
     from harness.runner.prepare import Preparer, pick_device
     from harness.runner.trial import TrialHooks, TrialJob, preload
 
-    root = Path(results_root) if results_root else Path(suite.output.results_dir)
     store = RecordStore(root / suite.name)
     store.root.mkdir(parents=True, exist_ok=True)
     (store.root / "suite.yaml").write_text(loaded.text, encoding="utf-8")
@@ -101,48 +100,68 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
     cells = plan(suite)
     preparer = Preparer(loaded.base_dir, seed=suite.search.seed)
     seed = suite.seeds[0]
-    total = sum(c.budget for c in cells)
-    view = ProgressView(total=total, quiet=quiet)
-    sweep_t0 = time.perf_counter()
+    for index, cell in enumerate(cells):
+        study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
+                                    direction=suite.search.objective.direction, load_if_exists=True,
+                                    sampler=_sampler(suite, index), pruner=_pruner(suite))
+        done = _finished_numbers(store, cell)
+        _close_interrupted(study, done)
+        remaining = cell.budget - len(done)
+        view.skip(min(len(done), cell.budget))
+        if remaining <= 0:
+            continue
+        view.status(f"preparing {cell.model.label} / {cell.task.name}")
+        prepared = preparer.get(cell.model, cell.task)
+        dists = distributions(cell.space)
+        cell_t0 = time.perf_counter()
+        for k in range(remaining):
+            if suite.search.timeout_s and time.perf_counter() - cell_t0 > suite.search.timeout_s:
+                view.skip(remaining - k)
+                break
+            trial = study.ask(dists)
+            sampled = dict(trial.params)
+            job = TrialJob(cell=cell, params={**cell.fixed, **sampled}, sampled=sampled,
+                           trial_number=trial.number, seed=seed,
+                           record_base=_record_base(loaded, cell, suite_hash), training=suite.training,
+                           measure=suite.measure, device=device,
+                           copy_model=suite.runner.isolation == "inline",
+                           artifact_dir=str(store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
+                           if suite.output.keep_adapters else None)
+            hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
+            view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
+                             suite.training.max_steps)
+            if suite.runner.isolation == "process":
+                record = run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
+            else:
+                record = run_inline(job, prepared, hooks)
+            store.write(record)
+            _tell(study, trial, record)
+            view.end_trial(record)
+
+
+def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root: str | None = None,
+              quiet: bool = False) -> int:
+    """Run a suite, show progress, then print the leaderboard and write the report.
+
+    With process isolation the sweep runs in a freshly spawned sweep process: trials are forked
+    from it, and fork is only safe from a process that never ran OpenMP-parallel torch code
+    (a forked child of one that did can hang in its first parallel op). This process may have
+    (a notebook, a test run); the spawned one never computes."""
+    from harness.report.terminal import ProgressView, print_leaderboard
+    from harness.runner.server import run_in_sweep_process
+
+    suite = loaded.suite
+    root = Path(results_root) if results_root else Path(suite.output.results_dir)
+    view = ProgressView(total=sum(c.budget for c in plan(suite)), quiet=quiet)
+    t0 = time.perf_counter()
     with view:
-        for index, cell in enumerate(cells):
-            study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
-                                        direction=suite.search.objective.direction, load_if_exists=True,
-                                        sampler=_sampler(suite, index), pruner=_pruner(suite))
-            done = _finished_numbers(store, cell)
-            _close_interrupted(study, done)
-            remaining = cell.budget - len(done)
-            view.skip(len(done))
-            if remaining <= 0:
-                continue
-            view.status(f"preparing {cell.model.label} / {cell.task.name}")
-            prepared = preparer.get(cell.model, cell.task)
-            dists = distributions(cell.space)
-            cell_t0 = time.perf_counter()
-            for k in range(remaining):
-                if suite.search.timeout_s and time.perf_counter() - cell_t0 > suite.search.timeout_s:
-                    break
-                trial = study.ask(dists)
-                sampled = dict(trial.params)
-                job = TrialJob(cell=cell, params={**cell.fixed, **sampled}, sampled=sampled,
-                               trial_number=trial.number, seed=seed,
-                               record_base=_record_base(loaded, cell, suite_hash), training=suite.training,
-                               measure=suite.measure, device=device,
-                               copy_model=suite.runner.isolation == "inline",
-                               artifact_dir=str(store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
-                               if suite.output.keep_adapters else None)
-                hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
-                view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
-                                 suite.training.max_steps)
-                if suite.runner.isolation == "process":
-                    record = run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
-                else:
-                    record = run_inline(job, prepared, hooks)
-                store.write(record)
-                _tell(study, trial, record)
-                view.end_trial(record)
+        if suite.runner.isolation == "process":
+            run_in_sweep_process(sweep, (loaded, root), view)
+        else:
+            sweep(loaded, root, view)
+    store = RecordStore(root / suite.name)
     records = store.load_all()
-    print_leaderboard(records, elapsed_s=time.perf_counter() - sweep_t0)
+    print_leaderboard(records, elapsed_s=time.perf_counter() - t0)
     from harness.report.html import write_report
 
     reports = Path(reports_root) if reports_root else Path(suite.output.reports_dir)
