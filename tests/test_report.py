@@ -1,0 +1,150 @@
+"""The HTML report: self-contained, escaped, agreeing with the terminal, and drawn in a real browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import optuna
+import pytest
+from rich.console import Console
+
+from harness.records.synthetic import make_record
+from harness.report.html import write_report
+from harness.report.leaderboard import leaderboard
+from harness.report.terminal import print_leaderboard
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def records():
+    out = []
+    for i, (method, acc, mib) in enumerate([("full", 0.91, 900), ("lora", 0.88, 520), ("bitfit", 0.83, 480),
+                                             ("ia3", 0.86, 470)]):
+        for trial in range(2):
+            out.append(make_record(model=EVIL, method=method, trial=trial, accuracy=acc - 0.02 * trial,
+                                   peak_mib=mib, trainable=10 ** (6 - i), total=10 ** 7))
+    out.append(make_record(model=EVIL, method="lora", trial=2, status="oom", reason="out of memory at batch size 16"))
+    return out
+
+
+@pytest.fixture
+def storage(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    for method in ("full", "lora"):
+        study = optuna.create_study(storage=url, study_name=f"sentiment--x--{method}", direction="maximize")
+        for i in range(4):
+            trial = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+                               "r": optuna.distributions.CategoricalDistribution([4, 8, 16])})
+            study.tell(trial, 0.6 + 0.05 * i + trial.params["learning_rate"])
+    return url
+
+
+class _Rows(HTMLParser):
+    """Text of every row of every leaderboard table."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._in_board, self._row, self._cell = [], False, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._in_board = "leaderboard" in dict(attrs).get("class", "")
+        elif tag == "tr" and self._in_board:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._row.append(self._cell.strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._row:
+                self.rows.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._in_board = False
+
+
+def _report(records, tmp_path, storage=None) -> Path:
+    return write_report(records, tmp_path / "report", storage, "name: synthetic\n# " + EVIL)
+
+
+def test_report_is_self_contained_and_escaped(records, tmp_path, storage):
+    page = _report(records, tmp_path, storage)
+    html = page.read_text()
+    assert EVIL not in html, "a user string reached the page unescaped"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not re.search(r"""(src|href)=["']https?://""", html), "the report must not load anything from the network"
+    assert html.count('<script src="plotly.min.js">') == 1 and (page.parent / "plotly.min.js").stat().st_size > 10**6
+    for export in ("leaderboard.csv", "leaderboard.json", "leaderboard.md"):
+        assert (page.parent / export).exists()
+    assert "out of memory at batch size 16" in html  # the failure is listed with its reason
+
+
+def test_report_rows_equal_records_and_terminal(records, tmp_path):
+    html = _report(records, tmp_path).read_text()
+    parser = _Rows()
+    parser.feed(html)
+    board = leaderboard(records)
+    expected = [[str(int(r["rank"])), r["method"], f"{r['metric:accuracy']:.4f}"] for _, r in board.iterrows()]
+    assert [row[:3] for row in parser.rows] == expected
+    console = Console(record=True, width=200)
+    print_leaderboard(records, console=console)
+    text = console.export_text()
+    terminal = [line for line in text.splitlines() if re.match(r"^│ \d+ │", line)]
+    assert [[c.strip() for c in line.strip("│").split("│")][:3] for line in terminal] == expected
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None, None
+    return chromium, sync_playwright
+
+
+def test_report_in_headless_chromium(records, tmp_path, storage):
+    chromium, sync_playwright = _browser()
+    if not chromium or not sync_playwright:
+        pytest.skip("headless Chromium or playwright is not installed here (.ci/run installs both)")
+    page_path = _report(records, tmp_path, storage)
+    shot = Path(__import__("os").environ.get("HARNESS_SCREENSHOT", tmp_path / "report.png"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors, dialogs = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(page_path.as_uri())
+        page.wait_for_function("document.querySelectorAll('.chart .main-svg').length > 0")
+        page.wait_for_timeout(500)
+        drawn = page.evaluate("""[...document.querySelectorAll('.chart')].map(
+            d => [...d.querySelectorAll('svg.main-svg')].reduce((n, s) => n + s.querySelectorAll('*').length, 0))""")
+        rows = page.evaluate("""[...document.querySelectorAll('table.leaderboard tbody tr')].map(
+            tr => [...tr.children].slice(0, 3).map(td => td.textContent.trim()))""")
+        model_heading = page.evaluate("document.querySelector('h3').textContent")
+        # sorting: click the accuracy header twice (ascending, then descending)
+        page.click("table.leaderboard th:nth-child(3)")
+        ascending = page.evaluate("[...document.querySelectorAll('table.leaderboard tbody tr')].map(tr => tr.children[2].textContent)")
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert errors == [] and dialogs == []
+    assert len(drawn) >= 3 + 3 + 1 and all(n > 10 for n in drawn), drawn  # Pareto x3, search, curves
+    board = leaderboard(records)
+    assert rows == [[str(int(r["rank"])), r["method"], f"{r['metric:accuracy']:.4f}"] for _, r in board.iterrows()]
+    assert EVIL in model_heading  # shown as text
+    assert ascending == sorted(ascending)
+    assert shot.stat().st_size > 10_000
