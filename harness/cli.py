@@ -129,6 +129,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from harness.report.compare import run_compare
+
+    return run_compare(args.baseline, args.candidate, args.out, {
+        "quality_abs": args.quality_abs, "memory_rel": args.memory_rel,
+        "throughput_rel": args.throughput_rel, "time_rel": args.time_rel})
+
+
+def cmd_trend(args) -> int:
+    from harness.report.trend import write_trend
+
+    print(f"trend: {write_trend(args.history, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Compare fine-tuning methods under equal search budgets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a regression")
+    p.add_argument("baseline")
+    p.add_argument("candidate")
+    p.add_argument("--out", help="folder for index.html and junit.xml (default reports/compare/...)")
+    p.add_argument("--quality-abs", type=float, help="tolerance: absolute change of the objective metric")
+    p.add_argument("--memory-rel", type=float, help="tolerance: relative change of peak memory")
+    p.add_argument("--throughput-rel", type=float, help="tolerance: relative change of train tokens/s")
+    p.add_argument("--time-rel", type=float, help="tolerance: relative change of train time")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("trend", help="each metric of each cell across nights (one results folder per night)")
+    p.add_argument("history", help="e.g. results/nightly")
+    p.add_argument("--out", help="report folder (default reports/<history>-trend)")
+    p.set_defaults(func=cmd_trend)
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")
     p.add_argument("results_dir", help="results/<suite>")
     p.add_argument("--out", help="report folder (default reports/<suite>)")

@@ -92,7 +92,8 @@ class Objective(Strict):
 
 class SearchSpec(Strict):
     trials_per_cell: int = Field(3, gt=0, description="the same budget for every method")
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random", "none"] = Field(
+        "tpe", description="none: no search, one trial per cell with the method's defaults and fixed params")
     seed: int = 0
     timeout_s: float | None = Field(None, gt=0, description="wall-clock cap per cell")
     pruner: Literal["none", "median"] = "median"
@@ -120,6 +121,19 @@ class OutputSpec(Strict):
     keep_adapters: bool = Field(False, description="save each trial's trained adapter under results/<suite>/adapters")
 
 
+class ConfirmSpec(Strict):
+    seeds: int = Field(0, ge=0, description="re-run each cell's best configuration with this many seeds (0: off)")
+
+
+class CompareSpec(Strict):
+    """Noise tolerances for `harness compare` where records carry no seed spread."""
+
+    quality_abs: float = Field(0.01, ge=0, description="absolute change in the objective metric")
+    memory_rel: float = Field(0.05, ge=0, description="relative change in peak memory")
+    throughput_rel: float = Field(0.15, ge=0, description="relative change in train tokens/s")
+    time_rel: float = Field(0.15, ge=0, description="relative change in train time")
+
+
 class MeasureSpec(Strict):
     price_per_gpu_hour: float | None = Field(None, ge=0, description="turns train time into cost")
     nvml_period_ms: float = Field(5.0, gt=0, description="GPU memory sampling period")
@@ -142,6 +156,8 @@ class Suite(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
+    compare: CompareSpec = Field(default_factory=CompareSpec)
 
 
 # Training keys a method entry may fix in params or search over, next to the method's own.

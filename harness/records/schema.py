@@ -68,8 +68,9 @@ class TrialRecord(BaseModel):
     method: str  # the entry's display label
     method_name: str  # the registered method
     method_family: str
-    trial_number: int
+    trial_number: int  # the Optuna trial (for confirmation runs: the trial whose config is re-run)
     seed: int
+    phase: Literal["search", "confirm"] = "search"
     status: Status
     reason: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used

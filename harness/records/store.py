@@ -42,7 +42,10 @@ class RecordStore:
         return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
 
     def path_for(self, record: TrialRecord) -> Path:
-        return self.root / "records" / record.cell_id / f"trial-{record.trial_number:04d}.json"
+        folder = self.root / "records" / record.cell_id
+        if record.phase == "confirm":
+            return folder / f"confirm-seed{record.seed:04d}.json"
+        return folder / f"trial-{record.trial_number:04d}.json"
 
     def write(self, record: TrialRecord) -> Path:
         path = self.path_for(record)
@@ -50,8 +53,14 @@ class RecordStore:
         return path
 
     def load_all(self) -> list[TrialRecord]:
+        return self._load(sorted((self.root / "records").glob("*/*.json")))
+
+    def load_cell(self, cell_id: str) -> list[TrialRecord]:
+        return self._load(sorted((self.root / "records" / cell_id).glob("*.json")))
+
+    def _load(self, paths) -> list[TrialRecord]:
         records = []
-        for path in sorted((self.root / "records").glob("*/trial-*.json")):
+        for path in paths:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("schema_version") != SCHEMA_VERSION:
                 raise UserError(f"{path}: record schema version {data.get('schema_version')} "

@@ -15,12 +15,12 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
                 trial: int = 0, seed: int = 0, accuracy: float = 0.8, status: str = "complete",
                 peak_mib: float = 500.0, train_s: float = 10.0, tokens_per_s: float = 1000.0,
                 trainable: int = 1000, total: int = 100_000, family: str = "reparametrized",
-                reason: str | None = None) -> TrialRecord:
+                reason: str | None = None, phase: str = "search") -> TrialRecord:
     done = status == "complete"
     return TrialRecord(
         suite=suite, suite_hash="synthetic", cell_id=f"{task}--{model}--{method}", model=model, task=task,
         task_kind="classification", method=method, method_name=method, method_family=family,
-        trial_number=trial, seed=seed, status=status, reason=reason, params={"learning_rate": 1e-3},
+        trial_number=trial, seed=seed, phase=phase, status=status, reason=reason, params={"learning_rate": 1e-3},
         objective_metric="accuracy", objective_direction="maximize",
         metrics={"accuracy": accuracy, "macro_f1": accuracy - 0.01} if done else {},
         history=[{"step": s, "loss": 0.7 - 0.05 * s * accuracy} for s in range(1, 6)] if done else [],

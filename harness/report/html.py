@@ -14,7 +14,7 @@ from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, pareto_figures, search_figures
 from harness.report.files import write_leaderboard_files
 from harness.report.leaderboard import leaderboard, metric_columns
-from harness.report.terminal import human_count
+from harness.report.terminal import confidence_text, human_count, tie_text
 
 COLUMNS = [  # (board column, header, format)
     ("rank", "#", lambda v: f"{int(v)}"),
@@ -42,6 +42,9 @@ def _boards(board: pd.DataFrame) -> list[dict]:
     for (task, model), part in board.groupby(["task", "model"], sort=False):
         columns = [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[:2]]
         columns += [{"label": m.removeprefix("metric:"), "text": False} for m in metrics]
+        seeded = bool((part["seeds"] > 0).any())
+        if seeded:
+            columns += [{"label": "95% CI (seeds)", "text": False}, {"label": "vs best (paired t-test)", "text": True}]
         columns += [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[2:]]
         rows = []
         for _, row in part.iterrows():
@@ -49,8 +52,11 @@ def _boards(board: pd.DataFrame) -> list[dict]:
             values["trials_ok"] = f"{int(row['complete'])}/{int(row['trials'])}"
             cells = [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[:2]]
             cells += [_cell(values.get(m), lambda v: f"{v:.4f}") for m in metrics]
+            if seeded:
+                cells += [{"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
+                          {"show": tie_text(row), "sort": values.get("p_vs_best", ""), "text": True}]
             cells += [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[2:]]
-            rows.append({"best": values.get("rank") == 1, "cells": cells})
+            rows.append({"best": values.get("rank") == 1 or values.get("tied_with_best") is True, "cells": cells})
         boards.append({"task": task, "model": model, "columns": columns, "rows": rows})
     return boards
 

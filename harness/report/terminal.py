@@ -20,15 +20,36 @@ def human_count(n: float) -> str:
     return f"{int(n)}"
 
 
+def confidence_text(row) -> str:
+    if not row.get("seeds"):
+        return "—"
+    return f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] (n={int(row['seeds'])})"
+
+
+def tie_text(row) -> str:
+    """Paired t-test across seeds against the best method."""
+    if row.get("rank") == 1:
+        return "best"
+    tied = row.get("tied_with_best")
+    if tied is None or (isinstance(tied, float) and pd.isna(tied)):
+        return "—"
+    return f"≈ best (p={row['p_vs_best']:.2f})" if tied else f"worse (p={row['p_vs_best']:.3f})"
+
+
 def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
     part = board[(board.task == task) & (board.model == model)]
     metrics = metric_columns(board)
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
-    table = Table(title=f"{task} · {model} (best trial per method by {objective})", title_justify="left")
+    how = "seed mean of the best configuration" if "seeds" in part and (part["seeds"] > 0).any() else "best trial"
+    table = Table(title=f"{task} · {model} ({how} per method, by {objective})", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("method")
     for m in metrics:
         table.add_column(m.removeprefix("metric:"), justify="right")
+    seeded = bool((part["seeds"] > 0).any()) if "seeds" in part else False
+    if seeded:
+        table.add_column("95% CI (seeds)", justify="right")
+        table.add_column("vs best", justify="left")
     for col in ("trainable", "train s", "tokens/s", "peak MiB", "trials ok"):
         table.add_column(col, justify="right")
     for _, row in part.iterrows():
@@ -36,7 +57,10 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
         vals = ["—" if pd.isna(row.get(m)) else f"{row[m]:.4f}" for m in metrics]
         has = not pd.isna(row.get("trainable_params"))
         trainable = f"{human_count(row['trainable_params'])} ({row['trainable_pct']:.2f}%)" if has else "—"
-        table.add_row(rank, str(row["method"]), *vals, trainable,
+        extra = []
+        if seeded:
+            extra = [confidence_text(row), tie_text(row)]
+        table.add_row(rank, str(row["method"]), *vals, *extra, trainable,
                       f"{row['train_s']:.1f}" if has else "—", f"{row['tokens_per_s']:.0f}" if has else "—",
                       f"{row['peak_mib']:.0f}" if has else "—", f"{int(row['complete'])}/{int(row['trials'])}")
     return table

@@ -26,6 +26,17 @@ class Cell:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
 
 
+def confirm_seeds(suite: Suite) -> list[int]:
+    """Seeds for the confirmation runs: the suite's seeds first, then following numbers."""
+    k = suite.confirm.seeds
+    seeds = list(suite.seeds[:k])
+    nxt = max(suite.seeds) + 1
+    while len(seeds) < k:
+        seeds.append(nxt)
+        nxt += 1
+    return seeds
+
+
 def training_defaults(suite: Suite) -> dict[str, Any]:
     t = suite.training
     return {name: getattr(t, name) for name in TRAINING_PARAMS}
@@ -40,7 +51,10 @@ def plan(suite: Suite) -> list[Cell]:
                 fixed = {**training_defaults(suite), **method.defaults, **entry.params}
                 space = {k: v for k, v in {**method.search_space, **entry.search}.items()
                          if k not in entry.params or k in entry.search}
-                cells.append(Cell(model, task, entry, method, fixed, space, suite.search.trials_per_cell))
+                budget = suite.search.trials_per_cell
+                if suite.search.sampler == "none":  # fixed configurations: defaults and params only
+                    space, budget = {}, 1
+                cells.append(Cell(model, task, entry, method, fixed, space, budget))
     return cells
 
 

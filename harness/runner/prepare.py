@@ -76,8 +76,15 @@ class Preparer:
         self._data: dict[tuple, tuple] = {}
         self._model_key: tuple | None = None
         self._model: tuple | None = None
+        self._last: tuple[tuple, Prepared] | None = None
 
     def get(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
+        key = (model_spec, task)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._prepare(model_spec, task))
+        return self._last[1]
+
+    def _prepare(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
         family = TASKS.get(task.kind)
         source = resolve(model_spec, self.base_dir)
         splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed)

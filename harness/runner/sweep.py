@@ -11,7 +11,7 @@ from harness.config.loader import LoadedSuite
 from harness.measure.provenance import environment, text_hash
 from harness.records.schema import TrialRecord
 from harness.records.store import RecordStore
-from harness.runner.plan import Cell, distributions, plan
+from harness.runner.plan import Cell, confirm_seeds, distributions, plan
 
 
 def _quiet_libraries() -> None:
@@ -33,7 +33,7 @@ def _sampler(suite, cell_index: int):
     import optuna
 
     seed = suite.search.seed + cell_index  # seeded from the suite; distinct per cell
-    if suite.search.sampler == "random":
+    if suite.search.sampler in ("random", "none"):
         return optuna.samplers.RandomSampler(seed=seed)
     # Few trials per cell: let TPE start after a small random warm-up.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(3, suite.search.trials_per_cell))
@@ -62,8 +62,7 @@ def _record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str) -> dict:
 
 
 def _finished_numbers(store: RecordStore, cell: Cell) -> set[int]:
-    folder = store.root / "records" / cell.id
-    return {int(p.stem.split("-")[1]) for p in folder.glob("trial-*.json")}
+    return {r.trial_number for r in store.load_cell(cell.id) if r.phase == "search"}
 
 
 def _close_interrupted(study, done: set[int]) -> None:
@@ -100,6 +99,12 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
     cells = plan(suite)
     preparer = Preparer(loaded.base_dir, seed=suite.search.seed)
     seed = suite.seeds[0]
+
+    def run(job, prepared, hooks):
+        if suite.runner.isolation == "process":
+            return run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
+        return run_inline(job, prepared, hooks)
+
     for index, cell in enumerate(cells):
         study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
                                     direction=suite.search.objective.direction, load_if_exists=True,
@@ -108,10 +113,9 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
         _close_interrupted(study, done)
         remaining = cell.budget - len(done)
         view.skip(min(len(done), cell.budget))
-        if remaining <= 0:
-            continue
-        view.status(f"preparing {cell.model.label} / {cell.task.name}")
-        prepared = preparer.get(cell.model, cell.task)
+        if remaining > 0:
+            view.status(f"preparing {cell.model.label} / {cell.task.name}")
+        prepared = lambda cell=cell: preparer.get(cell.model, cell.task)  # noqa: E731 (cached per model+task)
         dists = distributions(cell.space)
         cell_t0 = time.perf_counter()
         for k in range(remaining):
@@ -130,13 +134,41 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
             hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
             view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
                              suite.training.max_steps)
-            if suite.runner.isolation == "process":
-                record = run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
-            else:
-                record = run_inline(job, prepared, hooks)
+            record = run(job, prepared(), hooks)
             store.write(record)
             _tell(study, trial, record)
             view.end_trial(record)
+        _confirm(loaded, cell, store, prepared, view, run, job_for=lambda best, seed: TrialJob(
+            cell=cell, params=dict(best.params), sampled={}, trial_number=best.trial_number, seed=seed,
+            record_base={**_record_base(loaded, cell, suite_hash), "phase": "confirm"}, training=suite.training,
+            measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline"))
+
+
+def _confirm(loaded: LoadedSuite, cell: Cell, store: RecordStore, prepared, view, run, job_for) -> None:
+    """Re-run the cell's best search configuration once per confirmation seed (resumable)."""
+    from harness.runner.trial import TrialHooks
+
+    suite = loaded.suite
+    seeds = confirm_seeds(suite)
+    if not seeds:
+        return
+    maximize = suite.search.objective.direction == "maximize"
+    search = [r for r in store.load_cell(cell.id) if r.phase == "search" and r.status == "complete"
+              and r.objective is not None]
+    if not search:
+        view.skip(len(seeds))  # nothing completed, nothing to confirm; the failures are on record
+        return
+    best = sorted(search, key=lambda r: (r.objective if maximize else -r.objective), reverse=True)[0]
+    confirmed = {r.seed for r in store.load_cell(cell.id) if r.phase == "confirm"}
+    for i, seed in enumerate(seeds):
+        if seed in confirmed:
+            view.skip(1)
+            continue
+        view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} ({i + 1}/{len(seeds)})",
+                         suite.training.max_steps)
+        record = run(job_for(best, seed), prepared(), TrialHooks(view.on_progress, lambda value, step: False))
+        store.write(record)
+        view.end_trial(record)
 
 
 def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root: str | None = None,
@@ -152,7 +184,7 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
 
     suite = loaded.suite
     root = Path(results_root) if results_root else Path(suite.output.results_dir)
-    view = ProgressView(total=sum(c.budget for c in plan(suite)), quiet=quiet)
+    view = ProgressView(total=sum(c.budget + len(confirm_seeds(suite)) for c in plan(suite)), quiet=quiet)
     t0 = time.perf_counter()
     with view:
         if suite.runner.isolation == "process":
