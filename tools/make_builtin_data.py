@@ -79,6 +79,99 @@ def make_sentiment(sizes: dict[str, int], seed: int = 13) -> list[dict]:
     return rows
 
 
+NAMES = ["Anna", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lina",
+         "Marta", "Nils", "Olga", "Pavel", "Rosa", "Sam", "Tariq", "Uma"]
+ITEMS = ["laptop", "blender", "phone case", "desk lamp", "backpack", "coffee grinder", "monitor", "kettle",
+         "router", "printer", "headset", "office chair"]
+ISSUES = [("arrived broken", "a replacement"), ("never arrived", "a full refund"), ("was the wrong colour", "an exchange"),
+          ("stopped working after a week", "a repair under warranty"), ("was charged twice", "a refund of the extra charge"),
+          ("is missing a part", "the missing part by express post")]
+DELAYS = ["tomorrow", "within two days", "by Friday", "next week", "within 24 hours"]
+
+
+def make_dialogues(sizes: dict[str, int], seed: int = 21) -> list[dict]:
+    """Support-chat dialogues with a one-sentence reference summary."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    for split, size in sizes.items():
+        while sum(r["split"] == split for r in rows) < size:
+            customer, agent = rng.sample(NAMES, 2)
+            item, (issue, fix), when = rng.choice(ITEMS), rng.choice(ISSUES), rng.choice(DELAYS)
+            order = rng.randint(1000, 9999)
+            accepts = rng.random() < 0.7
+            lines = [f"{customer}: Hi, my {item} from order {order} {issue}.",
+                     f"{agent}: I am sorry to hear that, {customer}. Can you confirm the order number?",
+                     f"{customer}: Yes, it is {order}.",
+                     f"{agent}: Thank you. I can offer you {fix}. It would be sorted {when}."]
+            if accepts:
+                lines.append(f"{customer}: That works for me, thanks.")
+                summary = f"{customer}'s {item} {issue}; {agent} arranges {fix}, sorted {when}."
+            else:
+                lines.append(f"{customer}: No, I would rather speak to a manager.")
+                summary = f"{customer}'s {item} {issue}; {customer} refuses {fix} and asks for a manager."
+            if rng.random() < 0.5:
+                lines.insert(2, f"{customer}: I have been waiting for a while, this is frustrating.")
+            text = "\n".join(lines)
+            if text in seen:
+                continue
+            seen.add(text)
+            rows.append({"document": text, "summary": summary, "split": split})
+    return rows
+
+
+DRUGS = ["amoxil", "betacor", "cardizol", "dexafen", "elvanta", "fluxamin", "glucorin", "hemostat", "irbenol"]
+CONDITIONS = ["hypertension", "type 2 diabetes", "chronic migraine", "asthma", "osteoarthritis", "insomnia",
+              "atrial fibrillation", "anaemia"]
+OUTCOMES = ["blood pressure", "HbA1c", "headache days per month", "night-time symptoms", "joint pain scores",
+            "time to fall asleep", "stroke risk", "fatigue"]
+ORGAN_FACTS = [("Which organ produces insulin?", ["Pancreas", "Liver", "Kidney", "Spleen"], "A"),
+               ("Which vitamin deficiency causes scurvy?", ["Vitamin A", "Vitamin B12", "Vitamin C", "Vitamin D"], "C"),
+               ("Which blood cells carry oxygen?", ["Platelets", "Red blood cells", "Neutrophils", "Lymphocytes"], "B"),
+               ("Which organ filters blood to make urine?", ["Heart", "Lung", "Stomach", "Kidney"], "D"),
+               ("Which hormone lowers blood glucose?", ["Glucagon", "Insulin", "Cortisol", "Adrenaline"], "B"),
+               ("Which part of the eye focuses light?", ["Lens", "Retina", "Optic nerve", "Sclera"], "A")]
+
+
+def make_medqa(sizes: dict[str, int], seed: int = 33) -> list[dict]:
+    """Yes/no/maybe questions over a short study abstract (the answer follows from the abstract),
+    plus lettered multiple-choice questions of basic physiology."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    for split, size in sizes.items():
+        while sum(r["split"] == split for r in rows) < size:
+            if rng.random() < 0.8:
+                drug, cond, out = rng.choice(DRUGS), rng.choice(CONDITIONS), rng.choice(OUTCOMES)
+                n = rng.randint(40, 900)
+                kind = rng.choice(["yes", "no", "maybe"])
+                pct = rng.randint(12, 45)
+                if kind == "yes":
+                    finding = (f"Compared with placebo, {drug} reduced {out} by {pct}% (p<0.01), "
+                               f"and the effect held at twelve months.")
+                elif kind == "no":
+                    finding = (f"{out.capitalize()} did not differ between {drug} and placebo "
+                               f"(difference {rng.randint(0, 3)}%, p={rng.randint(40, 90) / 100}).")
+                else:
+                    finding = (f"{drug.capitalize()} reduced {out} by {pct}% in the first month, but the difference "
+                               f"was no longer significant at twelve months (p=0.{rng.randint(10, 30)}).")
+                context = (f"In a randomized trial of {n} adults with {cond}, patients received {drug} or placebo. "
+                           f"{finding}")
+                row = {"question": f"Does {drug} reduce {out} in adults with {cond}?", "context": context,
+                       "options": [], "answer": kind}
+            else:
+                question, options, letter = rng.choice(ORGAN_FACTS)
+                order = list(range(len(options)))
+                rng.shuffle(order)
+                shuffled = [options[i] for i in order]
+                answer = "ABCD"[order.index("ABCD".index(letter))]
+                row = {"question": question, "context": "", "options": shuffled, "answer": answer}
+            key = json.dumps(row, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append({**row, "split": split})
+    return rows
+
+
 def write_jsonl(name: str, rows: list[dict]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / f"{name}.jsonl", "w", encoding="utf-8") as f:
@@ -88,4 +181,6 @@ def write_jsonl(name: str, rows: list[dict]) -> None:
 
 if __name__ == "__main__":
     write_jsonl("sentiment", make_sentiment({"train": 400, "validation": 100, "test": 200}))
+    write_jsonl("dialogsum-mini", make_dialogues({"train": 200, "validation": 40, "test": 60}))
+    write_jsonl("medqa-mini", make_medqa({"train": 300, "validation": 60, "test": 100}))
     print("wrote", sorted(p.name for p in OUT.glob("*.jsonl")))

@@ -67,7 +67,8 @@ def _range_problems(path: tuple, dim: ParamSpace, lines: LineMap) -> list[Proble
     return out
 
 
-def _method_problems(i: int, entry: MethodEntry, model_infos, lines: LineMap, heads=("sequence_classification",)) -> list[Problem]:
+def _method_problems(i: int, entry: MethodEntry, model_infos, lines: LineMap,
+                     heads=("sequence_classification",)) -> list[Problem]:
     from harness.methods import METHODS
 
     base = ("methods", i)
@@ -119,7 +120,7 @@ def _task_problems(i: int, task: TaskSpec, base_dir: Path, lines: LineMap) -> li
         return [lines.problem(base + ("kind",), TASKS.unknown_message(task.kind))]
     family = TASKS.get(task.kind)
     return [lines.problem(base + ("data",) + rel, msg)
-            for rel, msg in data_problems(task.data, family.fields, base_dir)]
+            for rel, msg in data_problems(task.data, family.fields, base_dir, tuple(family.optional_fields))]
 
 
 def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: LineMap) -> list[Problem]:
@@ -138,22 +139,38 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         task = _item(TaskSpec, r) if isinstance(r, dict) else None
         if task is not None:
             out.extend(_task_problems(i, task, base_dir, lines))
-    heads = set()
-    for r in raw.get("tasks") or []:
-        kind = r.get("kind") if isinstance(r, dict) else None
-        if kind in TASKS:
-            heads.add(TASKS.get(kind).head)
+    families = [TASKS.get(r["kind"]) for r in raw.get("tasks") or []
+                if isinstance(r, dict) and r.get("kind") in TASKS]
+    for family in families:
+        for label, info in infos:
+            if info is not None and family.unsupported(info.is_decoder):
+                out.append(lines.problem(("tasks",), f"model {label} cannot run task kind {family.name}: "
+                                                     f"{family.unsupported(info.is_decoder)}"))
     for i, r in enumerate(raw.get("methods") or []):
         entry = _item(MethodEntry, r) if isinstance(r, dict) else None
-        if entry is not None:
-            out.extend(_method_problems(i, entry, infos, lines, tuple(sorted(heads))))
+        if entry is None:
+            continue
+        problems = _method_problems(i, entry, [], lines)
+        out.extend(problems)
+        if problems:
+            continue
+        from harness.methods import METHODS
+
+        spec = METHODS.get(entry.name)
+        for label, info in infos:
+            for head in sorted({f.head_for(info.is_decoder) for f in families} - {None}) if info else ():
+                reason = spec.check(info, head)
+                if reason:
+                    out.append(lines.problem(("methods", i, "name"),
+                                             f"method {entry.name} cannot be used with model {label}: {reason}"))
     if suite is not None:
-        metric = suite.search.objective.metric
         for i, task in enumerate(suite.tasks):
-            if task.kind in TASKS and metric not in TASKS.get(task.kind).metrics:
+            metric = task.metric or suite.search.objective.metric
+            if task.kind in TASKS and metric is not None and metric not in TASKS.get(task.kind).metrics:
                 valid = ", ".join(TASKS.get(task.kind).metrics)
-                out.append(lines.problem(("search", "objective", "metric"),
-                                         f"task {task.name} ({task.kind}) does not report {metric!r}; it reports {valid}"))
+                where = ("tasks", i, "metric") if task.metric else ("search", "objective", "metric")
+                out.append(lines.problem(where, f"task {task.name} ({task.kind}) does not report {metric!r}; "
+                                                f"it reports {valid}"))
         labels = [e.display for e in suite.methods]
         for i, e in enumerate(suite.methods):
             if labels.count(e.display) > 1 and labels.index(e.display) != i:

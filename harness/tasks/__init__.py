@@ -9,7 +9,7 @@ from harness.registry import Registry
 from harness.tasks.base import TaskFamily
 
 TASKS: Registry[TaskFamily] = Registry("task kind")
-_NOT_TASKS = {"base", "data", "builtin_data"}
+_NOT_TASKS = {"base", "data", "builtin_data", "generative"}
 
 
 def register(family: TaskFamily) -> TaskFamily:

@@ -12,12 +12,26 @@ class TaskFamily:
     summary: str
     fields: tuple[str, ...]  # canonical columns the data must provide
     metrics: dict[str, bool]  # metric name -> higher is better
-    head: str  # "sequence_classification" or "causal_lm"
-    # (splits, tokenizer, max_length, labels) -> tokenized DatasetDict
+    encoder_head: str | None  # "sequence_classification", or None where encoders cannot do the task
+    decoder_head: str | None  # "sequence_classification" or "causal_lm"
+    # (splits, tokenizer, max_length, labels, head) -> DatasetDict: train/validation tokenized for the
+    # Trainer; test in whatever form `evaluate` reads
     tokenize: Callable[..., Any]
-    # (model, tokenizer, tokenized test split, batch size, device) -> metrics dict
+    # (model, tokenizer, test split, batch size, device, head) -> metrics dict
     evaluate: Callable[..., dict[str, float]]
     # (eval_pred) -> metrics, for validation during training (pruning)
     compute_metrics: Callable[[Any], dict[str, float]] | None = None
-    labels_from_data: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    optional_fields: dict[str, Any] = field(default_factory=dict)  # field -> value where the data lacks it
+    label_field: str | None = None  # classification heads learn one class per distinct value of it
+
+    @property
+    def main_metric(self) -> str:
+        return next(iter(self.metrics))
+
+    def head_for(self, is_decoder: bool) -> str | None:
+        return self.decoder_head if is_decoder else self.encoder_head
+
+    def unsupported(self, is_decoder: bool) -> str | None:
+        if self.head_for(is_decoder) is None:
+            return f"the {self.name} task needs a {'encoder' if is_decoder else 'decoder LM'}"
+        return None

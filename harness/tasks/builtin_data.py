@@ -63,6 +63,10 @@ BUILTIN_DATA: Registry[BuiltinData] = Registry("builtin data set")
 for _entry in (
     BuiltinData("sentiment", "classification",
                 "700 composed review sentences (positive/negative), split 400/100/200, balanced"),
+    BuiltinData("dialogsum-mini", "summarization",
+                "300 composed support-chat dialogues with one-sentence summaries, split 200/40/60"),
+    BuiltinData("medqa-mini", "qa",
+                "460 composed questions: yes/no/maybe over a trial abstract, and lettered multiple choice; 300/60/100"),
     BuiltinData("sentiment-long", "classification",
                 "144 ~1,100-word review passages made from the sentiment set, for throughput runs at 1k tokens",
                 derive=_long_sentiment),
@@ -81,5 +85,7 @@ def all_builtin_texts() -> tuple[str, ...]:
         with open(entry.path, encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
-                texts.extend(str(v) for k, v in row.items() if k != "split")
+                for key, value in row.items():
+                    if key != "split":
+                        texts.extend(map(str, value) if isinstance(value, list) else [str(value)])
     return tuple(texts)

@@ -17,7 +17,7 @@ def scores(predictions, references) -> dict[str, float]:
             "macro_f1": float(f1_score(references, predictions, average="macro"))}
 
 
-def tokenize(splits, tokenizer, max_length: int, labels: list[str]):
+def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str = "sequence_classification"):
     index = {label: i for i, label in enumerate(labels)}
 
     def encode(batch):
@@ -33,7 +33,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     return scores(np.argmax(logits, axis=-1), refs)
 
 
-def evaluate(model, tokenizer, dataset, batch_size: int, device: str) -> dict[str, float]:
+def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str = "sequence_classification") -> dict[str, float]:
     import torch
     from transformers import DataCollatorWithPadding
 
@@ -55,7 +55,9 @@ register(TaskFamily(
     summary="text classification (sentiment): classification head; accuracy and macro-F1",
     fields=("text", "label"),
     metrics={"accuracy": True, "macro_f1": True},
-    head="sequence_classification",
+    encoder_head="sequence_classification",
+    decoder_head="sequence_classification",
+    label_field="label",
     tokenize=tokenize,
     evaluate=evaluate,
     compute_metrics=compute_metrics,

@@ -47,7 +47,8 @@ def _take(ds, size: int | None, seed: int):
     return ds.shuffle(seed=seed).select(range(size))
 
 
-def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: int = 0):
+def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: int = 0,
+                optional: dict | None = None):
     """A DatasetDict with train/validation/test and exactly the task's fields as columns."""
     import datasets
 
@@ -73,10 +74,15 @@ def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: i
         raw["train"], raw["validation"] = parts["train"], parts["test"]
     sizes = {"train": spec.train_size, "validation": spec.validation_size, "test": spec.test_size}
     out = {}
+    optional = optional or {}
     for split in SPLITS:
         ds = raw[split]
-        mapping = {spec.columns.get(f, f): f for f in fields}
+        mapping = {spec.columns.get(f, f): f for f in fields if spec.columns.get(f, f) in ds.column_names
+                   or f not in optional}
         ds = ds.select_columns(list(mapping)).rename_columns({k: v for k, v in mapping.items() if k != v})
+        for f in fields:  # optional fields the data lacks get their default
+            if f not in ds.column_names:
+                ds = ds.add_column(f, [optional[f]] * len(ds))
         out[split] = _take(ds, sizes[split], seed)
     return datasets.DatasetDict(out)
 
@@ -91,10 +97,11 @@ def fingerprint(splits) -> str:
     return h.hexdigest()[:16]
 
 
-def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path,
+                  optional: tuple[str, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
     """(relative YAML path, message) for every data problem visible without loading the data."""
     problems: list[tuple[tuple[Any, ...], str]] = []
-    mapped = {f: spec.columns.get(f, f) for f in fields}
+    mapped = {f: spec.columns.get(f, f) for f in fields if f not in optional or f in spec.columns}
     for key in spec.columns:
         if key not in fields:
             problems.append((("columns", key), f"unknown task field {key!r}: this task reads {', '.join(fields)}"))

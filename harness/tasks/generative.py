@@ -1,0 +1,73 @@
+"""Shared pieces for decoder-LM tasks: prompts (chat template where the tokenizer has one),
+supervised examples with the loss on the answer tokens only, batched greedy generation, and
+length-normalized option log-likelihoods."""
+
+from __future__ import annotations
+
+import time
+
+IGNORE = -100  # label id the loss skips (torch's CrossEntropyLoss ignore_index)
+
+
+def prompt_ids(tokenizer, user_text: str) -> list[int]:
+    """Token ids of the prompt up to where the model's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)
+        return list(out["input_ids"])
+    return tokenizer(f"{user_text}\nAnswer: ", add_special_tokens=True)["input_ids"]
+
+
+def sft_example(tokenizer, user_text: str, answer: str, max_length: int) -> dict:
+    """input_ids = prompt + answer + eos; labels mask the prompt with -100. Where too long, the
+    prompt is cut from its start (the instruction sits at the end of our prompts, after the text)."""
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer_ids = answer_ids[: max_length // 2]
+    prompt = prompt_ids(tokenizer, user_text)
+    prompt = prompt[-(max_length - len(answer_ids)):]
+    ids = prompt + answer_ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE] * len(prompt) + answer_ids}
+
+
+def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+             device: str) -> tuple[list[str], float]:
+    """Greedy continuations, batched with left padding and the KV cache; also tokens/s generated."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    texts, new_tokens, t0 = [], 0, time.perf_counter()
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start:start + batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 use_cache=True, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            for row in out[:, width:]:
+                row = row.tolist()
+                if tokenizer.eos_token_id in row:
+                    row = row[: row.index(tokenizer.eos_token_id)]
+                new_tokens += len(row)
+                texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts, new_tokens / max(time.perf_counter() - t0, 1e-9)
+
+
+def option_scores(model, prompt: list[int], options: list[list[int]], device: str) -> list[float]:
+    """Mean log-probability per token of each option's tokens after the prompt (length-normalized,
+    so long options are not penalized for their length)."""
+    import torch
+
+    seqs = [prompt + o for o in options]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    scores = []
+    for i, option in enumerate(options):
+        positions = range(len(prompt) - 1, len(prompt) - 1 + len(option))  # logits at t predict token t+1
+        total = sum(float(logprobs[i, p, option[k]]) for k, p in enumerate(positions))
+        scores.append(total / max(len(option), 1))
+    return scores
