@@ -1,0 +1,132 @@
+"""Tasks measured the way the field measures them: ROUGE equal to rouge-score, option scoring,
+label masking, and decoder tasks end to end on a tiny Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rouge_score import rouge_scorer
+
+from harness.cli import main
+from harness.config import load_suite
+from harness.errors import UserError
+from harness.metrics import load
+from harness.models import BUILTIN_MODELS
+from harness.records.store import RecordStore
+from harness.tasks.generative import IGNORE, option_scores, sft_example
+from harness.tasks.qa import answer_index, options_of
+
+PAIRS = [("the cat sat on the mat", "a cat was sitting on the mat"),
+         ("Bob will buy milk on the way home.", "Anna asks Bob to buy milk. Bob agrees to do it."),
+         ("nothing in common", "entirely different words here"),
+         ("The order arrived broken. A refund is offered.", "The order arrived broken. The agent offers a refund.")]
+
+
+def test_rouge_equals_rouge_score_reference():
+    preds, refs = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    ours = load("rouge").compute(predictions=preds, references=refs)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    for kind in ("rouge1", "rouge2", "rougeL"):
+        expected = sum(scorer.score(r, p)[kind].fmeasure for p, r in PAIRS) / len(PAIRS)
+        assert ours[kind] == pytest.approx(expected, abs=1e-12)
+    # rougeLsum: one sentence per line, as the reference scorer expects it
+    lsum = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    p, r = PAIRS[3]
+    expected = lsum.score("The order arrived broken.\nThe agent offers a refund.",
+                          "The order arrived broken.\nA refund is offered.")["rougeLsum"].fmeasure
+    assert load("rouge").compute(predictions=[p], references=[r])["rougeLsum"] == pytest.approx(expected)
+
+
+class PrefersToken(torch.nn.Module):
+    """A stand-in LM whose next-token distribution always favours one token."""
+
+    def __init__(self, token: int, vocab: int = 16):
+        super().__init__()
+        self.token, self.vocab = token, vocab
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.token] = 4.0
+
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = logits
+        return out
+
+
+def test_option_scorer_picks_the_likeliest_option_length_normalized():
+    model = PrefersToken(7)
+    prompt = [1, 2, 3]
+    scores = option_scores(model, prompt, [[3, 3], [7, 7], [7, 3, 3]], "cpu")
+    assert max(range(3), key=scores.__getitem__) == 1
+    # a long option made of likely tokens is not beaten by a short unlikely one, nor penalized for length
+    scores = option_scores(model, prompt, [[7, 7, 7, 7, 7, 7], [5]], "cpu")
+    assert scores[0] > scores[1]
+    assert option_scores(model, prompt, [[7]], "cpu")[0] == pytest.approx(option_scores(model, prompt, [[7, 7, 7]], "cpu")[0])
+
+
+def test_answers_and_options_parse():
+    assert options_of([]) == ["yes", "no", "maybe"]
+    assert options_of("Pancreas | Liver") == ["Pancreas", "Liver"]
+    assert answer_index("B", ["x", "y", "z"]) == 1
+    assert answer_index("Maybe", ["yes", "no", "maybe"]) == 2
+    with pytest.raises(ValueError):
+        answer_index("E", ["a", "b"])
+
+
+def test_label_masking_leaves_the_prompt_out_of_the_loss():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(BUILTIN_MODELS.get("tiny-llama").locate())
+    ex = sft_example(tok, "the film was good . summarize", "a good film", max_length=64)
+    answer = tok("a good film", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    n_prompt = len(ex["input_ids"]) - len(answer)
+    assert ex["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert ex["labels"][n_prompt:] == answer == ex["input_ids"][n_prompt:]
+    # too long: the prompt is cut from its start, the answer survives whole
+    long = sft_example(tok, "word " * 200, "a good film", max_length=32)
+    assert len(long["input_ids"]) == 32 and long["labels"][-len(answer):] == answer
+
+
+DECODER_SUITE = """\
+name: gen
+models:
+  - source: builtin:tiny-llama
+    max_length: 96
+tasks:
+  - name: dialogsum
+    kind: summarization
+    data: {builtin: dialogsum-mini, test_size: 12}
+    train_sizes: [16, 48]
+  - name: medqa
+    kind: qa
+    data: {builtin: medqa-mini, train_size: 48, test_size: 20}
+methods:
+  - name: lora
+search: {trials_per_cell: 1, pruner: none}
+training: {max_steps: 4, batch_size: 8, eval_batch_size: 8}
+"""
+
+
+def test_decoder_tasks_end_to_end_with_train_sizes(write_suite, tmp_path, capsys):
+    suite = write_suite(DECODER_SUITE)
+    code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
+    assert code == 0
+    records = {r.task: r for r in RecordStore(tmp_path / "r" / "gen").load_all()}
+    assert sorted(records) == ["dialogsum@16", "dialogsum@48", "medqa"]
+    for name in ("dialogsum@16", "dialogsum@48"):
+        r = records[name]
+        assert r.status == "complete", r.reason
+        assert r.objective_metric == "rougeL" and set(r.metrics) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+        assert r.throughput.generation_tokens_per_s and r.throughput.generation_tokens_per_s > 0
+    assert records["dialogsum@16"].config["task"]["data"]["train_size"] == 16
+    assert records["medqa"].status == "complete" and 0 <= records["medqa"].metrics["accuracy"] <= 1
+
+
+def test_summarization_on_an_encoder_is_rejected(write_suite):
+    text = DECODER_SUITE.replace("builtin:tiny-llama", "builtin:tiny-bert")
+    with pytest.raises(UserError) as info:
+        load_suite(write_suite(text))
+    assert "cannot run task kind summarization: the summarization task needs a decoder LM" in str(info.value)
