@@ -35,6 +35,9 @@ TRAINS = {
 OVERRIDES = {"top_layers": {"top_k": 1}}
 MODELS = {"tiny-bert": ModelInfo("bert", False), "tiny-llama": ModelInfo("llama", True)}
 HEAD_KIND = "sequence_classification"
+# (model, head): an encoder and a decoder with a classification head, and the decoder as a causal LM
+SETUPS = (("tiny-bert", "sequence_classification"), ("tiny-llama", "sequence_classification"),
+          ("tiny-llama", "causal_lm"))
 
 
 def test_every_method_has_a_contract_entry():
@@ -42,23 +45,26 @@ def test_every_method_has_a_contract_entry():
 
 
 def _cases():
-    for model in MODELS:
+    for model, head in SETUPS:
         for name in METHODS:
-            reason = METHODS.get(name).check(MODELS[model], HEAD_KIND)
-            yield pytest.param(model, name, marks=pytest.mark.skipif(bool(reason), reason=str(reason)),
-                               id=f"{model}-{name}")
+            reason = METHODS.get(name).check(MODELS[model], head)
+            yield pytest.param(model, head, name, marks=pytest.mark.skipif(bool(reason), reason=str(reason)),
+                               id=f"{model}-{head}-{name}")
 
 
-def _ctx(model_name: str) -> ApplyContext:
+def _ctx(model_name: str, head: str) -> ApplyContext:
+    if head == "causal_lm":
+        return ApplyContext("CAUSAL_LM", (), MODELS[model_name].model_type, max_steps=30)
     return ApplyContext("SEQ_CLS", ("classifier",) if model_name == "tiny-bert" else ("score",),
                         MODELS[model_name].model_type, max_steps=30)
 
 
-def _base(model_name: str, method):
+def _base(model_name: str, head: str, method):
     source = str(BUILTIN_MODELS.get(model_name).locate())
-    extra = method.load_kwargs(_params(method), _ctx(model_name)) if method.load_kwargs else {}
+    extra = method.load_kwargs(_params(method), _ctx(model_name, head)) if method.load_kwargs else {}
     torch.manual_seed(0)
-    model, _ = load_model(source, ModelSpec(source=source), HEAD_KIND, ["negative", "positive"], **extra)
+    labels = ["negative", "positive"] if head == "sequence_classification" else []
+    model, _ = load_model(source, ModelSpec(source=source), head, labels, **extra)
     return model
 
 
@@ -76,24 +82,26 @@ def _normal(name: str, known: dict) -> str:
     return name
 
 
-def _batch():
+def _batch(head: str):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(10, 60, (8, 12), generator=g)
+    if head == "causal_lm":
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
     # Unbalanced labels: even a method whose outputs cannot yet tell inputs apart has a lower loss to reach.
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([1, 1, 1, 0, 1, 1, 0, 1])}
 
 
-@pytest.mark.parametrize("model_name,method_name", list(_cases()))
-def test_method_contract(model_name, method_name, tmp_path):
+@pytest.mark.parametrize("model_name,head,method_name", list(_cases()))
+def test_method_contract(model_name, head, method_name, tmp_path):
     warnings.filterwarnings("ignore")
     method = METHODS.get(method_name)
     params = _params(method)
-    base = _base(model_name, method)
+    base = _base(model_name, head, method)
     frozen_before = {n: p.detach().clone() for n, p in base.named_parameters()}
-    ctx = _ctx(model_name)
+    ctx = _ctx(model_name, head)
     torch.manual_seed(0)
     model = method.apply(base, params, ctx)
-    batch = _batch()
+    batch = _batch(head)
 
     # only what the method should train trains, and something does
     trainable = {_normal(n, frozen_before): p.numel() for n, p in model.named_parameters() if p.requires_grad}
@@ -139,7 +147,7 @@ def test_method_contract(model_name, method_name, tmp_path):
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     save_trained(model, tmp_path / "artifact")
-    reloaded = load_trained(_base(model_name, method), tmp_path / "artifact", method, params, ctx)
+    reloaded = load_trained(_base(model_name, head, method), tmp_path / "artifact", method, params, ctx)
     reloaded.eval()
     with torch.no_grad():
         again = reloaded(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -156,3 +164,4 @@ def test_method_contract(model_name, method_name, tmp_path):
 def test_inapplicable_methods_are_rejected_with_a_reason():
     assert "no bias terms" in METHODS.get("bitfit").check(MODELS["tiny-llama"], HEAD_KIND)
     assert "past_key_values" in METHODS.get("prefix_tuning").check(MODELS["tiny-bert"], HEAD_KIND)
+    assert METHODS.get("prefix_tuning").check(MODELS["tiny-llama"], "causal_lm") is None

@@ -44,3 +44,15 @@ def test_local_model_folder_without_config_is_rejected(write_suite, tmp_path, ca
     suite = write_suite(SUITE.format(source="./empty-model"))
     assert main(["validate", str(suite)]) == 2
     assert "models[0].source: local model folder" in capsys.readouterr().err
+
+
+def test_hub_data_set_without_hub_fails_at_once(write_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = SUITE.format(source="builtin:tiny-bert").replace(
+        "data: {builtin: sentiment, train_size: 32, test_size: 16}",
+        "data: {hub: {name: stanfordnlp/imdb, splits: {train: train, test: test}}}")
+    suite = write_suite(text)
+    code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "hub cannot be reached" in err and "stanfordnlp/imdb" in err and "Traceback" not in err
