@@ -112,9 +112,8 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
 
 
 def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
-    from harness.measure.provenance import environment
     from harness.runner.prepare import Preparer, pick_device
-    from harness.runner.sweep import _quiet_libraries
+    from harness.runner.sweep import _quiet_libraries, _record_base
     from harness.runner.trial import preload
 
     _quiet_libraries()
@@ -123,10 +122,7 @@ def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None
     [cell] = plan(suite)
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
     device = pick_device(suite.training.device)
-    base = {"suite": "bench", "suite_hash": "", "cell_id": cell.id, "model": cell.model.label, "task": "bench",
-            "task_kind": "classification", "method": cell.method.name, "method_name": cell.method.name,
-            "method_family": cell.method.family, "objective_metric": "accuracy", "objective_direction": "maximize",
-            "environment": environment(), "started_at": now()}
+    base = dict(_record_base(loaded, cell, "bench"), started_at=now())
     job = TrialJob(cell=cell, params=dict(cell.fixed), sampled={}, trial_number=0, seed=0, record_base=base,
                    training=suite.training, measure=suite.measure, device=device, copy_model=False)
     out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
