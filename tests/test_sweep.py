@@ -71,6 +71,15 @@ def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, c
     assert all(after[n] == before[n] for n in before)
 
 
+def test_changed_suite_is_not_mixed_into_old_results(tiny_suite, tmp_path, capsys):
+    suite = tiny_suite(methods=("bitfit",), trials=1, steps=4)
+    assert run(suite, tmp_path, capsys)[0] == 0
+    suite.write_text(suite.read_text().replace("max_steps: 4", "max_steps: 8"))
+    code, out = run(suite, tmp_path, capsys)
+    assert code == 2 and "holds trials of a different version of this suite" in out.err
+    assert len(RecordStore(tmp_path / "results" / "tiny").load_all()) == 1  # nothing lost or mixed
+
+
 def test_failing_trial_is_a_record_and_the_sweep_goes_on(tiny_suite, tmp_path, capsys):
     broken = "  - name: lora\n    label: lora-broken\n    params: {target_modules: [no_such_module]}"
     code, out = run(tiny_suite(methods=(broken, "bitfit"), trials=1, steps=4), tmp_path, capsys)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from harness.config.loader import LoadedSuite
+from harness.errors import UserError
 from harness.measure.provenance import environment, text_hash
 from harness.records.schema import TrialRecord
 from harness.records.store import RecordStore
@@ -61,6 +62,36 @@ def _record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str) -> dict:
     }
 
 
+# Keys that may change between runs into the same results folder without making its trials
+# incomparable: the budget (raising it resumes the search), seeds added, where output goes.
+RESUMABLE_KEYS = {("search", "trials_per_cell"), ("search", "timeout_s"), ("confirm", "seeds"),
+                  ("output",), ("runner",), ("description",)}
+
+
+def _comparable(text: str) -> dict:
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+    for path in RESUMABLE_KEYS:
+        holder = data
+        for key in path[:-1]:
+            holder = holder.get(key) or {} if isinstance(holder, dict) else {}
+        if isinstance(holder, dict):
+            holder.pop(path[-1], None)
+    return data
+
+
+def check_resumable(store: RecordStore, text: str) -> None:
+    """Refuse to mix trials of two different suites in one results folder (a changed model, task,
+    method, search space or training setting makes the old trials incomparable with new ones)."""
+    previous = store.root / "suite.yaml"
+    if previous.exists() and list((store.root / "records").glob("*/*.json")):
+        if _comparable(previous.read_text(encoding="utf-8")) != _comparable(text):
+            raise UserError(f"{store.root} holds trials of a different version of this suite (saved as "
+                            f"{previous}); only the budget, seeds and output settings may change on a resume. "
+                            f"Run into another folder (--results DIR) or remove that one.")
+
+
 def _finished_numbers(store: RecordStore, cell: Cell) -> set[int]:
     return {r.trial_number for r in store.load_cell(cell.id) if r.phase == "search"}
 
@@ -91,6 +122,7 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
     from harness.runner.trial import TrialHooks, TrialJob, preload
 
     store = RecordStore(root / suite.name)
+    check_resumable(store, loaded.text)
     store.root.mkdir(parents=True, exist_ok=True)
     (store.root / "suite.yaml").write_text(loaded.text, encoding="utf-8")
     suite_hash = text_hash(loaded.text)
