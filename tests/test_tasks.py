@@ -130,3 +130,15 @@ def test_summarization_on_an_encoder_is_rejected(write_suite):
     with pytest.raises(UserError) as info:
         load_suite(write_suite(text))
     assert "cannot run task kind summarization: the summarization task needs a decoder LM" in str(info.value)
+
+
+def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
+    text = ("name: qaenc\nmodels: [{source: 'builtin:tiny-bert', max_length: 64}]\n"
+            "tasks: [{name: medqa, kind: qa, data: {builtin: medqa-mini, train_size: 48, test_size: 20}}]\n"
+            "methods: [{name: lora}]\nsearch: {trials_per_cell: 1, pruner: none}\ntraining: {max_steps: 4, batch_size: 8}\n")
+    code = main(["run", str(write_suite(text)), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
+    assert code == 0
+    [record] = RecordStore(tmp_path / "r" / "qaenc").load_all()
+    assert record.status == "complete" and 0 <= record.metrics["accuracy"] <= 1
+    # yes/no/maybe and the letters A-D: one class per distinct answer in the training data
+    assert record.trainable_params > 0 and record.config["task"]["kind"] == "qa"

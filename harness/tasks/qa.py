@@ -66,16 +66,14 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str):
     import datasets
 
     columns = splits["train"].column_names
-    if head == "sequence_classification":
-        index = {label: i for i, label in enumerate(labels)}
+    if head == "sequence_classification":  # encoders: the question with its options, classified
+        from harness.tasks.classification import tokenize as classify
 
-        def encode(batch):
-            rows = list(_rows(batch))
-            enc = tokenizer([question_text(q, c, o) for q, c, o, _ in rows], truncation=True, max_length=max_length)
-            enc["labels"] = [index[str(a)] for a in batch["answer"]]
-            return enc
+        def as_text(batch):
+            return {"text": [question_text(q, c, o) for q, c, o, _ in _rows(batch)],
+                    "label": [str(a) for a in batch["answer"]]}
 
-        return splits.map(encode, batched=True, remove_columns=columns)
+        return classify(splits.map(as_text, batched=True, remove_columns=columns), tokenizer, max_length, labels)
 
     def sft(batch):
         out = [sft_example(tokenizer, question_text(q, c, o), answer_text(o, a), max_length) for q, c, o, a in _rows(batch)]
