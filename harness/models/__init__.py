@@ -108,6 +108,11 @@ DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi"
                  "gemma3", "olmo", "olmo2", "falcon", "opt", "bloom", "smollm3"}
 
 
+def is_decoder(model_type: str, architectures=()) -> bool:
+    """A decoder-only LM, by its config: a known decoder type or a *ForCausalLM architecture."""
+    return model_type in DECODER_TYPES or any(a.endswith("ForCausalLM") for a in architectures or ())
+
+
 def is_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
 
@@ -119,8 +124,9 @@ def model_info(spec: ModelSpec, base_dir: Path) -> ModelInfo | None:
     config = resolve_local(spec, base_dir) / "config.json" if is_local(spec.source) else None
     if config is None or not config.exists():
         return None
-    model_type = json.loads(config.read_text()).get("model_type", "")
-    return ModelInfo(model_type, model_type in DECODER_TYPES)
+    data = json.loads(config.read_text())
+    model_type = data.get("model_type", "")
+    return ModelInfo(model_type, is_decoder(model_type, data.get("architectures")))
 
 
 def resolve_local(spec: ModelSpec, base_dir: Path) -> Path:

@@ -91,7 +91,8 @@ def curve_figures(records: list[TrialRecord], board: pd.DataFrame) -> list[dict]
     for (task, model), part in board.groupby(["task", "model"], sort=False):
         fig = go.Figure()
         for r in records:
-            if (r.task, r.model, r.method, r.trial_number) in best and r.task == task and r.model == model:
+            if (r.phase == "search" and (r.task, r.model, r.method, r.trial_number) in best
+                    and r.task == task and r.model == model):
                 losses = [(h["step"], h["loss"]) for h in r.history if "loss" in h]
                 if losses:
                     fig.add_trace(go.Scatter(x=[s for s, _ in losses], y=[v for _, v in losses],

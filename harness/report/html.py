@@ -88,8 +88,9 @@ def write_report(records: list[TrialRecord], out_dir: Path, storage_url: str | N
 
     out_dir.mkdir(parents=True, exist_ok=True)
     board = leaderboard(records)
-    board["train_joules"] = [_energy(records, row) for row in board.itertuples()]
-    board["artifact_mib"] = [_artifact(records, row) for row in board.itertuples()]
+    best = [_best_record(records, row) for row in board.itertuples()]
+    board["train_joules"] = [r.energy.train_joules if r else None for r in best]
+    board["artifact_mib"] = [r.artifact_bytes / 2**20 if r else None for r in best]
     figures = {"pareto": pareto_figures(board), "search": search_figures(storage_url) if storage_url else [],
                "curves": curve_figures(records, board)}
     env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["j2", "html"]))
@@ -115,19 +116,11 @@ def write_report(records: list[TrialRecord], out_dir: Path, storage_url: str | N
 
 
 def _best_record(records: list[TrialRecord], row) -> TrialRecord | None:
+    """The search trial a leaderboard row names (confirmation runs share its trial number)."""
     if pd.isna(row.trial):
         return None
     for r in records:
-        if (r.task, r.model, r.method, r.trial_number) == (row.task, row.model, row.method, int(row.trial)):
+        if r.phase == "search" and (r.task, r.model, r.method, r.trial_number) == (
+                row.task, row.model, row.method, int(row.trial)):
             return r
     return None
-
-
-def _energy(records, row) -> float | None:
-    r = _best_record(records, row)
-    return r.energy.train_joules if r else None
-
-
-def _artifact(records, row) -> float | None:
-    r = _best_record(records, row)
-    return r.artifact_bytes / 2**20 if r else None

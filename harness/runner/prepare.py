@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.schema import ModelSpec, TaskSpec
-from harness.models import DECODER_TYPES, resolve
+from harness.models import is_decoder, resolve
 from harness.tasks import TASKS
 from harness.tasks.data import fingerprint, load_splits
 
@@ -91,9 +91,7 @@ class Preparer:
         source = resolve(model_spec, self.base_dir)
         splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
-        is_decoder = config.model_type in DECODER_TYPES or any(
-            a.endswith("ForCausalLM") for a in (config.architectures or []))
-        head = family.head_for(is_decoder)
+        head = family.head_for(is_decoder(config.model_type, config.architectures))
         labels = []
         if head == "sequence_classification" and family.label_field:
             labels = task.labels or sorted({str(v) for v in splits["train"][family.label_field]})
