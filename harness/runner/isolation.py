@@ -18,13 +18,25 @@ from harness.records.schema import TrialRecord
 from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, TrialJob, now, run_trial
 
+PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sweep process
+
 
 def _child(job: TrialJob, prepared: Prepared, conn) -> None:
     def should_prune(value: float, step: int) -> bool:
         conn.send(("report", (value, step)))
         return bool(conn.recv())
 
-    record = run_trial(job, prepared, TrialHooks(lambda msg: conn.send(("progress", msg)), should_prune))
+    last = [0.0]
+
+    def progress(msg: dict) -> None:
+        # A few messages a second are enough for the progress bar; one per step would wake the
+        # sweep process every few milliseconds on a small model, on a machine with few cores.
+        t = time.perf_counter()
+        if t - last[0] >= PROGRESS_PERIOD_S or msg.get("step") == msg.get("max_steps"):
+            last[0] = t
+            conn.send(("progress", msg))
+
+    record = run_trial(job, prepared, TrialHooks(progress, should_prune))
     conn.send(("record", record.model_dump(mode="json")))
 
 

@@ -61,6 +61,22 @@ def preload() -> None:
     import torch.optim  # noqa: F401
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: F401
 
+    _cache_lomo_check()
+
+
+def _cache_lomo_check() -> None:
+    """accelerate's AcceleratedOptimizer.step asks is_lomo_available() twice per optimizer step,
+    and each answer is an importlib find_spec scan of sys.path: ~0.5 ms of file-system lookups per
+    step, 5% of a small model's step in `harness bench`. Whether lomo_optim is installed cannot
+    change during a sweep, so the answer is computed once."""
+    import functools
+
+    import accelerate.optimizer
+
+    check = accelerate.optimizer.is_lomo_available
+    if not hasattr(check, "cache_info"):
+        accelerate.optimizer.is_lomo_available = functools.lru_cache(maxsize=None)(check)
+
 
 def _callbacks(job: TrialJob, hooks: TrialHooks, history: list, eval_times: list, steps: StepTimer):
     from transformers import TrainerCallback
@@ -141,11 +157,21 @@ def trainer_class():
     from transformers import Trainer
 
     class HarnessTrainer(Trainer):
-        """The HF Trainer with its FLOP count's parameter total computed once per trial:
-        Trainer.floating_point_ops walks every module on every step (num_parameters), a constant
-        cost that was ~10% of a tiny model's step in `harness bench`. The total is unchanged."""
+        """The HF Trainer without the per-step walks over every module and parameter that a
+        single-device run does not need. Written by hand because neither transformers nor accelerate
+        offers a switch for them, and on a small model they cost 10-25% of each step in
+        `harness bench` (model.train() recursing into every module, model.zero_grad() and gradient
+        clipping iterating model.parameters(), floating_point_ops counting parameters). Each shortcut
+        computes the same thing over a list cached once per trial:
+        - floating_point_ops: the non-embedding parameter total, counted once;
+        - gradient clipping: accelerate's clip_grad_norm_ (so fp16 unscaling is kept) over the
+          parameters that require grad, instead of all of them (frozen ones have no grad to clip);
+        - model.train(): skipped when every module is already in training mode;
+        - model.zero_grad(): sets .grad = None on the parameters that require grad only.
+        Anything distributed goes through the Trainer's own code unchanged."""
 
         _non_embedding_params: int | None = None
+        _trainable: list | None = None
 
         def floating_point_ops(self, inputs) -> int:
             main = getattr(self.model, "main_input_name", "input_ids")
@@ -154,6 +180,45 @@ def trainer_class():
             if self._non_embedding_params is None:
                 self._non_embedding_params = self.model.num_parameters(exclude_embeddings=True)
             return 6 * inputs[main].numel() * self._non_embedding_params
+
+        def _single_device(self) -> bool:
+            from accelerate.utils import DistributedType
+
+            return self.accelerator.distributed_type == DistributedType.NO and self.args.n_gpu <= 1
+
+        def _clip_grad_norm(self, model):
+            if not self._single_device():
+                return super()._clip_grad_norm(model)
+            if self._trainable is None:
+                self._trainable = [p for p in model.parameters() if p.requires_grad]
+            return self.accelerator.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
+
+        def train(self, *args, **kwargs):
+            if not self._single_device():
+                return super().train(*args, **kwargs)
+            model = self.model
+            modules = list(model.modules())
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            full_train, full_zero_grad = model.train, model.zero_grad
+
+            def train_mode(mode: bool = True):
+                if mode and all(m.training for m in modules):
+                    return model
+                return full_train(mode)
+
+            def zero_grad(set_to_none: bool = True) -> None:
+                if not set_to_none:
+                    return full_zero_grad(set_to_none)
+                for p in trainable:
+                    p.grad = None
+
+            # Instance attributes shadow the class methods for this training run only; model.eval()
+            # calls self.train(False), which lands in train_mode and so keeps the cache honest.
+            model.train, model.zero_grad = train_mode, zero_grad
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                del model.train, model.zero_grad
 
     return HarnessTrainer
 
@@ -216,7 +281,7 @@ def _energy(memory: PhaseMemory, start_mj: int | None, end_mj: int | None, token
 
 def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialRecord:
     timing = Timing()
-    memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0)
+    memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks)
     history: list[dict] = []
     eval_times: list[float] = []
     steps = StepTimer(cuda=job.device == "cuda")

@@ -1,0 +1,63 @@
+"""The harness's Trainer subclass skips per-step module walks; it must train exactly as the HF
+Trainer does, through evaluation mode switches, and leave the model as it found it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from harness.runner.bench import bench_suite
+from harness.runner.plan import plan
+from harness.runner.prepare import Preparer
+from harness.runner.trial import TrialJob, _training_args, apply_context, collator, trainer_class
+
+
+def _train(trainer_cls, job, prepared, out_dir: Path):
+    from transformers import set_seed
+
+    set_seed(0)
+    model = job.cell.method.apply(copy.deepcopy(prepared.model), job.params, apply_context(job, prepared))
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    modes: list[bool] = []
+
+    from transformers import TrainerCallback
+
+    class Modes(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            modes.append(all(m.training for m in model.modules()))
+
+    trainer = trainer_cls(model=model, args=_training_args(job, str(out_dir)), train_dataset=prepared.data["train"],
+                          eval_dataset=prepared.data["validation"], data_collator=collator(prepared),
+                          callbacks=[Modes()])
+    trainer.train()
+    return model, trainer, modes, initial
+
+
+def test_lean_trainer_trains_exactly_like_the_hf_trainer(tmp_path):
+    from transformers import Trainer
+
+    suite = bench_suite("builtin:tiny-bert", "lora", steps=8, batch_size=8, max_length=32, data="sentiment")
+    # evaluation switches the model to eval mode and back
+    suite = suite.model_copy(update={"training": suite.training.model_copy(update={"eval_every_steps": 3})})
+    [cell] = plan(suite)
+    prepared = Preparer(tmp_path, seed=0).get(cell.model, cell.task)
+    job = TrialJob(cell=cell, params=dict(cell.fixed, learning_rate=5e-3), sampled={}, trial_number=0, seed=0,
+                   record_base={"objective_metric": "accuracy"}, training=suite.training, measure=suite.measure,
+                   device="cpu", copy_model=True)
+
+    ours, our_trainer, our_modes, initial = _train(trainer_class(), job, prepared, tmp_path / "ours")
+    theirs, _, their_modes, _ = _train(Trainer, job, prepared, tmp_path / "theirs")
+
+    assert our_trainer.state.global_step == 8
+    # every step after an evaluation ran with dropout on again, as with the HF Trainer
+    assert our_modes == their_modes == [True] * 8
+    trained = {n: p for n, p in ours.named_parameters() if p.requires_grad}
+    reference = dict(theirs.named_parameters())
+    assert trained and all(torch.equal(p, reference[n]) for n, p in trained.items())
+    moved = [n for n, p in trained.items() if not torch.equal(p, initial[n])]
+    assert len(moved) == len(trained), "some trainable weights did not move, so the comparison proves less"
+    # the shortcuts were instance attributes for the run only
+    assert "train" not in ours.__dict__ and "zero_grad" not in ours.__dict__
+    assert all(p.grad is None for p in ours.parameters())
