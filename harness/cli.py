@@ -114,7 +114,7 @@ def cmd_bench(args) -> int:
         params[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
     try:
         suite = bench_suite(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
-                            args.dtype, params)
+                            args.dtype, params, phase_peaks=not args.no_phase_reset)
     except ValidationError as exc:
         raise UserError(f"bench options: {exc.errors()[0]['msg']}")
     from harness.config.loader import _method_problems, _model_problems  # same checks as validate
@@ -162,15 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="one configuration through the harness and through a bare PyTorch loop")
     p.add_argument("--model", default="builtin:tiny-bert", help="model source (default builtin:tiny-bert)")
     p.add_argument("--method", default="lora")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--data", default="sentiment", help="built-in classification data set")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--data", default="sentiment-long",
+                   help="built-in classification data set (default sentiment-long: ~128-token texts; "
+                        "`sentiment` is ~12 tokens a text, where fixed per-step costs dominate)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--param", action="append", default=[], help="method parameter key=value (repeatable)")
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per path; the median is shown")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--no-phase-reset", action="store_true",
+                   help="CPU: keep the kernel's peak-RSS counter whole (for checks against /usr/bin/time -v)")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a regression")
     p.add_argument("baseline")

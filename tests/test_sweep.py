@@ -32,8 +32,9 @@ def test_end_to_end_sweep_two_methods_two_trials(tiny_suite, tmp_path, capsys):
         assert r.throughput.train_tokens > 0 and r.throughput.train_tokens_per_s > 0
         assert r.throughput.train_steps == 12
         assert r.memory.peak_bytes > 0 and "VmHWM" in r.memory.source
-        # our per-phase peak agrees with the kernel's own accounting of the trial process
-        assert abs(r.memory.peak_bytes / r.memory.kernel_max_rss_bytes - 1) < 0.10
+        # the whole-trial peak covers what the kernel counted since the last phase reset
+        assert r.memory.peak_bytes >= 0.99 * r.memory.kernel_max_rss_bytes
+        assert r.memory.peak_bytes >= max(r.memory.by_phase_peak_bytes.values())
         assert r.throughput.median_step_s > 0 and r.throughput.flops_per_token > 0
         assert r.environment["versions"]["torch"] and "git_commit" in r.environment
         assert r.params["learning_rate"] > 0 and r.suite_hash and r.data_fingerprint

@@ -139,6 +139,9 @@ class CompareSpec(Strict):
 class MeasureSpec(Strict):
     price_per_gpu_hour: float | None = Field(None, ge=0, description="turns train time into cost")
     nvml_period_ms: float = Field(5.0, gt=0, description="GPU memory sampling period")
+    phase_peaks: bool = Field(True, description="CPU: reset the peak-RSS counter at each phase so each phase "
+                                                "has its own peak; false leaves the kernel's whole-life counter "
+                                                "(ru_maxrss, /usr/bin/time) untouched for cross-checks")
 
 
 class RunnerSpec(Strict):

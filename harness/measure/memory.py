@@ -1,7 +1,12 @@
 """Peak memory per phase. On CPU: the trial process's peak resident set (VmHWM), reset at each
 phase start through /proc/self/clear_refs. On CUDA: the torch allocator's peak allocated and
 reserved bytes, reset per phase. psutil/NVML give current values, not a resettable peak, so the
-phase peaks are read from the kernel and the allocator directly."""
+phase peaks are read from the kernel and the allocator directly.
+
+The reset also resets what the kernel later reports as the process's ru_maxrss (wait4,
+/usr/bin/time): after it, they cover only the time since the last phase began. So on CPU the
+whole-life peak is kept here, as the largest VmHWM read before each reset, at each phase end and
+at close; it is what ru_maxrss would have said without the resets (phase_reset=False checks it)."""
 
 from __future__ import annotations
 
@@ -51,9 +56,10 @@ def reset_peak_rss() -> bool:
 class PhaseMemory:
     """Peak memory of each named phase of a trial, from the best source the device has."""
 
-    def __init__(self, device: str, nvml_period_s: float = 0.005):
+    def __init__(self, device: str, nvml_period_s: float = 0.005, phase_reset: bool = True):
         self.device = device
         self.peaks: dict[str, int] = {}
+        self.lifetime_peak = 0  # CPU: the process's peak RSS since it started, across the resets
         self.gpu: dict[str, float] = {}
         self.baseline_bytes = 0
         self._resettable = True
@@ -71,10 +77,11 @@ class PhaseMemory:
             self.sampler = NvmlSampler(torch.cuda.current_device(), nvml_period_s)
             self.sampler.start()
         else:
-            self._resettable = reset_peak_rss()
+            self._resettable = phase_reset and self._reset()
             self.baseline_bytes = current_rss_bytes()
-            self.source = ("VmHWM (peak RSS) of the trial process, per phase" if self._resettable
-                           else "VmHWM (peak RSS) of the trial process since it started")
+            self.source = ("VmHWM (peak RSS) of the trial process, per phase; the whole-trial peak spans the "
+                           "resets" if self._resettable else
+                           "VmHWM (peak RSS) of the trial process since it started, read at each phase end")
 
     def start(self, phase: str) -> None:
         if self.device == "cuda":
@@ -83,7 +90,11 @@ class PhaseMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         elif self._resettable:
-            reset_peak_rss()
+            self._reset()
+
+    def _reset(self) -> bool:
+        self.lifetime_peak = max(self.lifetime_peak, peak_rss_bytes())
+        return reset_peak_rss()
 
     def stop(self, phase: str) -> int:
         if self.device == "cuda":
@@ -95,14 +106,20 @@ class PhaseMemory:
             self.gpu[f"{phase}_peak_reserved_bytes"] = float(torch.cuda.max_memory_reserved())
         else:
             peak = peak_rss_bytes()
+            self.lifetime_peak = max(self.lifetime_peak, peak)
         self.peaks[phase] = peak
         return peak
 
     def close(self) -> None:
+        if self.device != "cuda":
+            self.lifetime_peak = max(self.lifetime_peak, peak_rss_bytes())
         if self.sampler is not None:
             self.sampler.stop()
             self.gpu.update({k: float(v) for k, v in self.sampler.summary().items()})
 
     @property
     def peak_bytes(self) -> int:
-        return max(self.peaks.values(), default=0)
+        """CUDA: the largest phase peak of reserved memory above the baseline. CPU: the trial
+        process's whole-life peak RSS (phases and the moments between them)."""
+        phases = max(self.peaks.values(), default=0)
+        return phases if self.device == "cuda" else max(phases, self.lifetime_peak)

@@ -45,7 +45,10 @@ class Memory(BaseModel):
     by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval
     baseline_bytes: int = 0  # at trial start, before the model is touched
     gpu: dict[str, float] = Field(default_factory=dict)  # torch allocator peaks and NVML samples
-    kernel_max_rss_bytes: int | None = None  # ru_maxrss of the trial process from wait4 (cross-check)
+    # ru_maxrss of the trial process from wait4. With measure.phase_peaks (the default) the kernel's
+    # counter restarts at each phase, so this covers the last phase only; with phase_peaks false it is
+    # the whole trial and must equal peak_bytes (benchmarks/rss_vs_time.sh checks it).
+    kernel_max_rss_bytes: int | None = None
 
 
 class Energy(BaseModel):

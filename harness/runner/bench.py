@@ -20,12 +20,12 @@ from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model
 
 
 def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
-                dtype: str = "float32", params: dict | None = None) -> Suite:
+                dtype: str = "float32", params: dict | None = None, phase_peaks: bool = True) -> Suite:
     return Suite.model_validate({
         "name": "bench", "models": [{"source": model, "max_length": max_length, "dtype": dtype}],
         "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
         "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "pruner": "none"},
-        "training": {"max_steps": steps, "batch_size": batch_size},
+        "training": {"max_steps": steps, "batch_size": batch_size}, "measure": {"phase_peaks": phase_peaks},
     })
 
 
@@ -39,7 +39,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     from harness.measure.speed import StepTimer
 
     set_seed(job.seed)
-    memory = PhaseMemory(job.device)
+    memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks)
     memory.start("load")
     model = job.cell.method.apply(base_model(job, prepared), job.params, apply_context(job, prepared))
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
@@ -174,6 +174,11 @@ def print_bench(out: dict) -> None:
             if r.get("mfu") is not None:
                 line += f"; MFU {100 * r['mfu']:.1f}% ({r['achieved_tflops']:.0f} TFLOP/s)"
             console.print(line)
+    if "harness" in out and "bare" in out:
+        extra_ms = 1000 * (out["harness"]["median_step_s"] - out["bare"]["median_step_s"])
+        console.print(f"median step: harness {1000 * out['harness']['median_step_s']:.1f} ms, bare "
+                      f"{1000 * out['bare']['median_step_s']:.1f} ms (harness {extra_ms:+.1f} ms; the Trainer's per-step "
+                      f"Python work is ~1 ms on this kind of CPU, which only short steps notice)")
     if "throughput_ratio" in out:
         console.print(f"throughput ratio harness / bare loop: {out['throughput_ratio']:.3f} (median of "
                       f"{out['repeats']} interleaved runs each; tokens/s per run: harness "
