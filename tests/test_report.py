@@ -148,3 +148,17 @@ def test_report_in_headless_chromium(records, tmp_path, storage):
     assert EVIL in model_heading  # shown as text
     assert ascending == sorted(ascending)
     assert shot.stat().st_size > 10_000
+
+
+def test_seed_interval_is_clipped_to_the_metrics_range():
+    from scipy import stats
+
+    from harness.report.leaderboard import mean_ci95
+
+    values = [0.99, 0.97, 1.0]
+    mean, low, high = mean_ci95(values)
+    assert high > 1.0  # the plain t-interval runs past a perfect score
+    half = stats.t.ppf(0.975, 2) * stats.tstd(values) / 3 ** 0.5
+    assert low == pytest.approx(mean - half)
+    _, low_c, high_c = mean_ci95(values, (0.0, 1.0))
+    assert (low_c, high_c) == (low, 1.0)

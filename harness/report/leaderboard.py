@@ -22,7 +22,7 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         row = {
-            "task": r.task, "model": r.model, "method": r.method, "family": r.method_family,
+            "task": r.task, "task_kind": r.task_kind, "model": r.model, "method": r.method, "family": r.method_family,
             "trial": r.trial_number, "seed": r.seed, "phase": r.phase, "status": r.status, "reason": r.reason or "",
             "objective_metric": r.objective_metric, "direction": r.objective_direction,
             "objective": r.objective, "trainable_params": r.trainable_params, "total_params": r.total_params,
@@ -36,9 +36,9 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mean_ci95(values: list[float]) -> tuple[float, float, float]:
+def mean_ci95(values: list[float], bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean and the two ends of its 95% confidence interval (Student's t; the interval is the mean
-    itself for a single value)."""
+    itself for a single value), clipped to the metric's possible range where it has one."""
     from scipy import stats
 
     n = len(values)
@@ -47,7 +47,10 @@ def mean_ci95(values: list[float]) -> tuple[float, float, float]:
         return mean, mean, mean
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def paired_p(a: pd.Series, b: pd.Series) -> float:
@@ -63,12 +66,18 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
     return float(stats.ttest_rel(joined.iloc[:, 0], joined.iloc[:, 1]).pvalue)
 
 
+def _metric_range(task_kind: str) -> tuple[float, float] | None:
+    from harness.tasks import TASKS
+
+    return TASKS.get(task_kind).metric_range if task_kind in TASKS else None
+
+
 def _confirmed(df: pd.DataFrame) -> pd.DataFrame:
     """Seed means and intervals of the confirmation runs, one row per (task, model, method)."""
     conf = df[(df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
     rows = []
     for key, part in conf.groupby(KEYS, sort=False):
-        mean, low, high = mean_ci95(list(part.objective))
+        mean, low, high = mean_ci95(list(part.objective), _metric_range(part.task_kind.iloc[0]))
         row = dict(zip(KEYS, key), seeds=len(part), ci_low=low, ci_high=high)
         for col in MEASURES + [c for c in part.columns if c.startswith("metric:")]:
             row[col] = part[col].mean()

@@ -23,6 +23,9 @@ class TaskFamily:
     compute_metrics: Callable[[Any], dict[str, float]] | None = None
     optional_fields: dict[str, Any] = field(default_factory=dict)  # field -> value where the data lacks it
     label_field: str | None = None  # classification heads learn one class per distinct value of it
+    # every metric of the family lies in this range (accuracy, F1, ROUGE are fractions); the
+    # leaderboard clips its seed intervals to it, since a t-interval knows no bounds
+    metric_range: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def main_metric(self) -> str:
