@@ -89,6 +89,8 @@ class PhaseMemory:
 
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            if self.sampler is not None:
+                self.sampler.phase = phase
         elif self._resettable:
             self._reset()
 
@@ -101,6 +103,8 @@ class PhaseMemory:
             import torch
 
             torch.cuda.synchronize()
+            if self.sampler is not None:
+                self.sampler.phase = None
             peak = max(torch.cuda.max_memory_reserved() - self.baseline_bytes, 0)
             self.gpu[f"{phase}_peak_allocated_bytes"] = float(torch.cuda.max_memory_allocated())
             self.gpu[f"{phase}_peak_reserved_bytes"] = float(torch.cuda.max_memory_reserved())

@@ -19,6 +19,7 @@ def percentile(values: list[float], q: float) -> float:
 
 @dataclass
 class Samples:
+    phase: list[str | None] = field(default_factory=list)  # the trial phase each sample fell in
     device_used: list[int] = field(default_factory=list)
     process_used: list[int] = field(default_factory=list)
     torch_reserved: list[int] = field(default_factory=list)
@@ -38,6 +39,7 @@ class NvmlSampler:
         self.samples = Samples()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.phase: str | None = None  # set by PhaseMemory as phases start and stop
         self.baseline_device_used = self._device_used()
 
     def _device_used(self) -> int:
@@ -61,6 +63,7 @@ class NvmlSampler:
         import torch
 
         while not self._stop.is_set():
+            self.samples.phase.append(self.phase)
             self.samples.device_used.append(self._device_used())
             self.samples.process_used.append(self._process_used())
             self.samples.torch_reserved.append(int(torch.cuda.memory_reserved()))
@@ -78,13 +81,27 @@ class NvmlSampler:
         return self.samples
 
     def summary(self) -> dict[str, int | float]:
+        """Peaks over the whole trial and per phase ("train_nvml_peak_device_used_bytes", ...). The
+        reserved average and p99 are the train phase's, as peft's benchmark reports them (the whole
+        trial's where no sample fell in training)."""
         s = self.samples
         if not s.device_used:
             return {}
+        out: dict[str, int | float] = {"samples": len(s.device_used), **self._stats(range(len(s.device_used)))}
+        for phase in dict.fromkeys(p for p in s.phase if p):
+            idx = [i for i, p in enumerate(s.phase) if p == phase]
+            out.update({f"{phase}_{key}": value for key, value in self._stats(idx).items()})
+        if "train_reserved_avg_bytes" in out:
+            out["reserved_avg_bytes"] = out["train_reserved_avg_bytes"]
+            out["reserved_p99_bytes"] = out["train_reserved_p99_bytes"]
+        return out
+
+    def _stats(self, idx) -> dict[str, int | float]:
+        s = self.samples
+        reserved = [s.torch_reserved[i] for i in idx]
         return {
-            "nvml_peak_device_used_bytes": max(s.device_used) - self.baseline_device_used,
-            "nvml_peak_process_used_bytes": max(s.process_used, default=0),
-            "reserved_avg_bytes": sum(s.torch_reserved) / len(s.torch_reserved),
-            "reserved_p99_bytes": percentile(s.torch_reserved, 99),
-            "samples": len(s.device_used),
+            "nvml_peak_device_used_bytes": max(s.device_used[i] for i in idx) - self.baseline_device_used,
+            "nvml_peak_process_used_bytes": max((s.process_used[i] for i in idx), default=0),
+            "reserved_avg_bytes": sum(reserved) / len(reserved),
+            "reserved_p99_bytes": percentile(reserved, 99),
         }
