@@ -142,3 +142,27 @@ def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
     assert record.status == "complete" and 0 <= record.metrics["accuracy"] <= 1
     # yes/no/maybe and the letters A-D: one class per distinct answer in the training data
     assert record.trainable_params > 0 and record.config["task"]["kind"] == "qa"
+
+
+@pytest.mark.parametrize("method", ["none", "lora", "prompt_tuning"])
+def test_shared_prompt_cache_scores_equal_the_full_recompute(method):
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.tasks import generative
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(BUILTIN_MODELS.get("tiny-llama").locate()).eval()
+    if method == "lora":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    elif method == "prompt_tuning":
+        model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert generative._can_share_prompt_cache(model) == (method != "prompt_tuning")
+    prompt = list(range(5, 40))
+    options = [[50, 51], [60], [70, 71, 72, 73], [80, 81, 82]]
+    shared = option_scores(model, prompt, options, "cpu")
+    full = generative._option_scores_full(model, prompt, options, "cpu")
+    assert shared == pytest.approx(full, abs=1e-4)
+    assert len(set(round(s, 4) for s in shared)) == len(options)  # the options really differ
+    single = option_scores(model, prompt, [[60], [61]], "cpu")  # one-token options: the prompt pass alone
+    assert single == pytest.approx(generative._option_scores_full(model, prompt, [[60], [61]], "cpu"), abs=1e-4)

@@ -56,7 +56,47 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
 
 def option_scores(model, prompt: list[int], options: list[list[int]], device: str) -> list[float]:
     """Mean log-probability per token of each option's tokens after the prompt (length-normalized,
-    so long options are not penalized for their length)."""
+    so long options are not penalized for their length). The prompt runs once and its KV cache is
+    shared by the options, where the model allows it; otherwise each option reruns the prompt."""
+    import torch
+
+    if not options:
+        return []
+    if not _can_share_prompt_cache(model) or not prompt or not all(options):
+        return _option_scores_full(model, prompt, options, device)
+    n, width = len(options), max(len(o) for o in options)
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each option's first token
+        if width == 1:
+            return [float(first[o[0]]) for o in options]
+        # transformers 5.x renamed past_key_values to cache (argument and output) along the way
+        key = "cache" if getattr(out, "cache", None) is not None else "past_key_values"
+        cache = getattr(out, key)
+        cache.batch_repeat_interleave(n)
+        ids = torch.tensor([o + [0] * (width - len(o)) for o in options], device=device)
+        mask = torch.tensor([[1] * (len(prompt) + len(o)) + [0] * (width - len(o)) for o in options], device=device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=True, **{key: cache}).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+    scores = []
+    for i, option in enumerate(options):
+        # position k of the option pass predicts option token k+1
+        total = float(first[option[0]]) + sum(float(logprobs[i, k - 1, option[k]]) for k in range(1, len(option)))
+        scores.append(total / len(option))
+    return scores
+
+
+def _can_share_prompt_cache(model) -> bool:
+    """A transformers model (its KV cache can be repeated across the options), without peft prompt
+    learning (whose virtual tokens would be prepended again to the options' pass)."""
+    if getattr(model, "config", None) is None:
+        return False
+    peft_config = getattr(model, "active_peft_config", None)
+    return not getattr(peft_config, "is_prompt_learning", False)
+
+
+def _option_scores_full(model, prompt: list[int], options: list[list[int]], device: str) -> list[float]:
+    """The same scores with prompt + option as one sequence per option, in one padded batch."""
     import torch
 
     seqs = [prompt + o for o in options]
