@@ -66,3 +66,21 @@ def test_without_resets_the_peak_equals_the_kernels_ru_maxrss():
     out, kernel = _in_child(lambda: _two_phases(phase_reset=False))
     assert out["peak"] - out["baseline"] >= 290 * MIB
     assert abs(out["peak"] / kernel - 1) < 0.01
+
+
+def test_a_trial_does_not_inherit_the_process_earlier_peak():
+    """Inline trials share the sweep process: an earlier trial's peak must not become this one's."""
+
+    def earlier_peak_then_trial() -> dict:
+        block = _touch(300 * MIB)  # an earlier trial's peak
+        del block
+        memory = PhaseMemory("cpu")
+        memory.start("train")
+        small = _touch(10 * MIB)
+        memory.stop("train")
+        del small
+        memory.close()
+        return {"peak": memory.peak_bytes, "baseline": memory.baseline_bytes}
+
+    out, _ = _in_child(earlier_peak_then_trial)
+    assert out["peak"] - out["baseline"] < 100 * MIB

@@ -77,7 +77,9 @@ class PhaseMemory:
             self.sampler = NvmlSampler(torch.cuda.current_device(), nvml_period_s)
             self.sampler.start()
         else:
-            self._resettable = phase_reset and self._reset()
+            # The first reset drops what the process held before the trial began: in inline mode
+            # that is the sweep process's own history, earlier trials included.
+            self._resettable = phase_reset and reset_peak_rss()
             self.baseline_bytes = current_rss_bytes()
             self.source = ("VmHWM (peak RSS) of the trial process, per phase; the whole-trial peak spans the "
                            "resets" if self._resettable else
