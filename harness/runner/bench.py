@@ -149,8 +149,9 @@ def print_bench(out: dict) -> None:
 
     table = Table(title=f"bench: {out['model']} · {out['method']} · {out['steps']} steps x batch {out['batch_size']} "
                         f"on {out['device']}", title_justify="left")
-    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "peak MiB (process)",
-                "train-phase peak MiB", "kernel ru_maxrss MiB"):
+    peak = "torch reserved" if out["device"] == "cuda" else "RSS"
+    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", f"peak MiB ({peak}, whole trial)",
+                f"train-phase peak MiB ({peak})", "host ru_maxrss MiB (wait4)"):
         table.add_column(col, justify="right")
     for path in ("harness", "bare"):
         if path in out:
@@ -177,8 +178,8 @@ def print_bench(out: dict) -> None:
     if "harness" in out and "bare" in out:
         extra_ms = 1000 * (out["harness"]["median_step_s"] - out["bare"]["median_step_s"])
         console.print(f"median step: harness {1000 * out['harness']['median_step_s']:.1f} ms, bare "
-                      f"{1000 * out['bare']['median_step_s']:.1f} ms (harness {extra_ms:+.1f} ms; the Trainer's per-step "
-                      f"Python work is ~1 ms on this kind of CPU, which only short steps notice)")
+                      f"{1000 * out['bare']['median_step_s']:.1f} ms (harness {extra_ms:+.1f} ms a step)"
+                      + ("; one run per path is noisy, see --repeats" if out["repeats"] < 3 else ""))
     if "throughput_ratio" in out:
         console.print(f"throughput ratio harness / bare loop: {out['throughput_ratio']:.3f} (median of "
                       f"{out['repeats']} interleaved runs each; tokens/s per run: harness "
