@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--data", default="sentiment-long",
-                   help="built-in classification data set (default sentiment-long: ~128-token texts; "
-                        "`sentiment` is ~12 tokens a text, where fixed per-step costs dominate)")
+                   help="built-in classification data set (default sentiment-long: ~1,100-word texts cut at "
+                        "--max-length, so every step trains batch x max-length tokens; `sentiment` is ~12 "
+                        "tokens a text, where fixed per-step costs dominate)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--param", action="append", default=[], help="method parameter key=value (repeatable)")
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
