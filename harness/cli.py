@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import SweepFailed, UserError
+from harness.errors import Problem, SweepFailed, UserError
 
 
 def _print_problems(err: UserError) -> None:
@@ -99,32 +99,44 @@ def cmd_report(args) -> int:
     return 0
 
 
+# Where each part of the bench's one-cell suite comes from on the command line.
+BENCH_FLAGS = {"models[0].source": "--model", "models[0].max_length": "--max-length", "models[0].dtype": "--dtype",
+               "tasks[0].data": "--data", "methods[0]": "--method/--param", "training.max_steps": "--steps",
+               "training.batch_size": "--batch-size"}
+
+
+def _bench_problem(problem: Problem) -> Problem:
+    flag = next((f for prefix, f in BENCH_FLAGS.items() if problem.path.startswith(prefix)), problem.path)
+    return Problem(file="harness bench", line=None, path=flag, message=problem.message)
+
+
 def cmd_bench(args) -> int:
     from pydantic import ValidationError
 
-    from harness.runner.bench import bench_suite, print_bench, run_bench
+    from harness.config.loader import _pydantic_problems, _semantic_problems  # the checks validate runs
+    from harness.config.schema import Suite
+    from harness.config.yaml_lines import LineMap
+    from harness.runner.bench import bench_raw, print_bench, run_bench
 
     params = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep:
-            raise UserError(f"--param {item!r}: write it as key=value")
+            raise UserError([_bench_problem(Problem("", None, "--param", f"{item!r}: write it as key=value"))])
         import yaml
 
         params[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
-    try:
-        suite = bench_suite(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
-                            args.dtype, params, phase_peaks=not args.no_phase_reset)
-    except ValidationError as exc:
-        raise UserError(f"bench options: {exc.errors()[0]['msg']}")
-    from harness.config.loader import _method_problems, _model_problems  # same checks as validate
-    from harness.config.yaml_lines import LineMap
-
+    raw = bench_raw(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
+                    args.dtype, params, phase_peaks=not args.no_phase_reset)
     lines = LineMap("harness bench")
-    problems = _model_problems(0, suite.models[0], Path.cwd(), lines) + \
-        _method_problems(0, suite.methods[0], [], lines)
+    suite, problems = None, []
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, lines)
+    problems += _semantic_problems(raw, suite, Path.cwd(), lines)
     if problems:
-        raise UserError(problems)
+        raise UserError([_bench_problem(p) for p in problems])
     print_bench(run_bench(suite, only=args.only, json_out=args.json, repeats=args.repeats))
     return 0
 
@@ -142,6 +154,16 @@ def cmd_trend(args) -> int:
 
     print(f"trend: {write_trend(args.history, args.out)}")
     return 0
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--param", action="append", default=[], help="method parameter key=value (repeatable)")
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved runs per path; the median is shown")
+    p.add_argument("--repeats", type=_at_least_one, default=5, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--no-phase-reset", action="store_true",
                    help="CPU: keep the kernel's peak-RSS counter whole (for checks against /usr/bin/time -v)")

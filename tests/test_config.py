@@ -142,3 +142,17 @@ def test_shipped_suites_validate(suite):
     loaded = load_suite(suite)
     assert loaded.suite.name
     assert suite.read_text().startswith("#"), "each shipped suite starts with a comment saying how to run it"
+
+
+@pytest.mark.parametrize("argv, flag, words", [
+    (["--data", "dialogsum-mini"], "--data", "column 'text'"),
+    (["--data", "nope"], "--data", "unknown builtin data set"),
+    (["--steps", "0"], "--steps", "greater than 0"),
+    (["--model", "builtin:tiny-llama", "--method", "bitfit"], "--method/--param", "no bias terms"),
+    (["--method", "lora", "--param", "rr=3"], "--method/--param", "Did you mean 'r'"),
+    (["--param", "r"], "--param", "key=value"),
+])
+def test_bench_bad_options_name_the_flag_and_exit_2(argv, flag, words, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"harness bench: {flag}: " in err and words in err and "Traceback" not in err

@@ -19,14 +19,19 @@ from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, now
 
 
-def bench_suite(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
-                dtype: str = "float32", params: dict | None = None, phase_peaks: bool = True) -> Suite:
-    return Suite.model_validate({
+def bench_raw(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
+              dtype: str = "float32", params: dict | None = None, phase_peaks: bool = True) -> dict:
+    """The one-cell suite a bench runs, as the dict a suite file would hold."""
+    return {
         "name": "bench", "models": [{"source": model, "max_length": max_length, "dtype": dtype}],
         "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
         "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "pruner": "none"},
         "training": {"max_steps": steps, "batch_size": batch_size}, "measure": {"phase_peaks": phase_peaks},
-    })
+    }
+
+
+def bench_suite(*args, **kwargs) -> Suite:
+    return Suite.model_validate(bench_raw(*args, **kwargs))
 
 
 def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
