@@ -111,10 +111,7 @@ def _bench_problem(problem: Problem) -> Problem:
 
 
 def cmd_bench(args) -> int:
-    from pydantic import ValidationError
-
-    from harness.config.loader import _pydantic_problems, _semantic_problems  # the checks validate runs
-    from harness.config.schema import Suite
+    from harness.config.loader import check_raw  # the checks validate runs
     from harness.config.yaml_lines import LineMap
     from harness.runner.bench import bench_raw, print_bench, run_bench
 
@@ -128,13 +125,7 @@ def cmd_bench(args) -> int:
         params[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
     raw = bench_raw(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
                     args.dtype, params, phase_peaks=not args.no_phase_reset)
-    lines = LineMap("harness bench")
-    suite, problems = None, []
-    try:
-        suite = Suite.model_validate(raw)
-    except ValidationError as exc:
-        problems = _pydantic_problems(exc, lines)
-    problems += _semantic_problems(raw, suite, Path.cwd(), lines)
+    suite, problems = check_raw(raw, Path.cwd(), lines=LineMap("harness bench"))
     if problems:
         raise UserError([_bench_problem(p) for p in problems])
     print_bench(run_bench(suite, only=args.only, json_out=args.json, repeats=args.repeats))

@@ -178,6 +178,16 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
     return out
 
 
+def check_raw(raw: dict, base_dir: Path, lines: LineMap) -> tuple[Suite | None, list[Problem]]:
+    """A suite's mapping, typed and checked: the suite (None where it does not parse) and every problem."""
+    suite, problems = None, []
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, lines)
+    return suite, problems + _semantic_problems(raw, suite, base_dir, lines)
+
+
 def load_suite(path: str | Path) -> LoadedSuite:
     """Parse and validate a suite; raise UserError listing every problem found."""
     path = Path(path)
@@ -188,12 +198,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
         raise UserError(problems)
     if not isinstance(raw, dict):
         raise UserError([Problem(str(path), 1, "", "a suite must be a YAML mapping (name:, models:, tasks:, methods:, ...)")])
-    suite = None
-    try:
-        suite = Suite.model_validate(raw)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, lines))
-    problems.extend(_semantic_problems(raw, suite, path.parent, lines))
+    suite, found = check_raw(raw, path.parent, lines)
+    problems.extend(found)
     if problems:
         raise UserError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
     return LoadedSuite(suite=suite, path=path.resolve(), text=path.read_text(encoding="utf-8"))

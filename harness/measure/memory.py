@@ -96,9 +96,9 @@ class PhaseMemory:
         elif self._resettable:
             self._reset()
 
-    def _reset(self) -> bool:
+    def _reset(self) -> None:
         self.lifetime_peak = max(self.lifetime_peak, peak_rss_bytes())
-        return reset_peak_rss()
+        reset_peak_rss()
 
     def stop(self, phase: str) -> int:
         if self.device == "cuda":
@@ -127,5 +127,6 @@ class PhaseMemory:
     def peak_bytes(self) -> int:
         """CUDA: the largest phase peak of reserved memory above the baseline. CPU: the trial
         process's whole-life peak RSS (phases and the moments between them)."""
-        phases = max(self.peaks.values(), default=0)
-        return phases if self.device == "cuda" else max(phases, self.lifetime_peak)
+        if self.device == "cuda":
+            return max(self.peaks.values(), default=0)
+        return self.lifetime_peak  # every phase end updates it, so it covers the phase peaks

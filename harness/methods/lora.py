@@ -70,32 +70,29 @@ register(MethodSpec(
 ))
 
 
-def _loha(model, params, ctx):
-    from peft import LoHaConfig, get_peft_model
+def _product(config_name: str):
+    """LoHa and LoKr take the same arguments; only peft's config class differs."""
 
-    config = LoHaConfig(task_type=ctx.task_type, r=int(params["r"]), alpha=2 * int(params["r"]),
-                        target_modules=params.get("target_modules"), modules_to_save=_heads(ctx))
-    return get_peft_model(model, config)
+    def apply(model, params, ctx):
+        import peft
+
+        config = getattr(peft, config_name)(task_type=ctx.task_type, r=int(params["r"]), alpha=2 * int(params["r"]),
+                                            target_modules=params.get("target_modules"), modules_to_save=_heads(ctx))
+        return peft.get_peft_model(model, config)
+
+    return apply
 
 
 register(MethodSpec(
-    name="loha", family="reparametrized", apply=_loha, can_merge=True,
+    name="loha", family="reparametrized", apply=_product("LoHaConfig"), can_merge=True,
     summary="LoHa (peft): Hadamard product of two low-rank updates",
     defaults={"learning_rate": 3e-3, "r": 8, "target_modules": None},
     search_space=space(learning_rate={"low": 5e-4, "high": 2e-2, "log": True}),
 ))
 
 
-def _lokr(model, params, ctx):
-    from peft import LoKrConfig, get_peft_model
-
-    config = LoKrConfig(task_type=ctx.task_type, r=int(params["r"]), alpha=2 * int(params["r"]),
-                        target_modules=params.get("target_modules"), modules_to_save=_heads(ctx))
-    return get_peft_model(model, config)
-
-
 register(MethodSpec(
-    name="lokr", family="reparametrized", apply=_lokr, can_merge=True,
+    name="lokr", family="reparametrized", apply=_product("LoKrConfig"), can_merge=True,
     summary="LoKr (peft): Kronecker-product update",
     defaults={"learning_rate": 3e-3, "r": 8, "target_modules": None},
     search_space=space(learning_rate={"low": 5e-4, "high": 2e-2, "log": True}),

@@ -16,7 +16,7 @@ from harness.records.schema import TrialRecord
 from harness.runner.isolation import fork_call, run_isolated
 from harness.runner.plan import plan
 from harness.runner.prepare import Prepared
-from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, now
+from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, collator, now
 
 
 def bench_raw(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
@@ -39,7 +39,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     bench's forked child; returns tokens/s, median step time and peak memory."""
     import torch
     from torch.utils.data import DataLoader, RandomSampler
-    from transformers import DataCollatorWithPadding, get_scheduler, set_seed
+    from transformers import get_scheduler, set_seed
 
     from harness.measure.speed import StepTimer
 
@@ -58,7 +58,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     generator = torch.Generator().manual_seed(job.seed)
     loader = DataLoader(prepared.data["train"], batch_size=int(job.params["batch_size"]),
                         sampler=RandomSampler(prepared.data["train"], generator=generator),
-                        collate_fn=DataCollatorWithPadding(prepared.tokenizer))
+                        collate_fn=collator(prepared))
     timer, tokens, step = StepTimer(cuda=job.device == "cuda"), 0, 0
     memory.start("train")
     t0 = time.perf_counter()

@@ -187,10 +187,8 @@ def trainer_class():
             return self.accelerator.distributed_type == DistributedType.NO and self.args.n_gpu <= 1
 
         def _clip_grad_norm(self, model):
-            if not self._single_device():
+            if self._trainable is None:  # not a single-device run (see train)
                 return super()._clip_grad_norm(model)
-            if self._trainable is None:
-                self._trainable = [p for p in model.parameters() if p.requires_grad]
             return self.accelerator.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
 
         def train(self, *args, **kwargs):
@@ -198,7 +196,7 @@ def trainer_class():
                 return super().train(*args, **kwargs)
             model = self.model
             modules = list(model.modules())
-            trainable = [p for p in model.parameters() if p.requires_grad]
+            trainable = self._trainable = [p for p in model.parameters() if p.requires_grad]
             full_train, full_zero_grad = model.train, model.zero_grad
 
             def train_mode(mode: bool = True):
