@@ -43,8 +43,12 @@ def cmd_ls(args) -> int:
 
         for name in METHODS:
             m = METHODS.get(name)
-            defaults = " ".join(f"{k}={v}" for k, v in m.defaults.items() if v is not None)
-            rows.append((name, m.family, f"defaults: {defaults}", f"search: {m.describe_space()}", m.summary))
+            print(f"{name}  ({m.family})  {m.summary}")
+            print(f"    training: {' '.join(f'{k}={v}' for k, v in m.training.items())}   "
+                  f"search: {m.describe_space() or '-'}")
+            for line in m.describe_params():
+                print(f"    {line}")
+        return 0
     elif args.what == "tasks":
         from harness.tasks import TASKS
         from harness.tasks.builtin_data import BUILTIN_DATA
@@ -75,7 +79,7 @@ def cmd_run(args) -> int:
     from harness.runner.sweep import run_suite
 
     loaded = load_suite(args.suite)
-    return run_suite(loaded, results_root=args.results, reports_root=args.reports, quiet=args.quiet)
+    return run_suite(loaded, results_root=args.results, reports_root=args.reports, quiet=args.quiet, smoke=args.smoke)
 
 
 def cmd_report(args) -> int:
@@ -87,7 +91,9 @@ def cmd_report(args) -> int:
     if not folder.is_dir():
         raise UserError(f"{folder}: results folder not found")
     store = RecordStore(folder)
-    records = store.load_all()
+    records = store.load_all(skip_bad=args.skip_bad)
+    for problem in store.skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
     if not records:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
     print_leaderboard(records)
@@ -165,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results root (default: the suite's output.results_dir)")
     p.add_argument("--reports", default=None, help="reports root (default: the suite's output.reports_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--smoke", action="store_true",
+                   help="one short trial per cell (2 steps, 16 examples a split, the methods' defaults) into "
+                        "<name>-smoke: learn in minutes that the whole suite can start")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("validate", help="check suites; exit 2 listing every problem")
     p.add_argument("suites", nargs="+")
@@ -206,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")
     p.add_argument("results_dir", help="results/<suite>")
     p.add_argument("--out", help="report folder (default reports/<suite>)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out records that cannot be read (listed on stderr) instead of stopping")
     p.set_defaults(func=cmd_report)
     return parser
 
@@ -220,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `harness ls methods | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return 130

@@ -156,3 +156,20 @@ def test_bench_bad_options_name_the_flag_and_exit_2(argv, flag, words, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert f"harness bench: {flag}: " in err and words in err and "Traceback" not in err
+
+
+def test_labels_that_share_a_results_folder_are_rejected(write_suite):
+    text = GOOD.replace("""methods:
+  - name: lora""", """methods:
+  - name: bitfit
+    label: a b
+  - name: ia3
+    label: a_b
+  - name: lora""").replace("""models:
+  - source: builtin:tiny-bert""", """models:
+  - source: builtin:tiny-bert
+  - source: builtin:tiny-bert
+    max_length: 64""")
+    msgs = "\\n".join(problems_of(write_suite(text)))
+    assert "methods[1]: label 'a_b' names the same results folder as methods[0] ('a b')" in msgs
+    assert "models[1]: label 'tiny-bert' names the same results folder as models[0]" in msgs

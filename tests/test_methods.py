@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from harness.config.schema import ModelSpec
+from harness.spec import ModelSpec
 from harness.methods import METHODS, ApplyContext
 from harness.methods.artifacts import load_trained, save_trained
 from harness.models import BUILTIN_MODELS
@@ -33,6 +33,7 @@ TRAINS = {
     "adapter_houlsby": r"\.adapter_(down|up)\.", "adapter_pfeiffer": r"\.adapter_(down|up)\.",
 }
 OVERRIDES = {"top_layers": {"top_k": 1}}
+LEARNING_RATE = 1e-3
 MODELS = {"tiny-bert": ModelInfo("bert", False), "tiny-llama": ModelInfo("llama", True)}
 HEAD_KIND = "sequence_classification"
 # (model, head): an encoder and a decoder with a classification head, and the decoder as a causal LM
@@ -69,7 +70,8 @@ def _base(model_name: str, head: str, method):
 
 
 def _params(method):
-    return {**{"learning_rate": 1e-3}, **method.defaults, **OVERRIDES.get(method.name, {})}
+    """The method's own typed parameters: its defaults, with the overrides above."""
+    return method.params.model_validate(OVERRIDES.get(method.name, {}))
 
 
 def _normal(name: str, known: dict) -> str:
@@ -100,7 +102,7 @@ def test_method_contract(model_name, head, method_name, tmp_path):
     frozen_before = {n: p.detach().clone() for n, p in base.named_parameters()}
     ctx = _ctx(model_name, head)
     torch.manual_seed(0)
-    model = method.apply(base, params, ctx)
+    model = method.build(base, params, ctx)
     batch = _batch(head)
 
     # only what the method should train trains, and something does
@@ -117,7 +119,7 @@ def test_method_contract(model_name, head, method_name, tmp_path):
     model.eval()
     own = {n: p.detach().clone() for n, p in model.named_parameters()
            if p.requires_grad and not re.search(HEAD, _normal(n, frozen_before)) and "modules_to_save" not in n}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params["learning_rate"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     losses = []
     for step in range(30):
         loss = model(**batch).loss

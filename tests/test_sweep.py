@@ -11,9 +11,9 @@ from harness.cli import main
 from harness.records.store import RecordStore
 
 
-def run(suite, tmp_path, capsys):
+def run(suite, tmp_path, capsys, *extra):
     code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
-                 "--reports", str(tmp_path / "reports")])
+                 "--reports", str(tmp_path / "reports"), *extra])
     return code, capsys.readouterr()
 
 
@@ -84,7 +84,9 @@ def test_changed_suite_is_not_mixed_into_old_results(tiny_suite, tmp_path, capsy
 def test_failing_trial_is_a_record_and_the_sweep_goes_on(tiny_suite, tmp_path, capsys):
     broken = "  - name: lora\n    label: lora-broken\n    params: {target_modules: [no_such_module]}"
     code, out = run(tiny_suite(methods=(broken, "bitfit"), trials=1, steps=4), tmp_path, capsys)
-    assert code == 0
+    assert code == 1  # after writing every record and the report
+    assert "cell sentiment--tiny-bert--lora-broken has no complete trial (failed: NoMatchingPeftModuleError" in out.err
+    assert (tmp_path / "reports" / "tiny" / "index.html").exists()
     records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
     assert records["lora-broken"].status == "failed"
     assert records["lora-broken"].reason.startswith("NoMatchingPeftModuleError: No modules were targeted")
@@ -107,3 +109,60 @@ def test_trainable_parameter_counts(tiny_suite, tmp_path, capsys):
     expected = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier."))
     assert bitfit.trainable_params == expected
     assert bitfit.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_smoke_runs_every_cell_once_on_a_few_examples(tmp_path, capsys, write_suite):
+    from harness.tasks.builtin_data import BUILTIN_DATA  # noqa: F401
+
+    text = """\
+name: sm
+models:
+  - source: builtin:tiny-bert
+    max_length: 32
+  - source: builtin:tiny-llama
+    max_length: 32
+tasks:
+  - name: sentiment
+    kind: classification
+    data: {builtin: sentiment}
+    train_sizes: [100, 400]
+methods:
+  - name: lora
+  - name: ia3
+search: {trials_per_cell: 5}
+confirm: {seeds: 3}
+training: {max_steps: 500, batch_size: 8}
+"""
+    code, out = run(write_suite(text), tmp_path, capsys, "--smoke")
+    assert code == 0, out.err
+    assert "smoke: all 8 cells trained, validated and were scored on test" in out.out
+    records = RecordStore(tmp_path / "results" / "sm-smoke").load_all()
+    assert len(records) == 8 and {r.status for r in records} == {"complete"}
+    assert {r.phase for r in records} == {"search"}  # no confirmation seeds
+    for r in records:
+        assert r.throughput.train_steps == 2
+        assert any("eval_loss" in h for h in r.history)  # the validation path ran too
+    assert not (tmp_path / "results" / "sm").exists()  # the real results folder is untouched
+
+
+def test_data_that_fails_to_load_is_a_failed_record_and_the_sweep_goes_on(write_suite, tmp_path, capsys):
+    (tmp_path / "train.jsonl").write_text('{"text": "good film", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
+                                          '{"text": "broken row\n')
+    (tmp_path / "test.jsonl").write_text('{"text": "great", "label": "pos"}\n')
+    text = """\
+name: two
+models: [{source: 'builtin:tiny-bert', max_length: 32}]
+tasks:
+  - {name: broken, kind: classification, data: {files: {train: train.jsonl, test: test.jsonl}}}
+  - {name: fine, kind: classification, data: {builtin: sentiment, train_size: 64, test_size: 32}}
+methods: [{name: bitfit}]
+search: {trials_per_cell: 2, pruner: none}
+training: {max_steps: 2}
+"""
+    code, out = run(write_suite(text), tmp_path, capsys)
+    assert code == 1
+    records = RecordStore(tmp_path / "results" / "two").load_all()
+    broken = [r for r in records if r.task == "broken"]
+    assert len(broken) == 2 and all(r.status == "failed" for r in broken)
+    assert broken[0].reason.startswith("preparing tiny-bert / broken failed:")
+    assert [r.status for r in records if r.task == "fine"] == ["complete", "complete"]

@@ -18,7 +18,7 @@ def _train(trainer_cls, job, prepared, out_dir: Path):
     from transformers import set_seed
 
     set_seed(0)
-    model = job.cell.method.apply(copy.deepcopy(prepared.model), job.params, apply_context(job, prepared))
+    model = job.cell.method.build(copy.deepcopy(prepared.model), job.method_params, apply_context(job, prepared))
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     modes: list[bool] = []
 

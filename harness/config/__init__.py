@@ -1,6 +1,6 @@
 """Suite configuration: typed schema, YAML loading with line numbers, and validation."""
 
 from harness.config.loader import load_suite
-from harness.config.schema import Suite
+from harness.spec import Suite
 
 __all__ = ["Suite", "load_suite"]

@@ -4,26 +4,24 @@ transformers 4.57 and cannot live beside transformers 5)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from harness.methods import register
-from harness.methods.base import MethodSpec, ModelInfo, space
+from harness.methods.base import MethodParams, MethodSpec, ModelInfo, peft_method, space
 
 
-def _heads(ctx):
-    return list(ctx.head_names) or None
-
-
-def _ia3(model, params, ctx):
-    from peft import IA3Config, get_peft_model
-
-    config = IA3Config(task_type=ctx.task_type, target_modules=params.get("target_modules"),
-                       feedforward_modules=params.get("feedforward_modules"), modules_to_save=_heads(ctx))
-    return get_peft_model(model, config)
+class Ia3Params(MethodParams):
+    target_modules: list[str] | str | None = Field(None, description="modules whose outputs are scaled; default: peft's")
+    feedforward_modules: list[str] | str | None = Field(
+        None, description="the feed-forward ones among them (scaled on their input); default: peft's")
 
 
 register(MethodSpec(
-    name="ia3", family="additive", apply=_ia3, can_merge=True,
+    name="ia3", family="additive", apply=peft_method("IA3Config"), can_merge=True,
     summary="IA3 (peft): learned scaling vectors on keys, values and feed-forward activations",
-    defaults={"learning_rate": 1e-2, "target_modules": None, "feedforward_modules": None},
+    params=Ia3Params, training={"learning_rate": 1e-2},
     search_space=space(learning_rate={"low": 1e-3, "high": 5e-2, "log": True}),
 ))
 
@@ -31,26 +29,12 @@ register(MethodSpec(
 PROMPT_SPACE = space(learning_rate={"low": 1e-3, "high": 3e-1, "log": True})
 
 
-def _prompt_tuning(model, params, ctx):
-    from peft import PromptTuningConfig, get_peft_model
-
-    return get_peft_model(model, PromptTuningConfig(task_type=ctx.task_type,
-                                                    num_virtual_tokens=int(params["num_virtual_tokens"])))
+class SoftPromptParams(MethodParams):
+    num_virtual_tokens: int = Field(16, ge=1, description="trained virtual tokens prepended to the input")
 
 
-def _prefix_tuning(model, params, ctx):
-    from peft import PrefixTuningConfig, get_peft_model
-
-    return get_peft_model(model, PrefixTuningConfig(task_type=ctx.task_type,
-                                                    num_virtual_tokens=int(params["num_virtual_tokens"])))
-
-
-def _p_tuning(model, params, ctx):
-    from peft import PromptEncoderConfig, get_peft_model
-
-    return get_peft_model(model, PromptEncoderConfig(task_type=ctx.task_type,
-                                                     num_virtual_tokens=int(params["num_virtual_tokens"]),
-                                                     encoder_hidden_size=int(params["encoder_hidden_size"])))
+class PTuningParams(SoftPromptParams):
+    encoder_hidden_size: int = Field(128, ge=1, description="hidden width of the prompt encoder (MLP)")
 
 
 def _needs_cache(info: ModelInfo, head: str) -> str | None:
@@ -63,20 +47,19 @@ def _needs_cache(info: ModelInfo, head: str) -> str | None:
 
 
 register(MethodSpec(
-    name="prompt_tuning", family="additive", apply=_prompt_tuning,
+    name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"),
     summary="prompt tuning (peft): trained virtual-token embeddings prepended to the input",
-    defaults={"learning_rate": 3e-2, "num_virtual_tokens": 16}, search_space=PROMPT_SPACE,
+    params=SoftPromptParams, training={"learning_rate": 3e-2}, search_space=PROMPT_SPACE,
 ))
 register(MethodSpec(
-    name="prefix_tuning", family="additive", apply=_prefix_tuning, check=_needs_cache,
+    name="prefix_tuning", family="additive", apply=peft_method("PrefixTuningConfig"), check=_needs_cache,
     summary="prefix tuning (peft): trained key/value prefixes in every attention layer",
-    defaults={"learning_rate": 1e-2, "num_virtual_tokens": 16}, search_space=PROMPT_SPACE,
+    params=SoftPromptParams, training={"learning_rate": 1e-2}, search_space=PROMPT_SPACE,
 ))
 register(MethodSpec(
-    name="p_tuning", family="additive", apply=_p_tuning,
+    name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"),
     summary="P-tuning (peft): virtual tokens produced by a small trained prompt encoder (MLP)",
-    defaults={"learning_rate": 1e-2, "num_virtual_tokens": 16, "encoder_hidden_size": 128},
-    search_space=PROMPT_SPACE,
+    params=PTuningParams, training={"learning_rate": 1e-2}, search_space=PROMPT_SPACE,
 ))
 
 # Where a bottleneck adapter goes: after the attention output projection and after the
@@ -141,7 +124,7 @@ def _bottleneck(placement: str):
         for name in _adapter_targets(model, ctx.model_type, placement):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name)
-            setattr(parent, child, adapter_class(getattr(parent, child), int(params["reduction_factor"])))
+            setattr(parent, child, adapter_class(getattr(parent, child), params.reduction_factor))
         for name, param in model.named_parameters():
             param.requires_grad = ".adapter_" in name or any(
                 name == h or name.startswith(h + ".") for h in ctx.head_names)
@@ -157,12 +140,16 @@ def _has_placement(info: ModelInfo, head: str) -> str | None:
     return None
 
 
+class AdapterParams(MethodParams):
+    reduction_factor: int = Field(16, ge=1, description="bottleneck width = the layer's width / reduction_factor")
+
+
 for _placement, _summary in (("houlsby", "after attention and feed-forward outputs (Houlsby)"),
                              ("pfeiffer", "after the feed-forward output only (Pfeiffer)")):
     register(MethodSpec(
         name=f"adapter_{_placement}", family="additive", apply=_bottleneck(_placement), check=_has_placement,
         summary=f"bottleneck adapters (ours): down-project, GELU, up-project, residual; {_summary}",
-        defaults={"learning_rate": 3e-3, "reduction_factor": 16},
+        params=AdapterParams, training={"learning_rate": 3e-3},
         search_space=space(learning_rate={"low": 5e-4, "high": 2e-2, "log": True},
                            reduction_factor={"choices": [8, 16, 32]}),
     ))

@@ -41,8 +41,10 @@ def load_trained(base, folder: Path, method, params: dict[str, Any], ctx):
 
     folder = Path(folder)
     if (folder / "adapter_config.json").exists():
+        if method.prepare_base is not None:
+            method.prepare_base(base, params, ctx)
         return PeftModel.from_pretrained(base, folder)
-    model = method.apply(base, params, ctx)
+    model = method.build(base, params, ctx)
     result = model.load_state_dict(load_file(str(folder / TRAINED_FILE)), strict=False)
     if result.unexpected_keys:
         raise ValueError(f"{folder}: tensors the method does not have: {result.unexpected_keys[:5]}")

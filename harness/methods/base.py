@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.config.schema import ParamSpace
+from harness.spec import (MethodParams, NoParams, ParamSpace, TrainingParams, describe_field, search_value_problems,
+                          value_problems)
 
 FAMILIES = ("reference", "selective", "reparametrized", "additive", "quantized")
 
@@ -41,13 +42,19 @@ class MethodSpec:
     name: str
     family: str
     summary: str
-    apply: Callable[[Any, dict[str, Any], ApplyContext], Any]
-    defaults: dict[str, Any] = field(default_factory=dict)
+    apply: Callable[[Any, Any, ApplyContext], Any]  # (model, params: self.params instance, ctx) -> model
+    params: type[MethodParams] = NoParams  # the method's own parameters, typed
+    training: dict[str, Any] = field(default_factory=dict)  # training settings it brings (learning_rate, optim)
     search_space: dict[str, ParamSpace] = field(default_factory=dict)
     # Returns why the method cannot be used with a model and task head, or None when it can.
     check: Callable[[ModelInfo, str], str | None] = lambda info, head: None
+    # Returns why these parameter values cannot run here (e.g. a kernel this host lacks), or None.
+    check_params: Callable[[Any], str | None] = lambda params: None
     # Extra from_pretrained arguments (quantization): the trial then loads its own copy of the model.
     load_kwargs: Callable[[dict[str, Any], ApplyContext], dict[str, Any]] | None = None
+    # Readies a freshly loaded base before the method is applied or a saved artifact is loaded onto it
+    # (quantized methods pin bitsandbytes' CPU kernel path here, so a reloaded model computes alike).
+    prepare_base: Callable[[Any, Any, ApplyContext], None] | None = None
     # Called after each optimizer step, before gradients are cleared (AdaLoRA's rank allocation).
     on_optimizer_step: Callable[[Any, int], None] | None = None
     can_merge: bool = False  # the trained update folds into the base weights (merge_and_unload)
@@ -55,8 +62,60 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name}: family must be one of {FAMILIES}, got {self.family!r}")
-        if "learning_rate" not in self.defaults:
-            raise ValueError(f"method {self.name}: defaults must include learning_rate")
+        if "learning_rate" not in self.training:
+            raise ValueError(f"method {self.name}: training must include its learning_rate")
+        TrainingParams.model_validate(self.training)
+        self.params.model_validate({})  # every field has a default
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Everything the method fixes unless a suite says otherwise: its training settings and
+        its parameters' defaults, as one flat mapping (the way a suite writes them)."""
+        return {**self.training, **self.params().model_dump()}
+
+    def split(self, flat: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """A flat mapping of suite values -> (this method's typed parameters, the training values)."""
+        own = {k: v for k, v in flat.items() if k in self.params.model_fields}
+        return self.params.model_validate(own), {k: v for k, v in flat.items() if k not in own}
+
+    def problems(self, params: dict[str, Any], search: dict[str, ParamSpace]) -> list[tuple[tuple, str]]:
+        """(path relative to the method entry, message) for every name, value and search range of a
+        suite's entry that this method's declaration (or the training settings') rejects."""
+        import difflib
+
+        declared = {**{k: TrainingParams for k in TrainingParams.model_fields},
+                    **{k: self.params for k in self.params.model_fields}}
+        known = sorted(declared)
+        out: list[tuple[tuple, str]] = []
+        for section, keys in (("params", params), ("search", search)):
+            for key in keys:
+                if key not in declared:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    out.append(((section, key), f"unknown parameter {key!r} for method {self.name}.{hint} "
+                                                f"Valid: {', '.join(known)}"))
+        for model in (self.params, TrainingParams):
+            values = {k: v for k, v in params.items() if declared.get(k) is model}
+            for key, message in value_problems(model, values).items():
+                out.append((("params", key) if key in values else ("params",), message))
+        for key, dim in search.items():
+            if key in declared:
+                found = [(("search", key) + rel, msg) for rel, msg in dim.problems()]
+                out += found or [(("search", key) + rel, msg) for rel, msg in search_value_problems(key, dim, declared[key])]
+        if not out:
+            reason = self.check_params(self.split(params)[0])
+            if reason:
+                out.append((("params",), reason))
+        return out
+
+    def build(self, model, params, ctx: ApplyContext):
+        """The base model with this method applied (the one way trials, benches and tests apply it)."""
+        if self.prepare_base is not None:
+            self.prepare_base(model, params, ctx)
+        return self.apply(model, params, ctx)
+
+    def describe_params(self) -> list[str]:
+        return [describe_field(name, info) for name, info in self.params.model_fields.items()]
 
     def describe_space(self) -> str:
         parts = []
@@ -66,6 +125,27 @@ class MethodSpec:
             else:
                 parts.append(f"{name}∈[{dim.low:g},{dim.high:g}]{' log' if dim.log else ''}")
         return " ".join(parts)
+
+
+def peft_method(config_class: str, derive: Callable[[Any, ApplyContext], dict[str, Any]] | None = None):
+    """apply() for a peft method: peft's config class, filled from the method's parameters that share
+    its field names, plus what `derive` computes (e.g. lora_alpha from r), the task type and the
+    task head as modules_to_save (a new head always trains)."""
+
+    def apply(model, params, ctx):
+        import dataclasses
+
+        import peft
+
+        config_type = getattr(peft, config_class)
+        names = {f.name for f in dataclasses.fields(config_type)}
+        kwargs = {k: v for k, v in params.model_dump().items() if k in names}
+        kwargs.update(derive(params, ctx) if derive else {})
+        if "modules_to_save" in names and ctx.head_names:
+            kwargs["modules_to_save"] = list(ctx.head_names)
+        return peft.get_peft_model(model, config_type(task_type=ctx.task_type, **kwargs))
+
+    return apply
 
 
 def freeze_all_but(model: Any, keep: Callable[[str], bool]) -> Any:

@@ -15,6 +15,6 @@ register(MethodSpec(
     family="reference",
     summary="full fine-tuning: all parameters train",
     apply=_apply,
-    defaults={"learning_rate": 5e-5},
+    training={"learning_rate": 5e-5},
     search_space=space(learning_rate={"low": 1e-5, "high": 2e-4, "log": True}),
 ))

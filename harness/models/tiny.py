@@ -58,13 +58,15 @@ def build_tiny(name: str, folder: Path) -> Path:
                              eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     elif decoder:
-        config = LlamaConfig(vocab_size=vocab, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        # Widths are multiples of 32 and of bitsandbytes' 4-bit block (64): its packed CPU kernel
+        # (AVX512-BF16 hosts) takes only such layers, and tests must not depend on the host CPU.
+        config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                              eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
         model = AutoModelForCausalLM.from_config(config)
     else:
-        config = BertConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        config = BertConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                             num_attention_heads=2, max_position_embeddings=256,
                             pad_token_id=tokenizer.pad_token_id)
         model = AutoModel.from_config(config)

@@ -1,13 +1,33 @@
-"""The TrialRecord: everything one trial produced, typed and versioned. Bump SCHEMA_VERSION on any
-incompatible change; readers reject records of an unknown version instead of misreading them."""
+"""The TrialRecord: everything one trial produced, typed and versioned.
+
+One rule for every change to it: bump SCHEMA_VERSION and add UPGRADES[old] (a function that turns a
+record of the old version into one of the next). Readers upgrade every older record step by step;
+a record of a newer version than this harness knows is refused with a clean message (exit 2)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+# version -> function that turns a record (a JSON mapping) of that version into the next version.
+UPGRADES: dict[int, Callable[[dict], dict]] = {}
+
+
+def upgrade(data: dict) -> dict:
+    """A record mapping of any known version, brought to SCHEMA_VERSION; ValueError where it cannot be."""
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"schema_version is {version!r}, not a version number")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"written by a newer harness (record schema {version}; this one reads up to "
+                         f"{SCHEMA_VERSION}): upgrade harness to read it")
+    while version < SCHEMA_VERSION:
+        data = UPGRADES[version](dict(data))
+        version += 1
+        data["schema_version"] = version
+    return data
 Status = Literal["complete", "pruned", "failed", "oom", "crashed"]
 
 

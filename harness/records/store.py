@@ -7,8 +7,31 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import UserError
-from harness.records.schema import SCHEMA_VERSION, TrialRecord
+from pydantic import ValidationError
+
+from harness.errors import Problem, UserError
+from harness.records.schema import TrialRecord, upgrade
+
+
+def read_record(path: Path) -> TrialRecord:
+    """One record file, upgraded to the current schema; UserError naming the file where it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return TrialRecord.model_validate(upgrade(data))
+    except json.JSONDecodeError as exc:
+        reason = f"not valid JSON (truncated or hand-edited?): {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:3]:
+            where = ".".join(str(p) for p in err["loc"])
+            parts.append(f"unknown field {where!r}" if err["type"] == "extra_forbidden" else f"{where}: {err['msg']}")
+        more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+        reason = "not a trial record this harness can read: " + "; ".join(parts) + more
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = f"cannot read it: {exc}"
+    raise UserError([Problem(str(path), None, "", reason)])
 
 
 def write_text_atomic(path: Path, data: str) -> None:
@@ -36,6 +59,7 @@ def _umask() -> int:
 class RecordStore:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.skipped: list[Problem] = []  # records the last load left out (skip_bad)
 
     @property
     def study_storage_url(self) -> str:
@@ -52,18 +76,24 @@ class RecordStore:
         write_text_atomic(path, record.model_dump_json(indent=2))
         return path
 
-    def load_all(self) -> list[TrialRecord]:
-        return self._load(sorted((self.root / "records").glob("*/*.json")))
+    def load_all(self, skip_bad: bool = False) -> list[TrialRecord]:
+        """Every record. A record that cannot be read stops it with a message naming the file (and
+        every other bad one), unless skip_bad: then they are left out and listed in self.skipped."""
+        return self._load(sorted((self.root / "records").glob("*/*.json")), skip_bad)
 
     def load_cell(self, cell_id: str) -> list[TrialRecord]:
-        return self._load(sorted((self.root / "records" / cell_id).glob("*.json")))
+        return self._load(sorted((self.root / "records" / cell_id).glob("*.json")), skip_bad=False)
 
-    def _load(self, paths) -> list[TrialRecord]:
-        records = []
+    def _load(self, paths, skip_bad: bool) -> list[TrialRecord]:
+        records, bad = [], []
         for path in paths:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("schema_version") != SCHEMA_VERSION:
-                raise UserError(f"{path}: record schema version {data.get('schema_version')} "
-                                 f"is not {SCHEMA_VERSION}; this harness cannot read it")
-            records.append(TrialRecord.model_validate(data))
+            try:
+                records.append(read_record(path))
+            except UserError as err:
+                bad.extend(err.problems)
+        self.skipped = bad
+        if bad and not skip_bad:
+            hint = "; `harness report --skip-bad` reports the others" if len(paths) > len(bad) else ""
+            raise UserError(bad + [Problem(str(self.root), None, "",
+                                           f"{len(bad)} of {len(paths)} records cannot be read{hint}")])
         return records

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from harness.records.schema import Memory, Throughput, Timing, TrialRecord
+from harness.spec import cell_id
 
 ENV = {"versions": {"torch": "synthetic"}, "python": "3.11", "platform": "synthetic", "cpu": "synthetic",
        "cpu_count": 2, "ram_bytes": 2**34, "gpus": [], "driver": None, "git_commit": "0" * 40, "git_dirty": False}
@@ -18,7 +19,7 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
                 reason: str | None = None, phase: str = "search") -> TrialRecord:
     done = status == "complete"
     return TrialRecord(
-        suite=suite, suite_hash="synthetic", cell_id=f"{task}--{model}--{method}", model=model, task=task,
+        suite=suite, suite_hash="synthetic", cell_id=cell_id(task, model, method), model=model, task=task,
         task_kind="classification", method=method, method_name=method, method_family=family,
         trial_number=trial, seed=seed, phase=phase, status=status, reason=reason, params={"learning_rate": 1e-3},
         objective_metric="accuracy", objective_direction="maximize",

@@ -15,7 +15,7 @@ from xml.etree import ElementTree as ET
 
 import yaml
 
-from harness.config.schema import CompareSpec
+from harness.spec import CompareSpec
 from harness.errors import UserError
 from harness.records.schema import TrialRecord
 from harness.records.store import RecordStore

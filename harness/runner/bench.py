@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from harness.config.loader import LoadedSuite
-from harness.config.schema import Suite
+from harness.spec import LoadedSuite
+from harness.spec import Suite
 from harness.measure.memory import PhaseMemory
 from harness.records.schema import TrialRecord
 from harness.runner.isolation import fork_call, run_isolated
@@ -46,7 +46,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     set_seed(job.seed)
     memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks)
     memory.start("load")
-    model = job.cell.method.apply(base_model(job, prepared), job.params, apply_context(job, prepared))
+    model = job.cell.method.build(base_model(job, prepared), job.method_params, apply_context(job, prepared))
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
         model.to(job.device)
     model.train()

@@ -47,9 +47,10 @@ def _signal_name(code: int) -> str:
         return f"signal {code}"
 
 
-def crashed_record(job: TrialJob, reason: str, started: str) -> TrialRecord:
+def failure_record(job: TrialJob, reason: str, started: str, status: str = "crashed") -> TrialRecord:
+    """The record of a trial that produced none of its own (its process died, or it never started)."""
     return TrialRecord.model_validate(dict(job.record_base, trial_number=job.trial_number, seed=job.seed,
-                                           params=job.params, status="crashed", reason=reason,
+                                           params=job.params, status=status, reason=reason,
                                            started_at=started, finished_at=now()))
 
 
@@ -119,7 +120,7 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
                 reason += " (the kernel's out-of-memory killer sends this too)"
         else:
             reason = f"trial process exited with code {code} before writing its record"
-        record = crashed_record(job, reason, started)
+        record = failure_record(job, reason, started)
     record.timing.total_s = time.perf_counter() - t0
     record.memory.kernel_max_rss_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
     return record

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config.schema import TRAINING_PARAMS, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
+from harness.spec import TRAINING_PARAMS, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
 from harness.methods import METHODS, MethodSpec
 
 
@@ -29,8 +28,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        raw = f"{self.task_label}--{self.model.label}--{self.entry.display}"
-        return re.sub(r"[^A-Za-z0-9_.@-]+", "_", raw)
+        return cell_id(self.task_label, self.model.label, self.entry.display)
 
 
 def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
@@ -60,6 +58,26 @@ def confirm_seeds(suite: Suite) -> list[int]:
         seeds.append(nxt)
         nxt += 1
     return seeds
+
+
+SMOKE_STEPS = 2
+SMOKE_EXAMPLES = 16
+
+
+def smoke_suite(suite: Suite) -> Suite:
+    """`harness run --smoke`: every cell once, with the method's defaults, for SMOKE_STEPS steps (one
+    in-loop validation at the end) on at most SMOKE_EXAMPLES examples of each split, so every code
+    path of the suite (model load, data, method, training, validation, test evaluation, record,
+    report) runs in minutes. Results go to a folder of their own (<name>-smoke)."""
+    return suite.model_copy(update={
+        "name": f"{suite.name}-smoke",
+        "search": suite.search.model_copy(update={"trials_per_cell": 1, "sampler": "none", "pruner": "none",
+                                                  "timeout_s": None}),
+        "confirm": suite.confirm.model_copy(update={"seeds": 0}),
+        "training": suite.training.model_copy(update={"max_steps": SMOKE_STEPS, "eval_every_steps": SMOKE_STEPS}),
+        "runner": suite.runner.model_copy(update={"max_examples": SMOKE_EXAMPLES}),
+        "output": suite.output.model_copy(update={"keep_adapters": False}),
+    })
 
 
 def training_defaults(suite: Suite) -> dict[str, Any]:

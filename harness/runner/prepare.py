@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config.schema import ModelSpec, TaskSpec
+from harness.spec import ModelSpec, TaskSpec
 from harness.models import is_decoder, resolve
 from harness.tasks import TASKS
 from harness.tasks.data import fingerprint, load_splits
@@ -70,18 +70,26 @@ def load_model(source: str, spec: ModelSpec, head: str, labels: list[str], **kwa
 class Preparer:
     """Caches tokenized data per (tokenizer, task, max length) and the current base model."""
 
-    def __init__(self, base_dir: Path, seed: int):
+    def __init__(self, base_dir: Path, seed: int, max_examples: int | None = None):
         self.base_dir = base_dir
         self.seed = seed
+        self.max_examples = max_examples
         self._data: dict[tuple, tuple] = {}
         self._model_key: tuple | None = None
         self._model: tuple | None = None
         self._last: tuple[tuple, Prepared] | None = None
 
     def get(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
+        """The prepared model and data; a preparation that failed raises again (it is not retried)."""
         key = (model_spec, task)
         if self._last is None or self._last[0] != key:
-            self._last = (key, self._prepare(model_spec, task))
+            try:
+                self._last = (key, self._prepare(model_spec, task))
+            except Exception as exc:  # noqa: BLE001 - each trial of the cell records it
+                self._model_key = self._model = None
+                self._last = (key, exc)
+        if isinstance(self._last[1], Exception):
+            raise self._last[1]
         return self._last[1]
 
     def _prepare(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
@@ -89,12 +97,14 @@ class Preparer:
 
         family = TASKS.get(task.kind)
         source = resolve(model_spec, self.base_dir)
-        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields)
+        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields,
+                             cap=self.max_examples)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
         head = family.head_for(is_decoder(config.model_type, config.architectures))
         labels = []
         if head == "sequence_classification" and family.label_field:
-            labels = task.labels or sorted({str(v) for v in splits["train"][family.label_field]})
+            # every split's labels: a small or unlucky training sample may lack a class the test set has
+            labels = task.labels or sorted({str(v) for split in splits.values() for v in split[family.label_field]})
         model_key = (source, model_spec.dtype, model_spec.revision, head, tuple(labels))
         if model_key != self._model_key:
             self._model = None  # free the previous base model before loading the next

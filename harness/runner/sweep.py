@@ -4,15 +4,16 @@ per trial, then the leaderboard. Running the same suite again resumes: finished 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
-from harness.config.loader import LoadedSuite
+from harness.spec import LoadedSuite
 from harness.errors import UserError
 from harness.measure.provenance import environment, text_hash
 from harness.records.schema import TrialRecord
 from harness.records.store import RecordStore
-from harness.runner.plan import Cell, confirm_seeds, distributions, plan
+from harness.runner.plan import Cell, confirm_seeds, distributions, plan, smoke_suite
 
 
 def _quiet_libraries() -> None:
@@ -117,9 +118,9 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
 
     import optuna
 
-    from harness.runner.isolation import run_inline, run_isolated
+    from harness.runner.isolation import failure_record, run_inline, run_isolated
     from harness.runner.prepare import Preparer, pick_device
-    from harness.runner.trial import TrialHooks, TrialJob, preload
+    from harness.runner.trial import TrialHooks, TrialJob, now, preload
 
     store = RecordStore(root / suite.name)
     check_resumable(store, loaded.text)
@@ -129,13 +130,21 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
     device = pick_device(suite.training.device)
     preload()
     cells = plan(suite)
-    preparer = Preparer(loaded.base_dir, seed=suite.search.seed)
+    preparer = Preparer(loaded.base_dir, seed=suite.search.seed, max_examples=suite.runner.max_examples)
     seed = suite.seeds[0]
 
     def run(job, prepared, hooks):
+        started = now()
+        try:
+            ready = prepared()
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the data or model could not be prepared: a failed record
+            return failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} failed: "
+                                       f"{type(exc).__name__}: {exc}"[:4000], started, status="failed")
         if suite.runner.isolation == "process":
-            return run_isolated(job, prepared, hooks, suite.runner.trial_timeout_s)
-        return run_inline(job, prepared, hooks)
+            return run_isolated(job, ready, hooks, suite.runner.trial_timeout_s)
+        return run_inline(job, ready, hooks)
 
     for index, cell in enumerate(cells):
         study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url,
@@ -166,7 +175,7 @@ def sweep(loaded: LoadedSuite, root: Path, view) -> None:
             hooks = TrialHooks(view.on_progress, _pruning_hook(trial))
             view.start_trial(f"[{index + 1}/{len(cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
                              suite.training.max_steps)
-            record = run(job, prepared(), hooks)
+            record = run(job, prepared, hooks)
             store.write(record)
             _tell(study, trial, record)
             view.end_trial(record)
@@ -198,13 +207,13 @@ def _confirm(loaded: LoadedSuite, cell: Cell, store: RecordStore, prepared, view
             continue
         view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} ({i + 1}/{len(seeds)})",
                          suite.training.max_steps)
-        record = run(job_for(best, seed), prepared(), TrialHooks(view.on_progress, lambda value, step: False))
+        record = run(job_for(best, seed), prepared, TrialHooks(view.on_progress, lambda value, step: False))
         store.write(record)
         view.end_trial(record)
 
 
 def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root: str | None = None,
-              quiet: bool = False) -> int:
+              quiet: bool = False, smoke: bool = False) -> int:
     """Run a suite, show progress, then print the leaderboard and write the report.
 
     With process isolation the sweep runs in a freshly spawned sweep process: trials are forked
@@ -214,8 +223,14 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
     from harness.report.terminal import ProgressView, print_leaderboard
     from harness.runner.server import run_in_sweep_process
 
+    if smoke:
+        loaded = LoadedSuite(smoke_suite(loaded.suite), loaded.path, loaded.text)
     suite = loaded.suite
     root = Path(results_root) if results_root else Path(suite.output.results_dir)
+    if smoke:
+        import shutil
+
+        shutil.rmtree(root / suite.name, ignore_errors=True)  # a smoke run always starts afresh
     view = ProgressView(total=sum(c.budget + len(confirm_seeds(suite)) for c in plan(suite)), quiet=quiet)
     t0 = time.perf_counter()
     with view:
@@ -231,6 +246,23 @@ def run_suite(loaded: LoadedSuite, results_root: str | None = None, reports_root
     reports = Path(reports_root) if reports_root else Path(suite.output.reports_dir)
     page = write_report(records, reports / suite.name, store.study_storage_url, loaded.text)
     print(f"records: {store.root}/records   report: {page}")
+    return _cells_verdict(plan(suite), records, smoke)
+
+
+def _cells_verdict(cells: list[Cell], records: list[TrialRecord], smoke: bool) -> int:
+    """Exit 1 where a cell ended with no complete trial (its records say why), 0 otherwise."""
+    complete = {r.cell_id for r in records if r.status == "complete" and r.phase == "search"}
+    missing = [c.id for c in cells if c.id not in complete]
+    for cell_id in missing:
+        reasons = sorted({f"{r.status}: {(r.reason or '').splitlines()[0][:160]}" for r in records
+                          if r.cell_id == cell_id and r.status != "complete"}) or ["no trial ran"]
+        print(f"cell {cell_id} has no complete trial ({'; '.join(reasons)})", file=sys.stderr)
+    if missing:
+        print(f"{len(missing)} of {len(cells)} cells have no complete trial: exit 1", file=sys.stderr)
+        return 1
+    if smoke:
+        print(f"smoke: all {len(cells)} cells trained, validated and were scored on test (2 steps on 16 examples: "
+              f"the numbers above only show that each cell runs)")
     return 0
 
 

@@ -36,6 +36,11 @@ class TrialJob:
     copy_model: bool  # inline trials must not touch the shared base model
     artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
 
+    @property
+    def method_params(self):
+        """The method's own parameters, typed (its declaration in harness/methods)."""
+        return self.cell.method.split(self.params)[0]
+
 
 @dataclass
 class TrialHooks:
@@ -141,7 +146,7 @@ def base_model(job: TrialJob, prepared: Prepared):
     quantized load; its task head re-initialized from this trial's seed."""
     method = job.cell.method
     if method.load_kwargs is not None:
-        extra = method.load_kwargs(job.params, apply_context(job, prepared))
+        extra = method.load_kwargs(job.method_params, apply_context(job, prepared))
         if job.device == "cuda":
             extra["device_map"] = {"": 0}
         if not job.copy_model:
@@ -294,7 +299,7 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         t0 = time.perf_counter()
         memory.start("load")
         model = base_model(job, prepared)
-        model = job.cell.method.apply(model, job.params, apply_context(job, prepared))
+        model = job.cell.method.build(model, job.method_params, apply_context(job, prepared))
         if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
             model.to(job.device)  # quantized models were placed on the device while loading
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

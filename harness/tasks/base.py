@@ -34,6 +34,18 @@ class TaskFamily:
     def head_for(self, is_decoder: bool) -> str | None:
         return self.decoder_head if is_decoder else self.encoder_head
 
+    def problems(self, task, base_dir) -> list[tuple[tuple, str]]:
+        """(path relative to the task entry, message) for what this family finds wrong with a suite's
+        task without loading the data: its columns, files and objective metric."""
+        from harness.tasks.data import data_problems
+
+        out = [(("data",) + rel, msg)
+               for rel, msg in data_problems(task.data, self.fields, base_dir, tuple(self.optional_fields))]
+        if task.metric is not None and task.metric not in self.metrics:
+            out.append((("metric",), f"task {task.name} ({self.name}) does not report {task.metric!r}; "
+                                     f"it reports {', '.join(self.metrics)}"))
+        return out
+
     def unsupported(self, is_decoder: bool) -> str | None:
         if self.head_for(is_decoder) is None:
             return f"the {self.name} task needs a {'encoder' if is_decoder else 'decoder LM'}"

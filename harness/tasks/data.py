@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.config.schema import DataSpec
+from harness.spec import DataSpec
 from harness.errors import UserError
 from harness.tasks.builtin_data import BUILTIN_DATA
 
@@ -48,7 +48,7 @@ def _take(ds, size: int | None, seed: int):
 
 
 def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: int = 0,
-                optional: dict | None = None):
+                optional: dict | None = None, cap: int | None = None):
     """A DatasetDict with train/validation/test and exactly the task's fields as columns."""
     import datasets
 
@@ -83,7 +83,8 @@ def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: i
         for f in fields:  # optional fields the data lacks get their default
             if f not in ds.column_names:
                 ds = ds.add_column(f, [optional[f]] * len(ds))
-        out[split] = _take(ds, sizes[split], seed)
+        ds = _take(ds, sizes[split], seed)
+        out[split] = ds.select(range(min(cap, len(ds)))) if cap is not None else ds
     return datasets.DatasetDict(out)
 
 
@@ -116,15 +117,21 @@ def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path,
                 problems.append((("files",), f"a {required} file is required (validation is optional)"))
         have = {}
         for split, path in spec.files.items():
-            p = resolve_path(path, base_dir)
-            if not p.is_file():
+            try:
+                p = resolve_path(path, base_dir)
+                found = p.is_file()
+            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, an unknown ~user
+                problems.append((("files", split), f"not a usable path {path!r}: {exc}"))
+                continue
+            if not found:
                 problems.append((("files", split), f"data file not found: {p}"))
             elif p.suffix.lower() not in FORMATS:
                 problems.append((("files", split), f"unsupported file type {p.suffix!r}: use {', '.join(FORMATS)}"))
             else:
                 try:
-                    have[split] = file_columns(p)
-                except (OSError, ValueError, UnicodeDecodeError) as exc:
+                    have[split] = [str(c) for c in file_columns(p)]
+                except Exception as exc:  # noqa: BLE001 - any unreadable data file is the user's problem to fix
+                    have.pop(split, None)
                     problems.append((("files", split), f"cannot read {p}: {exc}"))
     else:
         return problems  # hub columns are checked when the data set is loaded

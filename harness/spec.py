@@ -1,11 +1,21 @@
-"""The suite schema: typed, with unknown keys rejected. Only shape and types live here;
-checks that need the registries (names, files, columns, ranges) live in validate.py."""
+"""The suite schema at the bottom of the house: typed, unknown keys rejected, importing nothing else
+from harness. Only shape and types live here; checks that need the registries (names, files,
+columns, what a method can run on) live in harness/config, above the registries."""
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+def cell_id(task_label: str, model_label: str, method_label: str) -> str:
+    """A cell's name on disk and in Optuna: the three labels with anything unsafe in a path as _."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", f"{task_label}--{model_label}--{method_label}")
 
 
 class Strict(BaseModel):
@@ -65,7 +75,7 @@ class ParamSpace(Strict):
     high: int | float | None = None
     log: bool = False
     step: int | float | None = None
-    choices: list[Any] | None = None
+    choices: list[None | bool | int | float | str] | None = None  # what Optuna can store
 
     @property
     def is_choice(self) -> bool:
@@ -74,6 +84,28 @@ class ParamSpace(Strict):
     @property
     def is_int(self) -> bool:
         return isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.step, float)
+
+    def problems(self) -> list[tuple[tuple, str]]:
+        """(relative path, message) for a dimension Optuna could not sample."""
+        if self.is_choice:
+            out = [] if self.choices else [(("choices",), "choices must list at least one value")]
+            if self.low is not None or self.high is not None:
+                out.append(((), "give either choices or low/high, not both"))
+            return out
+        if self.low is None or self.high is None:
+            return [((), "a search range needs both low and high (or a list of choices)")]
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return [((), f"low and high must be finite numbers, but got low={self.low}, high={self.high}")]
+        out = []
+        if self.low > self.high:
+            out.append((("low",), f"low <= high must hold, but got low={self.low}, high={self.high}"))
+        if self.log and self.low <= 0:
+            out.append((("low",), f"a log range needs low > 0, but got low={self.low}"))
+        if self.step is not None and (not math.isfinite(self.step) or self.step <= 0):
+            out.append((("step",), f"step must be a positive number, but got step={self.step}"))
+        if self.step is not None and self.log:
+            out.append((("step",), "a log range cannot have a step"))
+        return out
 
 
 class MethodEntry(Strict):
@@ -147,6 +179,8 @@ class MeasureSpec(Strict):
 class RunnerSpec(Strict):
     isolation: Literal["process", "inline"] = "process"
     trial_timeout_s: float | None = Field(None, gt=0)
+    max_examples: int | None = Field(None, gt=0, description="cap on the examples of every split, after the "
+                                                             "data's sizes (for debugging; --smoke sets 16)")
 
 
 class Suite(Strict):
@@ -165,5 +199,86 @@ class Suite(Strict):
     compare: CompareSpec = Field(default_factory=CompareSpec)
 
 
-# Training keys a method entry may fix in params or search over, next to the method's own.
-TRAINING_PARAMS = ("learning_rate", "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation_steps", "optim")
+class TrainingParams(BaseModel):
+    """Training settings a method entry may fix in `params` or search over, beside the method's own
+    parameters; declared once, like them, so values and search ranges are checked the same way."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    learning_rate: float = Field(5e-5, gt=0, le=10, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
+    batch_size: int = Field(16, gt=0, description="examples per optimizer step, per device")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
+
+
+TRAINING_PARAMS = tuple(TrainingParams.model_fields)
+
+
+class MethodParams(BaseModel):
+    """A method's own parameters, declared once: type, range, choices, default and a one-line
+    description per field (pydantic Field). Suites are checked against it, `harness ls methods`
+    prints it, and the method's apply() receives an instance of it. Strict: 16.5 is not an int,
+    "16" is not a number, true is not a number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class NoParams(MethodParams):
+    pass
+
+
+def describe_field(name: str, info) -> str:
+    """'r: int = 8 (>= 1) - rank of the update' from a pydantic field."""
+    annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+    bounds = []
+    for meta in info.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(meta, attr):g}")
+    rng = f" ({', '.join(bounds)})" if bounds else ""
+    default = info.get_default(call_default_factory=True)
+    return f"{name}: {annotation} = {default!r}{rng}" + (f" - {info.description}" if info.description else "")
+
+
+def value_problems(model: type[BaseModel], values: dict[str, Any]) -> dict[str, str]:
+    """key -> message for every value the declaration rejects ({} when all pass)."""
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        out = {}
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            shown = "" if isinstance(err.get("input"), (dict,)) else f", but got {err['input']!r}"
+            out.setdefault(key, err["msg"].removeprefix("Value error, ") + shown)
+        return out
+    return {}
+
+
+@dataclass(frozen=True)
+class LoadedSuite:
+    """A validated suite with the file it came from (relative data paths resolve against it)."""
+
+    suite: Suite
+    path: Path
+    text: str
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def search_value_problems(key: str, dim: ParamSpace, model: type[BaseModel]) -> list[tuple[tuple, str]]:
+    """Every value a search dimension can take must be one the declaration accepts."""
+    annotation = model.model_fields[key].annotation
+    if dim.is_choice:
+        ends = [(("choices", i), value) for i, value in enumerate(dim.choices)]
+    else:
+        name = getattr(annotation, "__name__", str(annotation))
+        if annotation not in (int, float):
+            return [((), f"{key} is not a number ({name}): search it over a list of choices")]
+        if annotation is int and not dim.is_int:
+            return [((), f"{key} is a whole number: give low and high as integers (and step, if any), "
+                         f"but got low={dim.low}, high={dim.high}")]
+        ends = [(("low",), dim.low), (("high",), dim.high)]
+    return [(rel, message[key]) for rel, value in ends if (message := value_problems(model, {key: value}))]
