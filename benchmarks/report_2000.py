@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from harness.records.synthetic import many_records
-from harness.report.html import write_report
+from harness.report.publish import publish
 
 
 def main() -> None:
@@ -20,7 +20,10 @@ def main() -> None:
     records = many_records(args.records)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        page = write_report(records, Path(tmp) / "report", None, "name: synthetic\n")
+        with open("/dev/null", "w") as sink:
+            from rich.console import Console
+
+            page = publish(records, Path(tmp) / "report", None, "name: synthetic\n", console=Console(file=sink)).page
         elapsed = time.perf_counter() - t0
         size = page.stat().st_size
     print(f"report for {len(records)} records: {elapsed:.2f} s, index.html {size / 1e6:.2f} MB "

@@ -56,7 +56,9 @@ def cmd_ls(args) -> int:
         for name in TASKS:
             t = TASKS.get(name)
             metrics = " ".join(f"{k}{'↑' if up else '↓'}" for k, up in t.metrics.items())
-            rows.append((name, f"fields: {','.join(t.fields)}", f"metrics: {metrics}", t.summary))
+            kind = t.name + (f" (head: {t.variant})" if t.variant else "")
+            heads = f"encoders: {t.encoder_head or '-'}, decoders: {t.decoder_head or '-'}"
+            rows.append((kind, f"fields: {','.join(t.fields)}", f"metrics: {metrics}", heads, t.summary))
         for name in BUILTIN_DATA:
             d = BUILTIN_DATA.get(name)
             rows.append((f"builtin:{name}", f"data for {d.kind}", d.summary))
@@ -76,16 +78,24 @@ def cmd_ls(args) -> int:
 
 def cmd_run(args) -> int:
     from harness.config import load_suite
-    from harness.runner.sweep import run_suite
+    from harness.report.publish import publish
+    from harness.report.terminal import ProgressView
+    from harness.runner.sweep import cells_verdict, planned_trials, prepare_run, run_sweep
 
-    loaded = load_suite(args.suite)
-    return run_suite(loaded, results_root=args.results, reports_root=args.reports, quiet=args.quiet, smoke=args.smoke)
+    loaded, root = prepare_run(load_suite(args.suite), args.results, args.smoke)
+    with ProgressView(total=planned_trials(loaded), quiet=args.quiet) as view:
+        outcome = run_sweep(loaded, root, view)
+    records = outcome.store.load_all()
+    reports = Path(args.reports) if args.reports else Path(loaded.suite.output.reports_dir)
+    shown = publish(records, reports / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
+                    elapsed_s=outcome.elapsed_s)
+    print(f"records: {outcome.store.root}/records   report: {shown.page}")
+    return cells_verdict(outcome, records, smoke=args.smoke)
 
 
 def cmd_report(args) -> int:
     from harness.records.store import RecordStore
-    from harness.report.html import write_report
-    from harness.report.terminal import print_leaderboard
+    from harness.report.publish import publish
 
     folder = Path(args.results_dir)
     if not folder.is_dir():
@@ -96,13 +106,23 @@ def cmd_report(args) -> int:
         print(f"skipped: {problem}", file=sys.stderr)
     if not records:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
-    print_leaderboard(records)
-    suite_file = folder / "suite.yaml"
-    out = Path(args.out) if args.out else Path("reports") / records[0].suite
+    suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").exists() else ""
+    out = Path(args.out) if args.out else _saved_reports_dir(suite_text) / records[0].suite
     storage = store.study_storage_url if (folder / "optuna.db").exists() else None
-    page = write_report(records, out, storage, suite_file.read_text(encoding="utf-8") if suite_file.exists() else "")
-    print(f"report: {page}")
+    print(f"report: {publish(records, out, storage, suite_text).page}")
     return 0
+
+
+def _saved_reports_dir(suite_text: str) -> Path:
+    """Where `harness run` put this suite's report: its output.reports_dir (default reports/)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(suite_text) or {}
+        folder = (data.get("output") or {}).get("reports_dir") if isinstance(data, dict) else None
+    except yaml.YAMLError:
+        folder = None
+    return Path(folder) if isinstance(folder, str) and folder else Path("reports")
 
 
 # Where each part of the bench's one-cell suite comes from on the command line.

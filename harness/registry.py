@@ -33,8 +33,9 @@ class Registry(Generic[T]):
             raise KeyError(self.unknown_message(name))
         return self._entries[name]
 
-    def unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str, valid: list[str] | None = None) -> str:
         """The message for an unknown name: the rule, the value, a suggestion and the valid names."""
-        close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.5)
+        valid = self.names() if valid is None else valid
+        close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}"
+        return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(valid)}"

@@ -62,6 +62,10 @@ class DataSpec(Strict):
 class TaskSpec(Strict):
     name: str
     kind: str = Field(description="registered task family, e.g. classification")
+    head: str | None = Field(None, description="the head where the kind offers several (classification: "
+                                               "verbalizer, for decoders scoring label words)")
+    models: list[str] | None = Field(None, description="labels of the suite's models that run this task "
+                                                       "(default: all)")
     data: DataSpec
     labels: list[str] | None = Field(None, description="label names in order; read from the data if absent")
     metric: str | None = Field(None, description="this task's objective metric (overrides search.objective.metric)")

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from harness.records.synthetic import make_record
-from harness.report.html import write_report
 from harness.report.leaderboard import leaderboard
+from harness.report.publish import publish
 from harness.report.terminal import print_leaderboard
 
 EVIL = "<script>alert(1)</script>"
@@ -75,7 +75,8 @@ class _Rows(HTMLParser):
 
 
 def _report(records, tmp_path, storage=None) -> Path:
-    return write_report(records, tmp_path / "report", storage, "name: synthetic\n# " + EVIL)
+    return publish(records, tmp_path / "report", storage, "name: synthetic\n# " + EVIL,
+                   console=Console(file=open("/dev/null", "w"))).page
 
 
 def test_report_is_self_contained_and_escaped(records, tmp_path, storage):

@@ -141,7 +141,7 @@ training: {max_steps: 500, batch_size: 8}
     assert {r.phase for r in records} == {"search"}  # no confirmation seeds
     for r in records:
         assert r.throughput.train_steps == 2
-        assert any("eval_loss" in h for h in r.history)  # the validation path ran too
+        assert any("validation_accuracy" in h for h in r.history)  # the validation path ran too
     assert not (tmp_path / "results" / "sm").exists()  # the real results folder is untouched
 
 

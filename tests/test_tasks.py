@@ -129,7 +129,7 @@ def test_summarization_on_an_encoder_is_rejected(write_suite):
     text = DECODER_SUITE.replace("builtin:tiny-llama", "builtin:tiny-bert")
     with pytest.raises(UserError) as info:
         load_suite(write_suite(text))
-    assert "cannot run task kind summarization: the summarization task needs a decoder LM" in str(info.value)
+    assert "model tiny-bert cannot run task dialogsum: the summarization task needs a decoder LM" in str(info.value)
 
 
 def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
@@ -166,3 +166,65 @@ def test_shared_prompt_cache_scores_equal_the_full_recompute(method):
     assert len(set(round(s, 4) for s in shared)) == len(options)  # the options really differ
     single = option_scores(model, prompt, [[60], [61]], "cpu")  # one-token options: the prompt pass alone
     assert single == pytest.approx(generative._option_scores_full(model, prompt, [[60], [61]], "cpu"), abs=1e-4)
+
+
+VERBALIZER_SUITE = """\
+name: verb
+models:
+  - source: builtin:tiny-llama
+    max_length: 48
+  - source: builtin:tiny-bert
+    max_length: 48
+tasks:
+  - name: sentiment-words
+    kind: classification
+    head: verbalizer
+    models: [tiny-llama]
+    data: {builtin: sentiment, train_size: 64, validation_size: 16, test_size: 24}
+methods:
+  - name: lora
+search: {trials_per_cell: 1, pruner: none}
+training: {max_steps: 4, batch_size: 8, eval_batch_size: 8, eval_every_steps: 2}
+"""
+
+
+def test_verbalizer_family_scores_label_words(write_suite, tmp_path):
+    """The task family added in one file (harness/tasks/verbalizer.py): tokenized data, then a run."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from harness.tasks import family_of
+
+    family = family_of("classification", "verbalizer")
+    assert family.key == "classification/verbalizer" and family.decoder_head == "causal_lm"
+    tok = AutoTokenizer.from_pretrained(BUILTIN_MODELS.get("tiny-llama").locate())
+    split = datasets.Dataset.from_dict({"text": ["a good film", "a bad film"], "label": ["positive", "negative"]})
+    data = family.tokenize(datasets.DatasetDict(train=split, validation=split, test=split), tok, 48,
+                           ["negative", "positive"], "causal_lm")
+    test = data["test"][0]
+    assert test["option_ids"] == [tok("negative", add_special_tokens=False)["input_ids"],
+                                  tok("positive", add_special_tokens=False)["input_ids"]]
+    assert test["answer_index"] == 1 and data["test"][1]["answer_index"] == 0
+    train = data["train"][0]
+    answer = tok("positive", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [t for t in train["labels"] if t != IGNORE] == answer  # the loss is on the label word only
+
+    code = main(["run", str(write_suite(VERBALIZER_SUITE)), "--quiet", "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p")])
+    assert code == 0
+    [record] = RecordStore(tmp_path / "r" / "verb").load_all()  # tasks[0].models left MiniLM's cell out
+    assert record.model == "tiny-llama" and record.status == "complete", record.reason
+    assert set(record.metrics) == {"accuracy", "macro_f1"}
+    assert [h["step"] for h in record.history if "validation_accuracy" in h] == [2, 4]
+
+
+def test_verbalizer_needs_a_decoder_and_unknown_heads_are_named(write_suite):
+    text = VERBALIZER_SUITE.replace("    models: [tiny-llama]\n", "")
+    with pytest.raises(UserError) as info:
+        load_suite(write_suite(text))
+    assert ("model tiny-bert cannot run task sentiment-words: the classification with head verbalizer task needs "
+            "a decoder LM") in str(info.value)
+    with pytest.raises(UserError) as info:
+        load_suite(write_suite(VERBALIZER_SUITE.replace("head: verbalizer", "head: verbaliser")))
+    assert ("tasks[0].head: task kind classification has no head 'verbaliser'; valid: sequence_classification, "
+            "verbalizer") in str(info.value)

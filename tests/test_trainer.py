@@ -9,9 +9,12 @@ from pathlib import Path
 import torch
 
 from harness.runner.bench import bench_suite
+from harness.runner.jobs import make_job
 from harness.runner.plan import plan
 from harness.runner.prepare import Preparer
-from harness.runner.trial import TrialJob, _training_args, apply_context, collator, trainer_class
+from harness.runner.trainer import trainer_class, training_args
+from harness.runner.trial import apply_context
+from harness.spec import LoadedSuite
 
 
 def _train(trainer_cls, job, prepared, out_dir: Path):
@@ -28,9 +31,16 @@ def _train(trainer_cls, job, prepared, out_dir: Path):
         def on_step_end(self, args, state, control, model=None, **kw):
             modes.append(all(m.training for m in model.modules()))
 
-    trainer = trainer_cls(model=model, args=_training_args(job, str(out_dir)), train_dataset=prepared.data["train"],
-                          eval_dataset=prepared.data["validation"], data_collator=collator(prepared),
-                          callbacks=[Modes()])
+    class Evaluate(TrainerCallback):  # what the trials' validation does: eval mode, a pass, back to training
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step % 3 == 0:
+                model.eval()
+                with torch.no_grad():
+                    model(**{k: v[:4] for k, v in batch.items()})
+
+    batch = prepared.head.collator(prepared.tokenizer)([prepared.data["validation"][i] for i in range(4)])
+    trainer = trainer_cls(model=model, args=training_args(job, str(out_dir)), train_dataset=prepared.data["train"],
+                          data_collator=prepared.head.collator(prepared.tokenizer), callbacks=[Modes(), Evaluate()])
     trainer.train()
     return model, trainer, modes, initial
 
@@ -39,13 +49,11 @@ def test_lean_trainer_trains_exactly_like_the_hf_trainer(tmp_path):
     from transformers import Trainer
 
     suite = bench_suite("builtin:tiny-bert", "lora", steps=8, batch_size=8, max_length=32, data="sentiment")
-    # evaluation switches the model to eval mode and back
-    suite = suite.model_copy(update={"training": suite.training.model_copy(update={"eval_every_steps": 3})})
+    suite = suite.model_copy(update={"runner": suite.runner.model_copy(update={"isolation": "inline"})})
     [cell] = plan(suite)
     prepared = Preparer(tmp_path, seed=0).get(cell.model, cell.task)
-    job = TrialJob(cell=cell, params=dict(cell.fixed, learning_rate=5e-3), sampled={}, trial_number=0, seed=0,
-                   record_base={"objective_metric": "accuracy"}, training=suite.training, measure=suite.measure,
-                   device="cpu", copy_model=True)
+    job = make_job(LoadedSuite(suite, tmp_path / "s.yaml", ""), cell, trial_number=0, seed=0, device="cpu",
+                   suite_hash="t", params=dict(cell.fixed, learning_rate=5e-3))
 
     ours, our_trainer, our_modes, initial = _train(trainer_class(), job, prepared, tmp_path / "ours")
     theirs, _, their_modes, _ = _train(Trainer, job, prepared, tmp_path / "theirs")

@@ -13,7 +13,7 @@ from harness.config.yaml_lines import LineMap, read_yaml
 from harness.errors import Problem, UserError
 from harness.methods import METHODS
 from harness.spec import LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id
-from harness.tasks import TASKS
+from harness.tasks import TASKS, family_of
 
 
 def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
@@ -57,18 +57,28 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         found = models.problems(model, base_dir)
         out += at(("models", i), found)
         infos.append((model.label, None if found else models.model_info(model, base_dir)))
-    families = []
+    heads: dict[str, set[str]] = {}  # model label -> heads its tasks need
+    labels = [label for label, _ in infos]
     for i, task in _items(raw, "tasks", TaskSpec):
-        if task.kind not in TASKS:
-            out.append(lines.problem(("tasks", i, "kind"), TASKS.unknown_message(task.kind)))
+        try:
+            family = family_of(task.kind, task.head)
+        except KeyError as exc:
+            out.append(lines.problem(("tasks", i, "head" if task.kind in TASKS else "kind"), exc.args[0]))
             continue
-        family = TASKS.get(task.kind)
-        families.append(family)
         out += at(("tasks", i), family.problems(task, base_dir))
+        for j, name in enumerate(task.models or []):
+            if name not in labels:
+                out.append(lines.problem(("tasks", i, "models", j), f"no model is labelled {name!r}; the suite's "
+                                                                    f"models are {', '.join(labels)}"))
         for label, info in infos:
+            if task.models is not None and label not in task.models:
+                continue
             if info is not None and family.unsupported(info.is_decoder):
-                out.append(lines.problem(("tasks", i, "kind"), f"model {label} cannot run task kind "
-                                                               f"{family.name}: {family.unsupported(info.is_decoder)}"))
+                out.append(lines.problem(("tasks", i, "kind"), f"model {label} cannot run task {task.name}: "
+                                                               f"{family.unsupported(info.is_decoder)} (tasks[{i}]."
+                                                               f"models can leave it out)"))
+            elif info is not None:
+                heads.setdefault(label, set()).add(family.head_for(info.is_decoder))
     for i, entry in _items(raw, "methods", MethodEntry):
         if entry.name not in METHODS:
             out.append(lines.problem(("methods", i, "name"), METHODS.unknown_message(entry.name)))
@@ -77,7 +87,7 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         found = method.problems(entry.params, entry.search)
         out += at(("methods", i), found)
         for label, info in ([] if found else infos):
-            for head in sorted({f.head_for(info.is_decoder) for f in families} - {None}) if info else ():
+            for head in sorted(heads.get(label, set()) - {None}) if info else ():
                 reason = method.check(info, head)
                 if reason:
                     out.append(lines.problem(("methods", i, "name"),
@@ -92,10 +102,14 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     out = []
     metric = suite.search.objective.metric
     for i, task in enumerate(suite.tasks):
-        if task.metric is None and metric is not None and task.kind in TASKS and metric not in TASKS.get(task.kind).metrics:
+        try:
+            family = family_of(task.kind, task.head)
+        except KeyError:
+            continue  # reported above
+        if task.metric is None and metric is not None and metric not in family.metrics:
             out.append(lines.problem(("search", "objective", "metric"),
                                      f"task {task.name} ({task.kind}) does not report {metric!r}; it reports "
-                                     f"{', '.join(TASKS.get(task.kind).metrics)}"))
+                                     f"{', '.join(family.metrics)}"))
     labels = [e.display for e in suite.methods]
     for i, e in enumerate(suite.methods):
         if labels.count(e.display) > 1 and labels.index(e.display) != i:

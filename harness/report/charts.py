@@ -3,11 +3,10 @@ plain JSON dicts; the page loads plotly.js once and draws every figure from them
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from harness.records.schema import TrialRecord
+from harness.report.pages import figure_json
 
 PARETO_AXES = (("peak_mib", "peak memory (MiB)"), ("train_s", "train time (s)"),
                ("trainable_params", "trainable parameters"))
@@ -30,10 +29,6 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[int]
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _fig_json(fig) -> dict:
-    return json.loads(fig.to_json())
-
-
 def pareto_figures(board: pd.DataFrame) -> list[dict]:
     import plotly.graph_objects as go
 
@@ -54,7 +49,7 @@ def pareto_figures(board: pd.DataFrame) -> list[dict]:
                               height=380, margin={"t": 50, "l": 60, "r": 20, "b": 50}, showlegend=False)
             if column == "trainable_params":
                 fig.update_xaxes(type="log")
-            figures.append({"id": f"pareto-{len(figures)}", "figure": _fig_json(fig)})
+            figures.append({"id": f"pareto-{len(figures)}", "figure": figure_json(fig)})
     return figures
 
 
@@ -71,14 +66,14 @@ def search_figures(storage_url: str) -> list[dict]:
             continue
         fig = plot_optimization_history(study)
         fig.update_layout(title=f"{summary.study_name}: optimization history", height=320)
-        figures.append({"id": f"history-{len(figures)}", "figure": _fig_json(fig)})
+        figures.append({"id": f"history-{len(figures)}", "figure": figure_json(fig)})
         if len(complete) >= 2 and len(complete[0].params) >= 1:
             try:
                 fig = plot_param_importances(study)
             except (ValueError, RuntimeError):  # e.g. every trial had the same value
                 continue
             fig.update_layout(title=f"{summary.study_name}: hyper-parameter importances", height=280)
-            figures.append({"id": f"importance-{len(figures)}", "figure": _fig_json(fig)})
+            figures.append({"id": f"importance-{len(figures)}", "figure": figure_json(fig)})
     return figures
 
 
@@ -100,5 +95,5 @@ def curve_figures(records: list[TrialRecord], board: pd.DataFrame) -> list[dict]
         if fig.data:
             fig.update_layout(title=f"{task} · {model}: training loss of each method's best trial",
                               xaxis_title="step", yaxis_title="loss", height=360)
-            figures.append({"id": f"curve-{len(figures)}", "figure": _fig_json(fig)})
+            figures.append({"id": f"curve-{len(figures)}", "figure": figure_json(fig)})
     return figures

@@ -19,6 +19,7 @@ from harness.spec import CompareSpec
 from harness.errors import UserError
 from harness.records.schema import TrialRecord
 from harness.records.store import RecordStore
+from harness.report.pages import write_page
 
 # (name, record accessor, higher is better (None: the objective's direction), tolerance field, relative?)
 METRICS = (
@@ -152,13 +153,8 @@ def write_junit(verdicts: list[Verdict], path: Path) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def write_html(verdicts: list[Verdict], baseline: str, candidate: str, path: Path) -> None:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["j2"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(env.get_template("compare.html.j2").render(verdicts=verdicts, baseline=baseline,
-                                                               candidate=candidate), encoding="utf-8")
+def write_html(verdicts: list[Verdict], baseline: str, candidate: str, out_dir: Path) -> Path:
+    return write_page("compare.html.j2", out_dir, verdicts=verdicts, baseline=baseline, candidate=candidate)
 
 
 def print_verdicts(verdicts: list[Verdict], baseline: str, candidate: str) -> None:
@@ -189,6 +185,6 @@ def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict)
     print_verdicts(verdicts, str(baseline), str(candidate))
     out_dir = Path(out) if out else Path("reports") / "compare" / f"{base_dir.parent.name}-{base_dir.name}__{cand_dir.parent.name}-{cand_dir.name}"
     write_junit(verdicts, out_dir / "junit.xml")
-    write_html(verdicts, str(baseline), str(candidate), out_dir / "index.html")
+    write_html(verdicts, str(baseline), str(candidate), out_dir)
     print(f"wrote {out_dir / 'index.html'} and {out_dir / 'junit.xml'}")
     return 1 if any(v.verdict == "regressed" for v in verdicts) else 0

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.records.schema import TrialRecord
 from harness.records.store import write_text_atomic
-from harness.report.leaderboard import leaderboard
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -25,9 +23,8 @@ def spreadsheet_safe(board):
     return safe
 
 
-def write_leaderboard_files(records: list[TrialRecord], folder: Path) -> Path:
+def write_leaderboard_files(board: pd.DataFrame, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    board = leaderboard(records)
     write_text_atomic(folder / "leaderboard.csv", spreadsheet_safe(board).to_csv(index=False))
     write_text_atomic(folder / "leaderboard.json", board.to_json(orient="records", indent=2))
     write_text_atomic(folder / "leaderboard.md", board.drop(columns=["reason"], errors="ignore").to_markdown(index=False))

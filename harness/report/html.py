@@ -3,8 +3,6 @@ once, no CDN), and the leaderboard exports. Every user string goes through Jinja
 
 from __future__ import annotations
 
-import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,8 +10,8 @@ import pandas as pd
 
 from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, pareto_figures, search_figures
-from harness.report.files import write_leaderboard_files
-from harness.report.leaderboard import leaderboard, metric_columns
+from harness.report.leaderboard import metric_columns
+from harness.report.pages import safe_json, write_page
 from harness.report.terminal import confidence_text, human_count, tie_text
 
 COLUMNS = [  # (board column, header, format)
@@ -75,26 +73,13 @@ def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, 
     ]
 
 
-def _safe_json(data) -> str:
-    # Inside <script>, "</" would end the block early; \u2028/\u2029 break older JS parsers.
-    return (json.dumps(data).replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
-def write_report(records: list[TrialRecord], out_dir: Path, storage_url: str | None, suite_text: str) -> Path:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
-
-    import plotly
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    board = leaderboard(records)
-    best = [_best_record(records, row) for row in board.itertuples()]
-    board["train_joules"] = [r.energy.train_joules if r else None for r in best]
-    board["artifact_mib"] = [r.artifact_bytes / 2**20 if r else None for r in best]
+def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path, storage_url: str | None,
+                 suite_text: str) -> Path:
+    """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
     figures = {"pareto": pareto_figures(board), "search": search_figures(storage_url) if storage_url else [],
                "curves": curve_figures(records, board)}
-    env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["j2", "html"]))
-    page = env.get_template("report.html.j2").render(
+    return write_page(
+        "report.html.j2", out_dir, with_plotly=True,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
         memory_source=records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
@@ -102,25 +87,5 @@ def write_report(records: list[TrialRecord], out_dir: Path, storage_url: str | N
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],
         provenance=_provenance(records, suite_text), suite_text=suite_text,
-        # Already made safe for a raw <script> block by _safe_json; HTML-escaping it would corrupt the JSON.
-        figures_json=Markup(_safe_json([f for group in figures.values() for f in group])),
+        figures_json=safe_json([f for group in figures.values() for f in group]),
     )
-
-    (out_dir / "index.html").write_text(page, encoding="utf-8")
-    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    target = out_dir / "plotly.min.js"
-    if not target.exists() or target.stat().st_size != js.stat().st_size:
-        shutil.copyfile(js, target)
-    write_leaderboard_files(records, out_dir)
-    return out_dir / "index.html"
-
-
-def _best_record(records: list[TrialRecord], row) -> TrialRecord | None:
-    """The search trial a leaderboard row names (confirmation runs share its trial number)."""
-    if pd.isna(row.trial):
-        return None
-    for r in records:
-        if r.phase == "search" and (r.task, r.model, r.method, r.trial_number) == (
-                row.task, row.model, row.method, int(row.trial)):
-            return r
-    return None

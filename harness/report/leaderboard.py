@@ -14,13 +14,15 @@ from harness.records.schema import TrialRecord
 MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
 MEASURES = ["objective", "trainable_params", "total_params", "trainable_pct", "train_s", "eval_s", "total_s",
-            "overhead_s", "tokens_per_s", "peak_mib"]
+            "overhead_s", "tokens_per_s", "peak_mib", "train_joules", "artifact_mib"]
 
 
 def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per record with the columns every view uses."""
+    """One row per record with the columns every view uses (the views read the frame, never the
+    records again)."""
     rows = []
     for r in records:
+        low, high = _metric_range(r.task_kind) or (None, None)
         row = {
             "task": r.task, "task_kind": r.task_kind, "model": r.model, "method": r.method, "family": r.method_family,
             "trial": r.trial_number, "seed": r.seed, "phase": r.phase, "status": r.status, "reason": r.reason or "",
@@ -29,7 +31,9 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "trainable_pct": r.trainable_pct, "train_s": r.timing.train_s, "eval_s": r.timing.eval_s,
             "total_s": r.timing.total_s, "overhead_s": r.timing.overhead_s,
             "tokens_per_s": r.throughput.train_tokens_per_s, "peak_mib": r.memory.peak_bytes / MiB,
-            "memory_source": r.memory.source,
+            "memory_source": r.memory.source, "train_joules": r.energy.train_joules,
+            "artifact_mib": r.artifact_bytes / MiB if r.status == "complete" else None,
+            "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
         }
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
@@ -77,7 +81,9 @@ def _confirmed(df: pd.DataFrame) -> pd.DataFrame:
     conf = df[(df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
     rows = []
     for key, part in conf.groupby(KEYS, sort=False):
-        mean, low, high = mean_ci95(list(part.objective), _metric_range(part.task_kind.iloc[0]))
+        first = part.iloc[0]
+        bounds = None if pd.isna(first.metric_low) else (first.metric_low, first.metric_high)
+        mean, low, high = mean_ci95(list(part.objective), bounds)
         row = dict(zip(KEYS, key), seeds=len(part), ci_low=low, ci_high=high)
         for col in MEASURES + [c for c in part.columns if c.startswith("metric:")]:
             row[col] = part[col].mean()

@@ -68,9 +68,15 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
 
 def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None,
                       console: Console | None = None) -> pd.DataFrame:
+    board = leaderboard(records)
+    print_board(board, records, elapsed_s, console)
+    return board
+
+
+def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
+                console: Console | None = None) -> None:
     # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table's cells.
     console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    board = leaderboard(records)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
         console.print(leaderboard_table(board, task, model))
     failures = [r for r in records if r.status != "complete"]
@@ -82,11 +88,11 @@ def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None
         console.print(f"peak memory: {src}" if src else "")
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
-    return board
 
 
 class ProgressView:
-    """Overall trials bar with ETA, plus the current trial's training steps."""
+    """Overall trials bar with ETA, plus the current trial's training steps: the terminal's side of
+    the runner's Progress protocol (harness/runner/progress.py)."""
 
     def __init__(self, total: int, quiet: bool = False):
         self.quiet = quiet

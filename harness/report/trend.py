@@ -3,13 +3,12 @@ sorted by name, e.g. results/nightly/2026-11-26, results/nightly/2026-11-27)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from harness.errors import UserError
 from harness.records.store import RecordStore
 from harness.report.compare import METRICS, cell_samples, results_folder
+from harness.report.pages import figure_json, safe_json, write_page
 
 
 def trend_points(history: Path) -> dict[str, dict[str, list[tuple[str, float]]]]:
@@ -33,7 +32,6 @@ def trend_points(history: Path) -> dict[str, dict[str, list[tuple[str, float]]]]
 
 
 def write_trend(history: str, out: str | None) -> Path:
-    import plotly
     import plotly.graph_objects as go
 
     history_dir = Path(history)
@@ -47,17 +45,7 @@ def write_trend(history: str, out: str | None) -> Path:
             fig.add_trace(go.Scatter(x=[n for n, _ in series], y=[v for _, v in series], mode="lines+markers",
                                      name=cell))
         fig.update_layout(title=f"{metric} across nights", height=360, xaxis_title="night", yaxis_title=metric)
-        figures.append({"id": f"trend-{metric}", "figure": json.loads(fig.to_json())})
+        figures.append({"id": f"trend-{metric}", "figure": figure_json(fig)})
     out_dir = Path(out) if out else Path("reports") / f"{history_dir.name}-trend"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from jinja2 import Environment, PackageLoader, select_autoescape
-    from markupsafe import Markup
-
-    from harness.report.html import _safe_json
-
-    env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["j2"]))
-    page = env.get_template("trend.html.j2").render(history=str(history_dir), figures=figures,
-                                                    figures_json=Markup(_safe_json(figures)))
-    (out_dir / "index.html").write_text(page, encoding="utf-8")
-    shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out_dir / "plotly.min.js")
-    return out_dir / "index.html"
+    return write_page("trend.html.j2", out_dir, with_plotly=True, history=str(history_dir), figures=figures,
+                      figures_json=safe_json(figures))

@@ -9,14 +9,13 @@ import os
 import time
 from pathlib import Path
 
-from harness.spec import LoadedSuite
-from harness.spec import Suite
-from harness.measure.memory import PhaseMemory
 from harness.records.schema import TrialRecord
 from harness.runner.isolation import fork_call, run_isolated
+from harness.runner.jobs import TrialJob, make_job
 from harness.runner.plan import plan
 from harness.runner.prepare import Prepared
-from harness.runner.trial import TrialHooks, TrialJob, apply_context, base_model, collator, now
+from harness.runner.trial import TrialHooks, phase_memory, setup_model
+from harness.spec import LoadedSuite, Suite
 
 
 def bench_raw(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
@@ -44,21 +43,18 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     from harness.measure.speed import StepTimer
 
     set_seed(job.seed)
-    memory = PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks)
+    memory = phase_memory(job)
     memory.start("load")
-    model = job.cell.method.build(base_model(job, prepared), job.method_params, apply_context(job, prepared))
-    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
-        model.to(job.device)
+    model, _ = setup_model(job, prepared)
     model.train()
     memory.stop("load")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(job.params["learning_rate"]),
-                                  weight_decay=float(job.params["weight_decay"]))
+    optimizer = torch.optim.AdamW(params, lr=job.training.learning_rate, weight_decay=job.training.weight_decay)
     schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=job.training.max_steps)
     generator = torch.Generator().manual_seed(job.seed)
-    loader = DataLoader(prepared.data["train"], batch_size=int(job.params["batch_size"]),
+    loader = DataLoader(prepared.data["train"], batch_size=job.training.batch_size,
                         sampler=RandomSampler(prepared.data["train"], generator=generator),
-                        collate_fn=collator(prepared))
+                        collate_fn=prepared.head.collator(prepared.tokenizer))
     timer, tokens, step = StepTimer(cuda=job.device == "cuda"), 0, 0
     memory.start("train")
     t0 = time.perf_counter()
@@ -118,18 +114,15 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
 
 def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
     from harness.runner.prepare import Preparer, pick_device
-    from harness.runner.sweep import _quiet_libraries, _record_base
-    from harness.runner.trial import preload
+    from harness.runner.stack import preload, quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     preload()
     loaded = LoadedSuite(suite=suite, path=Path.cwd() / "bench.yaml", text="")
     [cell] = plan(suite)
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
     device = pick_device(suite.training.device)
-    base = dict(_record_base(loaded, cell, "bench"), started_at=now())
-    job = TrialJob(cell=cell, params=dict(cell.fixed), sampled={}, trial_number=0, seed=0, record_base=base,
-                   training=suite.training, measure=suite.measure, device=device, copy_model=False)
+    job = make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
     out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
                  "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats}
     runs: dict[str, list[dict]] = {"harness": [], "bare": []}

@@ -16,7 +16,8 @@ from multiprocessing.connection import Pipe
 
 from harness.records.schema import TrialRecord
 from harness.runner.prepare import Prepared
-from harness.runner.trial import TrialHooks, TrialJob, now, run_trial
+from harness.runner.jobs import TrialJob
+from harness.runner.trial import TrialHooks, now, run_trial
 
 PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sweep process
 

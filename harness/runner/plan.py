@@ -33,9 +33,9 @@ class Cell:
 
 def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
     """(metric, direction) a task's cells optimize: the task's own, the suite's, or the family's main one."""
-    from harness.tasks import TASKS
+    from harness.tasks import family_of
 
-    family = TASKS.get(task.kind)
+    family = family_of(task.kind, task.head)
     metric = task.metric or suite.search.objective.metric or family.main_metric
     higher = family.metrics.get(metric, True)
     return metric, suite.search.objective.direction or ("maximize" if higher else "minimize")
@@ -90,6 +90,8 @@ def plan(suite: Suite) -> list[Cell]:
     for task in (variant for t in suite.tasks for variant in task_variants(t)):
         metric, direction = objective(suite, task)
         for model in suite.models:
+            if task.models is not None and model.label not in task.models:
+                continue
             for entry in suite.methods:
                 method = METHODS.get(entry.name)
                 fixed = {**training_defaults(suite), **method.defaults, **entry.params}

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.spec import ModelSpec, TaskSpec
 from harness.models import is_decoder, resolve
-from harness.tasks import TASKS
+from harness.spec import ModelSpec, TaskSpec
+from harness.tasks import TaskFamily, family_of
 from harness.tasks.data import fingerprint, load_splits
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+from harness.tasks.heads import HEADS, Head
 
 
 @dataclass
@@ -24,10 +23,15 @@ class Prepared:
     data_fingerprint: str
     total_params: int
     model_type: str
-    head_names: tuple[str, ...]
     source: str  # what from_pretrained reads, for methods that load their own (quantized) copy
     model_spec: ModelSpec
-    head: str
+    family: TaskFamily
+    head: Head
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The freshly initialised head modules of this model (they always train)."""
+        return self.head.modules_of(self.model)
 
     def load_variant(self, **kwargs):
         """A fresh copy of the model loaded with extra from_pretrained arguments (quantization)."""
@@ -45,25 +49,18 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def _head_names(model) -> tuple[str, ...]:
-    return tuple(name for name in ("classifier", "score") if hasattr(model, name))
-
-
-def load_model(source: str, spec: ModelSpec, head: str, labels: list[str], **kwargs):
+def load_model(source: str, spec: ModelSpec, head: Head | str, labels: list[str], **kwargs):
+    """The model with the head the task needs, in the suite's dtype, and its tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    head = HEADS.get(head) if isinstance(head, str) else head
     tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision)
     if tokenizer.pad_token is None:  # decoder LMs often ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = getattr(torch, DTYPES[spec.dtype])
-    if head == "sequence_classification":
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, revision=spec.revision, dtype=dtype, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)}, **kwargs)
+    model = head.load(source, spec.revision, getattr(torch, spec.dtype), labels, **kwargs)
+    if head.labelled:
         model.config.pad_token_id = tokenizer.pad_token_id
-    else:
-        model = AutoModelForCausalLM.from_pretrained(source, revision=spec.revision, dtype=dtype, **kwargs)
     return model, tokenizer
 
 
@@ -77,7 +74,7 @@ class Preparer:
         self._data: dict[tuple, tuple] = {}
         self._model_key: tuple | None = None
         self._model: tuple | None = None
-        self._last: tuple[tuple, Prepared] | None = None
+        self._last: tuple[tuple, Prepared | Exception] | None = None
 
     def get(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
         """The prepared model and data; a preparation that failed raises again (it is not retried)."""
@@ -95,28 +92,28 @@ class Preparer:
     def _prepare(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
         from transformers import AutoConfig
 
-        family = TASKS.get(task.kind)
+        family = family_of(task.kind, task.head)
         source = resolve(model_spec, self.base_dir)
         splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields,
                              cap=self.max_examples)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
-        head = family.head_for(is_decoder(config.model_type, config.architectures))
+        head = HEADS.get(family.head_for(is_decoder(config.model_type, config.architectures)))
         labels = []
-        if head == "sequence_classification" and family.label_field:
+        if family.label_field:
             # every split's labels: a small or unlucky training sample may lack a class the test set has
             labels = task.labels or sorted({str(v) for split in splits.values() for v in split[family.label_field]})
-        model_key = (source, model_spec.dtype, model_spec.revision, head, tuple(labels))
+        model_key = (source, model_spec.dtype, model_spec.revision, head.name, tuple(labels) if head.labelled else ())
         if model_key != self._model_key:
             self._model = None  # free the previous base model before loading the next
             self._model = load_model(source, model_spec, head, labels)
             self._model_key = model_key
         model, tokenizer = self._model
-        data_key = (source, task.name, task.data.model_dump_json(), model_spec.max_length, head)
+        data_key = (source, task.model_dump_json(), model_spec.max_length, family.key, head.name)
         if data_key not in self._data:
-            tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels, head)
+            tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels, head.name)
             self._data[data_key] = (tokenized, fingerprint(splits))
         data, fp = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
-                        model_type=model.config.model_type, head_names=_head_names(model),
-                        source=source, model_spec=model_spec, head=head)
+                        model_type=model.config.model_type, source=source, model_spec=model_spec,
+                        family=family, head=head)

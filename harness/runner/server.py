@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 from harness.errors import SweepFailed, UserError
 
-VIEW_CALLS = ("skip", "status", "start_trial", "on_progress", "end_trial")
+from harness.runner.progress import Silent
+
+VIEW_CALLS = tuple(name for name in vars(Silent) if not name.startswith("_"))  # the Progress protocol
 
 
 class EventSender:

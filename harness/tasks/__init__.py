@@ -9,11 +9,29 @@ from harness.registry import Registry
 from harness.tasks.base import TaskFamily
 
 TASKS: Registry[TaskFamily] = Registry("task kind")
-_NOT_TASKS = {"base", "data", "builtin_data", "generative"}
+_NOT_TASKS = {"base", "data", "builtin_data", "generative", "heads"}
 
 
 def register(family: TaskFamily) -> TaskFamily:
-    return TASKS.register(family.name, family)
+    from harness.tasks.heads import HEADS
+
+    for head in family.heads:
+        HEADS.get(head)  # a family names only registered heads
+    return TASKS.register(family.key, family)
+
+
+def family_of(kind: str, head: str | None = None) -> TaskFamily:
+    """The family a task entry names: its kind, and its head where the kind has variants
+    (classification with head: verbalizer). KeyError with the valid choices otherwise."""
+    if "/" in kind or kind not in TASKS:
+        raise KeyError(TASKS.unknown_message(kind, [n for n in TASKS.names() if "/" not in n]))
+    default = TASKS.get(kind)
+    if head is None or head in default.heads:
+        return default
+    if f"{kind}/{head}" in TASKS:
+        return TASKS.get(f"{kind}/{head}")
+    variants = sorted(default.heads | {k.split("/", 1)[1] for k in TASKS.names() if k.startswith(kind + "/")})
+    raise KeyError(f"task kind {kind} has no head {head!r}; valid: {', '.join(variants)}")
 
 
 def _discover() -> None:
@@ -24,4 +42,4 @@ def _discover() -> None:
 
 _discover()
 
-__all__ = ["TASKS", "TaskFamily", "register"]
+__all__ = ["TASKS", "TaskFamily", "family_of", "register"]

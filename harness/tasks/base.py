@@ -8,24 +8,32 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class TaskFamily:
-    name: str
+    name: str  # the suite's `kind`
     summary: str
     fields: tuple[str, ...]  # canonical columns the data must provide
     metrics: dict[str, bool]  # metric name -> higher is better
-    encoder_head: str | None  # "sequence_classification", or None where encoders cannot do the task
-    decoder_head: str | None  # "sequence_classification" or "causal_lm"
-    # (splits, tokenizer, max_length, labels, head) -> DatasetDict: train/validation tokenized for the
-    # Trainer; test in whatever form `evaluate` reads
+    encoder_head: str | None  # a head in harness/tasks/heads.py, or None where encoders cannot do the task
+    decoder_head: str | None
+    # (splits, tokenizer, max_length, labels, head) -> DatasetDict: train tokenized for the Trainer;
+    # validation and test in the form `evaluate` reads (both are scored the same way)
     tokenize: Callable[..., Any]
-    # (model, tokenizer, test split, batch size, device, head) -> metrics dict
+    # (model, tokenizer, split, batch size, device, head) -> metrics dict, for validation and test alike
     evaluate: Callable[..., dict[str, float]]
-    # (eval_pred) -> metrics, for validation during training (pruning)
-    compute_metrics: Callable[[Any], dict[str, float]] | None = None
+    variant: str | None = None  # a second family of the same kind, chosen by the task's `head:`
     optional_fields: dict[str, Any] = field(default_factory=dict)  # field -> value where the data lacks it
     label_field: str | None = None  # classification heads learn one class per distinct value of it
     # every metric of the family lies in this range (accuracy, F1, ROUGE are fractions); the
     # leaderboard clips its seed intervals to it, since a t-interval knows no bounds
     metric_range: tuple[float, float] | None = (0.0, 1.0)
+
+    @property
+    def key(self) -> str:
+        """Its name in the registry: the kind, or kind/variant."""
+        return f"{self.name}/{self.variant}" if self.variant else self.name
+
+    @property
+    def heads(self) -> set[str]:
+        return {h for h in (self.encoder_head, self.decoder_head) if h}
 
     @property
     def main_metric(self) -> str:
@@ -48,5 +56,6 @@ class TaskFamily:
 
     def unsupported(self, is_decoder: bool) -> str | None:
         if self.head_for(is_decoder) is None:
-            return f"the {self.name} task needs a {'encoder' if is_decoder else 'decoder LM'}"
+            kind = self.name + (f" with head {self.variant}" if self.variant else "")
+            return f"the {kind} task needs {'an encoder' if is_decoder else 'a decoder LM'}"
         return None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
 
@@ -28,16 +26,12 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str = 
     return splits.map(encode, batched=True, remove_columns=splits["train"].column_names)
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    logits, refs = eval_pred
-    return scores(np.argmax(logits, axis=-1), refs)
-
-
 def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str = "sequence_classification") -> dict[str, float]:
     import torch
-    from transformers import DataCollatorWithPadding
 
-    collate = DataCollatorWithPadding(tokenizer)
+    from harness.tasks.heads import HEADS
+
+    collate = HEADS.get(head).collator(tokenizer)
     model.eval()
     preds, refs = [], []
     with torch.inference_mode():
@@ -60,5 +54,4 @@ register(TaskFamily(
     label_field="label",
     tokenize=tokenize,
     evaluate=evaluate,
-    compute_metrics=compute_metrics,
 ))

@@ -29,6 +29,25 @@ def sft_example(tokenizer, user_text: str, answer: str, max_length: int) -> dict
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [IGNORE] * len(prompt) + answer_ids}
 
 
+def option_example(tokenizer, user_text: str, options: list[str], answer: int, max_length: int) -> dict:
+    """A prompt with its answer options as token ids (for option_scores) and the right one's index;
+    the prompt is cut from its start so the longest option still fits in max_length."""
+    option_ids = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+    longest = max(len(x) for x in option_ids)
+    return {"prompt_ids": prompt_ids(tokenizer, user_text)[-(max_length - longest):], "option_ids": option_ids,
+            "answer_index": answer}
+
+
+def pick_options(model, prompts, options, device: str) -> list[int]:
+    """The index of the likeliest option for each prompt (length-normalized log-likelihood)."""
+    model.eval()
+    picks = []
+    for prompt, opts in zip(prompts, options):
+        s = option_scores(model, list(prompt), [list(o) for o in opts], device)
+        picks.append(max(range(len(s)), key=s.__getitem__))
+    return picks
+
+
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
              device: str) -> tuple[list[str], float]:
     """Greedy continuations, batched with left padding and the KV cache; also tokens/s generated."""

@@ -10,7 +10,7 @@ import string
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
 from harness.tasks.classification import scores
-from harness.tasks.generative import option_scores, prompt_ids, sft_example
+from harness.tasks.generative import option_example, pick_options, sft_example
 
 YES_NO_MAYBE = ["yes", "no", "maybe"]
 
@@ -80,26 +80,13 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str):
         return {k: [r[k] for r in out] for k in ("input_ids", "attention_mask", "labels")}
 
     def scoring(batch):
-        out = {"prompt_ids": [], "option_ids": [], "answer_index": []}
-        for q, c, o, a in _rows(batch):
-            out["option_ids"].append([tokenizer(answer_text(o, i), add_special_tokens=False)["input_ids"]
-                                      for i in range(len(o))])
-            longest = max(len(x) for x in out["option_ids"][-1])
-            out["prompt_ids"].append(prompt_ids(tokenizer, question_text(q, c, o))[-(max_length - longest):])
-            out["answer_index"].append(a)
-        return out
+        rows = [option_example(tokenizer, question_text(q, c, o), [answer_text(o, i) for i in range(len(o))], a,
+                               max_length) for q, c, o, a in _rows(batch)]
+        return {k: [r[k] for r in rows] for k in ("prompt_ids", "option_ids", "answer_index")}
 
     return datasets.DatasetDict({"train": splits["train"].map(sft, batched=True, remove_columns=columns),
-                                 "validation": splits["validation"].map(sft, batched=True, remove_columns=columns),
+                                 "validation": splits["validation"].map(scoring, batched=True, remove_columns=columns),
                                  "test": splits["test"].map(scoring, batched=True, remove_columns=columns)})
-
-
-def pick_options(model, prompts, options, device: str) -> list[int]:
-    picks = []
-    for prompt, opts in zip(prompts, options):
-        s = option_scores(model, list(prompt), [list(o) for o in opts], device)
-        picks.append(max(range(len(s)), key=s.__getitem__))
-    return picks
 
 
 def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str) -> dict[str, float]:
@@ -107,7 +94,6 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str)
         from harness.tasks.classification import evaluate as classify
 
         return classify(model, tokenizer, dataset, batch_size, device)
-    model.eval()
     picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device)
     return scores(picks, list(dataset["answer_index"]))
 
@@ -124,5 +110,4 @@ register(TaskFamily(
     label_field="answer",
     tokenize=tokenize,
     evaluate=evaluate,
-    compute_metrics=None,
 ))

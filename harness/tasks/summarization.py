@@ -29,7 +29,7 @@ def tokenize(splits, tokenizer, max_length: int, labels, head: str):
     columns = splits["train"].column_names
     return datasets.DatasetDict({
         "train": splits["train"].map(sft, batched=True, remove_columns=columns),
-        "validation": splits["validation"].map(sft, batched=True, remove_columns=columns),
+        "validation": splits["validation"].map(prompts, batched=True, remove_columns=columns),
         "test": splits["test"].map(prompts, batched=True, remove_columns=columns),
     })
 

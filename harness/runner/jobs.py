@@ -1,0 +1,57 @@
+"""A trial's job, built in one place for the sweep, the bench and confirmation runs: the cell, the
+method's typed parameters and the resolved training settings kept apart, and the record's common part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.measure.provenance import environment
+from harness.runner.plan import Cell
+from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrainingSpec
+
+
+@dataclass
+class TrialJob:
+    cell: Cell
+    trial_number: int
+    seed: int
+    params: dict[str, Any]  # everything this trial fixes, flat as a suite writes it (the record shows it)
+    sampled: dict[str, Any]  # only what Optuna chose
+    method_params: MethodParams  # the method's own parameters, typed (its declaration in harness/methods)
+    training: TrainingSpec  # the suite's training settings with this trial's learning rate, batch size, ...
+    measure: MeasureSpec
+    device: str
+    copy_model: bool  # inline trials must not touch the shared base model
+    record_base: dict[str, Any]  # suite name/hash, objective, environment, config
+    phase: str = "search"  # or "confirm"
+    artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
+
+
+def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "search") -> dict[str, Any]:
+    s = loaded.suite
+    return {
+        "suite": s.name, "suite_hash": suite_hash, "cell_id": cell.id, "model": cell.model.label,
+        "task": cell.task_label, "task_kind": cell.task.kind, "method": cell.entry.display,
+        "method_name": cell.method.name, "method_family": cell.method.family, "phase": phase,
+        "objective_metric": cell.metric, "objective_direction": cell.direction,
+        "environment": environment(),
+        "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
+                   "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
+                   "suite_file": str(loaded.path)},
+    }
+
+
+def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,
+             sampled: dict[str, Any] | None = None, params: dict[str, Any] | None = None, phase: str = "search",
+             artifact_dir: str | None = None) -> TrialJob:
+    """The job of one trial: `params` as given (a confirmation re-runs a trial's), else the cell's fixed
+    values with what the sampler chose."""
+    sampled = dict(sampled or {})
+    flat = dict(params) if params is not None else {**cell.fixed, **sampled}
+    method_params, training_values = cell.method.split(flat)
+    suite = loaded.suite
+    return TrialJob(cell=cell, trial_number=trial_number, seed=seed, params=flat, sampled=sampled,
+                    method_params=method_params, training=suite.training.model_copy(update=training_values),
+                    measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",
+                    record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir)

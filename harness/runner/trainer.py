@@ -1,0 +1,134 @@
+"""The HF Trainer as trials use it: a lean subclass, its arguments from the trial's resolved training
+settings, and one callback that times steps, reports progress, scores the validation split every
+`eval_every_steps` (the pruner's question) and feeds AdaLoRA's rank allocation."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from harness.runner.jobs import TrialJob
+
+
+class Pruned(Exception):
+    pass
+
+
+def training_args(job: TrialJob, out_dir: str):
+    from transformers import TrainingArguments
+
+    t = job.training
+    return TrainingArguments(
+        output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+        warmup_steps=float(t.warmup_ratio), lr_scheduler_type=t.lr_scheduler,
+        per_device_eval_batch_size=t.eval_batch_size, eval_strategy="no",  # validation: our callback
+        logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
+        disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
+        include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
+    )
+
+
+def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, history: list, validation_s: list,
+              steps) -> list:
+    """`validate()` scores the validation split; its time goes into validation_s (not train time)."""
+    from transformers import TrainerCallback
+
+    metric = job.record_base["objective_metric"]
+    every = job.training.eval_every_steps
+
+    class Measure(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            steps.begin()
+
+        def on_optimizer_step(self, args, state, control, model=None, **kw):
+            if job.cell.method.on_optimizer_step is not None:
+                job.cell.method.on_optimizer_step(model, state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            steps.end()
+            hooks.progress({"step": state.global_step, "max_steps": state.max_steps})
+            if every and state.global_step % every == 0:
+                t0 = time.perf_counter()
+                scores = validate()
+                validation_s.append(time.perf_counter() - t0)
+                history.append({"step": state.global_step, **{f"validation_{k}": v for k, v in scores.items()}})
+                # A ten-line pruning hook: optuna-integration's callback would add a package for this.
+                if metric in scores and hooks.should_prune(scores[metric], state.global_step):
+                    raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                history.append({"step": state.global_step, "loss": float(logs["loss"])})
+
+    return [Measure()]
+
+
+def trainer_class():
+    from transformers import Trainer
+
+    class HarnessTrainer(Trainer):
+        """The HF Trainer without the per-step walks over every module and parameter that a
+        single-device run does not need. Written by hand because neither transformers nor accelerate
+        offers a switch for them, and on a small model they cost 10-25% of each step in
+        `harness bench` (model.train() recursing into every module, model.zero_grad() and gradient
+        clipping iterating model.parameters(), floating_point_ops counting parameters). Each shortcut
+        computes the same thing over a list cached once per trial:
+        - floating_point_ops: the non-embedding parameter total, counted once;
+        - gradient clipping: accelerate's clip_grad_norm_ (so fp16 unscaling is kept) over the
+          parameters that require grad, instead of all of them (frozen ones have no grad to clip);
+        - model.train(): skipped when every module is already in training mode;
+        - model.zero_grad(): sets .grad = None on the parameters that require grad only.
+        Anything distributed goes through the Trainer's own code unchanged."""
+
+        _non_embedding_params: int | None = None
+        _trainable: list | None = None
+
+        def floating_point_ops(self, inputs) -> int:
+            main = getattr(self.model, "main_input_name", "input_ids")
+            if main not in inputs or not hasattr(self.model, "num_parameters"):
+                return 0
+            if self._non_embedding_params is None:
+                self._non_embedding_params = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main].numel() * self._non_embedding_params
+
+        def _single_device(self) -> bool:
+            from accelerate.utils import DistributedType
+
+            return self.accelerator.distributed_type == DistributedType.NO and self.args.n_gpu <= 1
+
+        def _clip_grad_norm(self, model):
+            if self._trainable is None:  # not a single-device run (see train)
+                return super()._clip_grad_norm(model)
+            return self.accelerator.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
+
+        def train(self, *args, **kwargs):
+            if not self._single_device():
+                return super().train(*args, **kwargs)
+            model = self.model
+            modules = list(model.modules())
+            trainable = self._trainable = [p for p in model.parameters() if p.requires_grad]
+            full_train, full_zero_grad = model.train, model.zero_grad
+
+            def train_mode(mode: bool = True):
+                if mode and all(m.training for m in modules):
+                    return model
+                return full_train(mode)
+
+            def zero_grad(set_to_none: bool = True) -> None:
+                if not set_to_none:
+                    return full_zero_grad(set_to_none)
+                for p in trainable:
+                    p.grad = None
+
+            # Instance attributes shadow the class methods for this training run only; model.eval()
+            # calls self.train(False), which lands in train_mode and so keeps the cache honest.
+            model.train, model.zero_grad = train_mode, zero_grad
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                del model.train, model.zero_grad
+
+    return HarnessTrainer

@@ -1,0 +1,64 @@
+"""The house stays one-way (../shared/DESIGN.md): the spec at the bottom imports nothing else from
+harness; the runner never publishes (no report/ import); the report never runs anything (no runner/
+import). Read from the imports themselves (ast), so a lazy import inside a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "harness"
+
+
+def harness_imports(path: Path) -> set[str]:
+    """Every harness module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("harness")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.add("harness.<relative>")
+    return found
+
+
+def files(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py")) if folder else [PACKAGE / "spec.py"]
+
+
+def offenders(folder: str, forbidden) -> dict[str, list[str]]:
+    out = {}
+    for path in files(folder):
+        bad = sorted(m for m in harness_imports(path) if forbidden(m))
+        if bad:
+            out[str(path.relative_to(PACKAGE))] = bad
+    return out
+
+
+def test_spec_imports_no_other_harness_module():
+    assert files("")[0].exists()
+    assert offenders("", lambda m: True) == {}
+
+
+def test_runner_never_imports_report():
+    assert files("runner")
+    assert offenders("runner", lambda m: m.startswith("harness.report")) == {}
+
+
+def test_report_never_imports_runner():
+    assert files("report")
+    assert offenders("report", lambda m: m.startswith("harness.runner")) == {}
+
+
+def test_registries_sit_below_validation():
+    # methods, tasks and models check their own entries; none of them reaches up into config/
+    for folder in ("methods", "tasks", "models", "records", "measure"):
+        assert offenders(folder, lambda m: m.startswith(("harness.config", "harness.runner", "harness.report"))) == {}, folder
+
+
+def test_the_check_itself_sees_lazy_imports(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text("def f():\n    from harness.report.publish import publish\n    import harness.runner.sweep\n")
+    assert harness_imports(sample) == {"harness.report.publish", "harness.report.publish.publish",
+                                       "harness.runner.sweep"}
