@@ -25,14 +25,16 @@ def write(path: Path, rows) -> str:
     return str(path)
 
 
-def rt_polarity(out: Path) -> dict:
+def rt_polarity(out: Path, train: int = 2000, validation: int = 200, test: int = 1000) -> dict:
+    """Disjoint train / validation / test slices of one seeded shuffle (10,662 sentences in all)."""
     rows = []
     for label in ("pos", "neg"):
         text = (DATA / "rt-polarity" / f"rt-polarity.{label}").read_bytes().decode("latin-1")
         rows += [{"text": t.strip(), "label": "positive" if label == "pos" else "negative"} for t in text.splitlines() if t.strip()]
     random.Random(0).shuffle(rows)
-    return {"train": write(out / "rt-train.jsonl", rows[:2000]), "validation": write(out / "rt-val.jsonl", rows[2000:2200]),
-            "test": write(out / "rt-test.jsonl", rows[-1000:])}
+    return {"train": write(out / "rt-train.jsonl", rows[:train]),
+            "validation": write(out / "rt-val.jsonl", rows[train:train + validation]),
+            "test": write(out / "rt-test.jsonl", rows[-test:])}
 
 
 def pubmedqa(out: Path) -> tuple[dict, float]:

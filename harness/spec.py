@@ -132,8 +132,7 @@ class SearchSpec(Strict):
     trials_per_cell: int = Field(3, gt=0, description="the same budget for every method")
     sampler: Literal["tpe", "random", "none"] = Field(
         "tpe", description="none: no search, one trial per cell with the method's defaults and fixed params")
-    seed: int = 0
-    timeout_s: float | None = Field(None, gt=0, description="wall-clock cap per cell")
+    seed: int = Field(0, description="the sampler's seed (each cell adds its index)")
     pruner: Literal["none", "median"] = "median"
     objective: Objective = Field(default_factory=Objective)
 
@@ -143,14 +142,33 @@ class TrainingSpec(Strict):
     batch_size: int = Field(16, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
-    eval_every_steps: int | None = Field(None, gt=0, description="validation evals for pruning")
+    eval_every_steps: int | None = Field(None, gt=0, description="score the validation split every N steps "
+                                                                  "(pruning, curves); it is always scored at the end")
     gradient_checkpointing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrialTraining(TrainingSpec):
+    """One trial's training settings: the suite's, with the trial's own learning rate (the method's
+    default, a value the suite fixes, or what the search chose) and any other per-method values."""
+
+    learning_rate: float = Field(0.0, ge=0, description="0 for a baseline row, which does not train")
+
+
+# Keys that moved or went, each with the message validate gives instead of "unknown key".
+MOVED_KEYS = {
+    ("search", "timeout_s"): "search.timeout_s is gone: a per-cell clock gives slow methods fewer trials, and every "
+                             "method gets the same number of trials. Cap one trial with runner.trial_timeout_s "
+                             "instead (a trial over it is recorded with status timeout)",
+    ("training", "learning_rate"): "training.learning_rate is not used: each method starts from its own default "
+                                   "learning rate (harness ls methods) and searches the same factor around it. Fix "
+                                   "one per method in methods[].params.learning_rate, or set a range in "
+                                   "methods[].search.learning_rate",
+}
 
 
 class OutputSpec(Strict):
@@ -160,7 +178,8 @@ class OutputSpec(Strict):
 
 
 class ConfirmSpec(Strict):
-    seeds: int = Field(0, ge=0, description="re-run each cell's best configuration with this many seeds (0: off)")
+    seeds: int = Field(0, ge=0, description="re-run each cell's validation-best configuration with this many fresh "
+                                            "seeds (never the search seed; 0: off)")
 
 
 class CompareSpec(Strict):
@@ -195,7 +214,10 @@ class Suite(Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     search: SearchSpec = Field(default_factory=SearchSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+                             description="the first seeds the search; confirmations take the ones after it")
+    references: bool = Field(True, description="add the untrained model (method none) and the trivial baseline "
+                                               "(majority class; lead sentences) to every leaderboard")
     output: OutputSpec = Field(default_factory=OutputSpec)
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)

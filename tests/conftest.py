@@ -33,6 +33,7 @@ methods:
 {methods}
 search: {{trials_per_cell: {trials}, seed: 0, pruner: none}}
 training: {{max_steps: {steps}, batch_size: 16, eval_batch_size: 80}}
+references: false
 """
 
 

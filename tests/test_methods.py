@@ -41,13 +41,30 @@ SETUPS = (("tiny-bert", "sequence_classification"), ("tiny-llama", "sequence_cla
           ("tiny-llama", "causal_lm"))
 
 
+TRAINING = [name for name in METHODS if METHODS.get(name).trains]
+
+
 def test_every_method_has_a_contract_entry():
-    assert sorted(TRAINS) == sorted(METHODS.names())
+    assert sorted(TRAINS) == sorted(TRAINING)
+    # the baseline rows (untrained model, trivial predictor) train nothing and search nothing
+    baselines = sorted(set(METHODS.names()) - set(TRAINING))
+    assert baselines == ["none", "trivial"]
+    for name in baselines:
+        assert METHODS.get(name).space() == {} and METHODS.get(name).family == "baseline"
+
+
+def test_every_learning_rate_range_spans_the_same_factor_around_the_default():
+    from harness.methods.base import LR_FACTOR
+
+    for name in TRAINING:
+        method = METHODS.get(name)
+        dim, default = method.space()["learning_rate"], method.training["learning_rate"]
+        assert dim.log and dim.low * LR_FACTOR == pytest.approx(default) == pytest.approx(dim.high / LR_FACTOR)
 
 
 def _cases():
     for model, head in SETUPS:
-        for name in METHODS:
+        for name in TRAINING:
             reason = METHODS.get(name).check(MODELS[model], head)
             yield pytest.param(model, head, name, marks=pytest.mark.skipif(bool(reason), reason=str(reason)),
                                id=f"{model}-{head}-{name}")

@@ -41,37 +41,72 @@ def _subject(rng: random.Random, domain: str) -> str:
     return rng.choice(SUBJECTS[domain])
 
 
-def _sentence(rng: random.Random, positive: bool) -> str:
+# Sentences whose polarity no single word gives away: the verdict sits in negation, in the clause
+# after a contrast, in an idiom, or in what the writer did. Each is unambiguous to a reader (no label
+# is flipped at random); they are what makes the set hard for a small model after a few steps.
+POS_DEEDS = ["I have already booked to go again.", "I finished it in one sitting and started over.",
+             "I would happily pay twice the price.", "I kept telling everyone about it the next day.",
+             "I lost track of time completely.", "I bought a second one as a gift.",
+             "I did not want it to end.", "I have recommended it to half my office."]
+NEG_DEEDS = ["I checked my watch every five minutes.", "I walked out halfway through.",
+             "I returned it the next morning.", "I fell asleep twice.", "I asked for a refund on the spot.",
+             "I will not be going back.", "I gave it away the same week.", "I wanted those hours back."]
+POS_VERDICTS = ["overall I loved it", "in the end it won me over", "all told it was worth it",
+                "I would still go back tomorrow"]
+NEG_VERDICTS = ["overall it was a letdown", "in the end it was not worth it", "all told I regret it",
+                "I would not go back"]
+
+
+def _sentence(rng: random.Random, positive: bool, hard: bool) -> str:
     good, bad = (POS_ADJ, NEG_ADJ) if positive else (NEG_ADJ, POS_ADJ)
-    form = rng.randrange(7)
     domain = rng.choice(sorted(SUBJECTS))  # one domain per sentence, so contrasts stay plausible
     s = _subject(rng, domain)
-    if form == 0:
-        return f"{s.capitalize()} was {rng.choice(ADVERBS)}{rng.choice(good)}."
-    if form == 1:
-        return f"I {rng.choice(POS_VERBS if positive else NEG_VERBS)} {s}."
-    if form == 2:  # negation flips the adjective: "not boring" is praise
+    other = _subject(rng, domain)
+    if not hard:
+        form = rng.randrange(3)
+        if form == 0:
+            return f"{s.capitalize()} was {rng.choice(ADVERBS)}{rng.choice(good)}."
+        if form == 1:
+            return f"I {rng.choice(POS_VERBS if positive else NEG_VERBS)} {s}."
+        return f"{rng.choice(POS_TAILS if positive else NEG_TAILS)} {s.capitalize()} was {rng.choice(good)}."
+    form = rng.randrange(8)
+    if form == 0:  # negation of the opposite word: "not boring at all" is praise
         return f"{s.capitalize()} was not {rng.choice(bad)} at all."
-    if form == 3:  # the clause after "but" carries the verdict
-        return (f"{s.capitalize()} was {rng.choice(bad)}, but {_subject(rng, domain)} was "
-                f"{rng.choice(ADVERBS)}{rng.choice(good)}.")
-    if form == 4:
-        return (f"Although {_subject(rng, domain)} seemed {rng.choice(bad)}, {s} turned out "
-                f"{rng.choice(good)}.")
-    if form == 5:
-        return f"{s.capitalize()} felt {rng.choice(good)} and {rng.choice(good)}. {rng.choice(POS_TAILS if positive else NEG_TAILS)}"
-    return f"{rng.choice(POS_TAILS if positive else NEG_TAILS)} {s.capitalize()} was {rng.choice(good)}."
+    if form == 1:  # the opposite praise first, the overall verdict after "but"
+        return f"{s.capitalize()} was {rng.choice(bad)}, but {rng.choice(POS_VERDICTS if positive else NEG_VERDICTS)}."
+    if form == 2:  # concession: the verdict is in the main clause, against the word in the first
+        return (f"Despite {rng.choice(['a', 'the'])} {rng.choice(bad)} {other.split(' ', 1)[1]}, "
+                f"{rng.choice(POS_VERDICTS if positive else NEG_VERDICTS)}.")
+    if form == 3:  # what the writer did, with no sentiment word at all
+        return f"{s.capitalize()}? {rng.choice(POS_DEEDS if positive else NEG_DEEDS)}"
+    if form == 4:  # negated verbs: "did not regret" is praise, "did not enjoy" is not
+        if positive:
+            return f"I did not {rng.choice(['regret', 'mind'])} {s} one bit."
+        return f"I did not {rng.choice(['enjoy', 'like', 'recommend'])} {s}."
+    if form == 5:  # understatement and its opposite: "far from", "hardly"
+        return (f"{s.capitalize()} was hardly {rng.choice(bad)}." if positive
+                else f"{s.capitalize()} was far from {rng.choice(bad)}.")
+    if form == 6:  # expectation overturned
+        return (f"I expected to be disappointed, yet {s} turned out {rng.choice(good)}." if positive
+                else f"I expected great things, yet {s} turned out {rng.choice(good)}.")
+    # a mixed review that ends on its verdict
+    return (f"{s.capitalize()} was {rng.choice(bad)} and {other} was {rng.choice(good)}; "
+            f"{rng.choice(POS_VERDICTS if positive else NEG_VERDICTS)}.")
 
 
-def make_sentiment(sizes: dict[str, int], seed: int = 13) -> list[dict]:
+HARD_SHARE = 0.85  # of the sentences take the hard forms above (0.6 left LoRA at 0.955 on MiniLM after 50 steps)
+
+
+def make_sentiment(sizes: dict[str, int], seed: int = 13, hard_share: float = HARD_SHARE) -> list[dict]:
     rng = random.Random(seed)
     seen: set[str] = set()
     rows = []
     for split, size in sizes.items():
         for i in range(size):
             positive = i % 2 == 0
+            hard = rng.random() < hard_share
             while True:
-                text = _sentence(rng, positive)
+                text = _sentence(rng, positive, hard)
                 if text not in seen:
                     break
             seen.add(text)

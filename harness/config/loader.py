@@ -12,7 +12,7 @@ from harness import models
 from harness.config.yaml_lines import LineMap, read_yaml
 from harness.errors import Problem, UserError
 from harness.methods import METHODS
-from harness.spec import LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id
+from harness.spec import MOVED_KEYS, LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id
 from harness.tasks import TASKS, family_of
 
 
@@ -20,7 +20,9 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc in MOVED_KEYS:
+            message = MOVED_KEYS[loc]
+        elif err["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"
         elif err["type"] == "missing":
             message = f"required key {loc[-1]!r} is missing"

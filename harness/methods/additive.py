@@ -4,7 +4,6 @@ transformers 4.57 and cannot live beside transformers 5)."""
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import Field
 
@@ -22,11 +21,8 @@ register(MethodSpec(
     name="ia3", family="additive", apply=peft_method("IA3Config"), can_merge=True,
     summary="IA3 (peft): learned scaling vectors on keys, values and feed-forward activations",
     params=Ia3Params, training={"learning_rate": 1e-2},
-    search_space=space(learning_rate={"low": 1e-3, "high": 5e-2, "log": True}),
 ))
 
-# Soft prompts want learning rates far above LoRA's (Lester et al. used 0.3 with Adafactor).
-PROMPT_SPACE = space(learning_rate={"low": 1e-3, "high": 3e-1, "log": True})
 
 
 class SoftPromptParams(MethodParams):
@@ -49,17 +45,17 @@ def _needs_cache(info: ModelInfo, head: str) -> str | None:
 register(MethodSpec(
     name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"),
     summary="prompt tuning (peft): trained virtual-token embeddings prepended to the input",
-    params=SoftPromptParams, training={"learning_rate": 3e-2}, search_space=PROMPT_SPACE,
+    params=SoftPromptParams, training={"learning_rate": 3e-2},
 ))
 register(MethodSpec(
     name="prefix_tuning", family="additive", apply=peft_method("PrefixTuningConfig"), check=_needs_cache,
     summary="prefix tuning (peft): trained key/value prefixes in every attention layer",
-    params=SoftPromptParams, training={"learning_rate": 1e-2}, search_space=PROMPT_SPACE,
+    params=SoftPromptParams, training={"learning_rate": 1e-2},
 ))
 register(MethodSpec(
     name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"),
     summary="P-tuning (peft): virtual tokens produced by a small trained prompt encoder (MLP)",
-    params=PTuningParams, training={"learning_rate": 1e-2}, search_space=PROMPT_SPACE,
+    params=PTuningParams, training={"learning_rate": 1e-2},
 ))
 
 # Where a bottleneck adapter goes: after the attention output projection and after the
@@ -150,6 +146,5 @@ for _placement, _summary in (("houlsby", "after attention and feed-forward outpu
         name=f"adapter_{_placement}", family="additive", apply=_bottleneck(_placement), check=_has_placement,
         summary=f"bottleneck adapters (ours): down-project, GELU, up-project, residual; {_summary}",
         params=AdapterParams, training={"learning_rate": 3e-3},
-        search_space=space(learning_rate={"low": 5e-4, "high": 2e-2, "log": True},
-                           reduction_factor={"choices": [8, 16, 32]}),
+        search_space=space(reduction_factor={"choices": [8, 16, 32]}),
     ))

@@ -11,7 +11,19 @@ from typing import Any, Callable
 from harness.spec import (MethodParams, NoParams, ParamSpace, TrainingParams, describe_field, search_value_problems,
                           value_problems)
 
-FAMILIES = ("reference", "selective", "reparametrized", "additive", "quantized")
+FAMILIES = ("reference", "selective", "reparametrized", "additive", "quantized", "baseline")
+
+# Every method searches its learning rate over the same factor around its own default, log-uniform:
+# [default / 5, default x 5], 25x wide (1.4 decades). Wide enough to hold the good learning rates
+# the literature reports for a method across models and tasks (LoRA 1e-4..1e-3 on LLMs and up to
+# 1e-2 on small encoders, soft prompts 1e-2..3e-1), narrow enough that with a budget of a few
+# trials the draws are not spent on rates that train to chance; equal for every method, so no
+# method wins by the width of its range (a suite can still set its own range per method).
+LR_FACTOR = 5.0
+
+
+def lr_range(default: float) -> ParamSpace:
+    return ParamSpace(low=default / LR_FACTOR, high=default * LR_FACTOR, log=True)
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,10 @@ class MethodSpec:
     apply: Callable[[Any, Any, ApplyContext], Any]  # (model, params: self.params instance, ctx) -> model
     params: type[MethodParams] = NoParams  # the method's own parameters, typed
     training: dict[str, Any] = field(default_factory=dict)  # training settings it brings (learning_rate, optim)
-    search_space: dict[str, ParamSpace] = field(default_factory=dict)
+    search_space: dict[str, ParamSpace] = field(default_factory=dict)  # beside the learning rate
+    # a baseline row instead of a method: "untrained" (the model as loaded, no step taken) or "trivial"
+    # (the task's trivial predictor, no model at all); nothing trains, nothing is searched
+    baseline: str | None = None
     # Returns why the method cannot be used with a model and task head, or None when it can.
     check: Callable[[ModelInfo, str], str | None] = lambda info, head: None
     # Returns why these parameter values cannot run here (e.g. a kernel this host lacks), or None.
@@ -62,7 +77,7 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name}: family must be one of {FAMILIES}, got {self.family!r}")
-        if "learning_rate" not in self.training:
+        if self.trains and "learning_rate" not in self.training:
             raise ValueError(f"method {self.name}: training must include its learning_rate")
         TrainingParams.model_validate(self.training)
         self.params.model_validate({})  # every field has a default
@@ -117,9 +132,20 @@ class MethodSpec:
     def describe_params(self) -> list[str]:
         return [describe_field(name, info) for name, info in self.params.model_fields.items()]
 
+    @property
+    def trains(self) -> bool:
+        return self.baseline is None
+
+    def space(self) -> dict[str, ParamSpace]:
+        """What a suite's search explores for this method unless it says otherwise: the learning rate
+        over LR_FACTOR around the method's default, then the method's own dimensions."""
+        if not self.trains:
+            return {}
+        return {"learning_rate": lr_range(self.training["learning_rate"]), **self.search_space}
+
     def describe_space(self) -> str:
         parts = []
-        for name, dim in self.search_space.items():
+        for name, dim in self.space().items():
             if dim.is_choice:
                 parts.append(f"{name}∈{dim.choices}")
             else:

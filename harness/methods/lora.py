@@ -25,8 +25,7 @@ def lora_alpha(params, ctx) -> dict:
     return {"lora_alpha": params.alpha_ratio * params.r}
 
 
-LORA_LR = {"low": 5e-4, "high": 2e-2, "log": True}
-LORA_SPACE = space(learning_rate=LORA_LR, r={"choices": [4, 8, 16]})
+LORA_SPACE = space(r={"choices": [4, 8, 16]})
 
 register(MethodSpec(
     name="lora", family="reparametrized", apply=peft_method("LoraConfig", lora_alpha), can_merge=True,
@@ -62,7 +61,7 @@ register(MethodSpec(
     name="adalora", family="reparametrized", apply=peft_method("AdaLoraConfig", _adalora_schedule),
     on_optimizer_step=_adalora_step, can_merge=True,
     summary="AdaLoRA (peft): LoRA whose ranks are pruned from init_r to target_r by importance during training",
-    params=AdaLoraParams, training={"learning_rate": 3e-3}, search_space=space(learning_rate=LORA_LR),
+    params=AdaLoraParams, training={"learning_rate": 3e-3},
 ))
 
 
@@ -75,7 +74,6 @@ register(MethodSpec(
     name="vera", family="reparametrized", apply=peft_method("VeraConfig"), can_merge=True,
     summary="VeRA (peft): shared frozen random low-rank matrices, trained scaling vectors only",
     params=VeraParams, training={"learning_rate": 1e-2},
-    search_space=space(learning_rate={"low": 1e-3, "high": 5e-2, "log": True}),
 ))
 
 
@@ -91,12 +89,12 @@ def _alpha_2r(params, ctx) -> dict:
 register(MethodSpec(
     name="loha", family="reparametrized", apply=peft_method("LoHaConfig", _alpha_2r), can_merge=True,
     summary="LoHa (peft): Hadamard product of two low-rank updates",
-    params=ProductParams, training={"learning_rate": 3e-3}, search_space=space(learning_rate=LORA_LR),
+    params=ProductParams, training={"learning_rate": 3e-3},
 ))
 register(MethodSpec(
     name="lokr", family="reparametrized", apply=peft_method("LoKrConfig", _alpha_2r), can_merge=True,
     summary="LoKr (peft): Kronecker-product update",
-    params=ProductParams, training={"learning_rate": 3e-3}, search_space=space(learning_rate=LORA_LR),
+    params=ProductParams, training={"learning_rate": 3e-3},
 ))
 
 
@@ -108,5 +106,5 @@ class OftParams(MethodParams):
 register(MethodSpec(
     name="oft", family="reparametrized", apply=peft_method("OFTConfig", lambda params, ctx: {"r": 0}), can_merge=True,
     summary="OFT (peft): block-diagonal orthogonal rotation of the frozen weights",
-    params=OftParams, training={"learning_rate": 3e-3}, search_space=space(learning_rate=LORA_LR),
+    params=OftParams, training={"learning_rate": 3e-3},
 ))

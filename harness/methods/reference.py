@@ -1,7 +1,7 @@
 """Full fine-tuning: every weight trains; the reference every other method is measured against."""
 
 from harness.methods import register
-from harness.methods.base import MethodSpec, space
+from harness.methods.base import MethodSpec
 
 
 def _apply(model, params, ctx):
@@ -16,5 +16,4 @@ register(MethodSpec(
     summary="full fine-tuning: all parameters train",
     apply=_apply,
     training={"learning_rate": 5e-5},
-    search_space=space(learning_rate={"low": 1e-5, "high": 2e-4, "log": True}),
 ))

@@ -3,7 +3,7 @@
 from pydantic import Field
 
 from harness.methods import register
-from harness.methods.base import MethodParams, MethodSpec, ModelInfo, freeze_all_but, is_head, peft_method, space
+from harness.methods.base import MethodParams, MethodSpec, ModelInfo, freeze_all_but, is_head, peft_method
 
 NO_BIAS_TYPES = {"llama", "mistral", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "smollm3"}
 
@@ -55,17 +55,14 @@ register(MethodSpec(
     name="bitfit", family="selective", apply=_bitfit, check=_has_biases,
     summary="BitFit: bias terms and the task head train, all other weights frozen",
     training={"learning_rate": 5e-3},
-    search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))
 register(MethodSpec(
     name="ln_tuning", family="selective", apply=_ln_tuning,
     summary="LayerNorm tuning (peft LNTuning): normalization layers and the task head train",
     training={"learning_rate": 5e-3},
-    search_space=space(learning_rate={"low": 5e-4, "high": 3e-2, "log": True}),
 ))
 register(MethodSpec(
     name="top_layers", family="selective", apply=_top_layers,
     summary="partial freezing: the top top_k transformer blocks, the final norm and the head train",
     params=TopLayersParams, training={"learning_rate": 1e-4},
-    search_space=space(learning_rate={"low": 2e-5, "high": 1e-3, "log": True}),
 ))

@@ -10,9 +10,17 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(data: dict) -> dict:
+    """v2 scores every trial on the validation split and chooses on it. A v1 record has no validation
+    score: it was chosen on its test score, and says so (selection: test)."""
+    return {**data, "validation_metrics": {}, "selection": "test"}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 def upgrade(data: dict) -> dict:
@@ -28,20 +36,21 @@ def upgrade(data: dict) -> dict:
         version += 1
         data["schema_version"] = version
     return data
-Status = Literal["complete", "pruned", "failed", "oom", "crashed"]
+Status = Literal["complete", "pruned", "failed", "oom", "crashed", "timeout"]
 
 
 class Timing(BaseModel):
     model_config = ConfigDict(extra="forbid")
     load_s: float = 0.0  # model load + method application
-    train_s: float = 0.0  # the Trainer's train loop
+    train_s: float = 0.0  # the Trainer's train loop, in-loop validation left out
+    validation_s: float = 0.0  # validation-split scoring, in the loop and at the end
     eval_s: float = 0.0  # test-split evaluation
     total_s: float = 0.0  # the whole trial, as the parent saw it (fork to record)
 
     @property
     def overhead_s(self) -> float:
         """Everything but training and evaluation: process start, model load, setup, record."""
-        return max(self.total_s - self.train_s - self.eval_s, 0.0)
+        return max(self.total_s - self.train_s - self.validation_s - self.eval_s, 0.0)
 
 
 class Throughput(BaseModel):
@@ -100,7 +109,14 @@ class TrialRecord(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str
     objective_direction: Literal["maximize", "minimize"]
-    metrics: dict[str, float] = Field(default_factory=dict)  # test split
+    metrics: dict[str, float] = Field(default_factory=dict)  # test split: what is reported
+    validation_metrics: dict[str, float] = Field(default_factory=dict)  # validation split: what every choice reads
+    # "validation": choices read validation_metrics; "test": a v1 record, chosen on its test score
+    selection: Literal["validation", "test"] = "validation"
+    # where the validation split came from: {"origin": "given"} or {"origin": "carved from train",
+    # "fraction": 0.1, "seed": 0}, with its "size"
+    validation_source: dict[str, Any] = Field(default_factory=dict)
+    train_test_duplicates: int | None = None  # test examples that also stand in train, exactly
     history: list[dict[str, float]] = Field(default_factory=list)  # loss/validation by step
     trainable_params: int = 0
     total_params: int = 0
@@ -121,4 +137,12 @@ class TrialRecord(BaseModel):
 
     @property
     def objective(self) -> float | None:
+        """The objective metric on the test split: what leaderboards and compare report."""
         return self.metrics.get(self.objective_metric)
+
+    @property
+    def selection_score(self) -> float | None:
+        """What the search, the best-trial pick and the leaderboard's row choice read: the objective
+        on the validation split (a v1 record's test score, marked by selection == "test")."""
+        source = self.metrics if self.selection == "test" else self.validation_metrics
+        return source.get(self.objective_metric)

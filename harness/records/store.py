@@ -67,8 +67,8 @@ class RecordStore:
 
     def path_for(self, record: TrialRecord) -> Path:
         folder = self.root / "records" / record.cell_id
-        if record.phase == "confirm":
-            return folder / f"confirm-seed{record.seed:04d}.json"
+        if record.phase == "confirm":  # keyed by (trial, seed): a new best trial gets its own confirmations
+            return folder / f"confirm-t{record.trial_number:04d}-seed{record.seed:04d}.json"
         return folder / f"trial-{record.trial_number:04d}.json"
 
     def write(self, record: TrialRecord) -> Path:

@@ -16,7 +16,9 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
                 trial: int = 0, seed: int = 0, accuracy: float = 0.8, status: str = "complete",
                 peak_mib: float = 500.0, train_s: float = 10.0, tokens_per_s: float = 1000.0,
                 trainable: int = 1000, total: int = 100_000, family: str = "reparametrized",
-                reason: str | None = None, phase: str = "search") -> TrialRecord:
+                reason: str | None = None, phase: str = "search", validation: float | None = None,
+                duplicates: int = 0) -> TrialRecord:
+    """validation: the trial's validation accuracy (what choices read); default: its test accuracy."""
     done = status == "complete"
     return TrialRecord(
         suite=suite, suite_hash="synthetic", cell_id=cell_id(task, model, method), model=model, task=task,
@@ -24,6 +26,8 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
         trial_number=trial, seed=seed, phase=phase, status=status, reason=reason, params={"learning_rate": 1e-3},
         objective_metric="accuracy", objective_direction="maximize",
         metrics={"accuracy": accuracy, "macro_f1": accuracy - 0.01} if done else {},
+        validation_metrics={"accuracy": accuracy if validation is None else validation} if done else {},
+        validation_source={"origin": "given", "size": 100}, train_test_duplicates=duplicates,
         history=[{"step": s, "loss": 0.7 - 0.05 * s * accuracy} for s in range(1, 6)] if done else [],
         trainable_params=trainable, total_params=total,
         timing=Timing(load_s=0.5, train_s=train_s, eval_s=1.0, total_s=train_s + 2.0),

@@ -18,6 +18,7 @@ import yaml
 from harness.spec import CompareSpec
 from harness.errors import UserError
 from harness.records.schema import TrialRecord
+from harness.records.select import chosen_runs
 from harness.records.store import RecordStore
 from harness.report.pages import write_page
 
@@ -73,20 +74,9 @@ def tolerances(folder: Path, overrides: dict) -> CompareSpec:
 
 
 def cell_samples(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
-    """Per cell: the confirmation runs (one per seed) where there are any, else the best search trial."""
-    by_cell: dict[str, list[TrialRecord]] = {}
-    for r in records:
-        if r.status == "complete" and r.objective is not None:
-            by_cell.setdefault(r.cell_id, []).append(r)
-    out = {}
-    for cell, rs in by_cell.items():
-        confirm = [r for r in rs if r.phase == "confirm"]
-        if confirm:
-            out[cell] = confirm
-        else:
-            maximize = rs[0].objective_direction == "maximize"
-            out[cell] = [max(rs, key=lambda r: r.objective if maximize else -r.objective)]
-    return out
+    """Per cell: the validation-best trial's confirmation runs (one per seed), else that trial."""
+    return {cell: [r for r in runs if r.objective is not None] for cell, runs in chosen_runs(records).items()
+            if any(r.objective is not None for r in runs)}
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:

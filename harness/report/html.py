@@ -12,10 +12,10 @@ from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, pareto_figures, search_figures
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
-from harness.report.terminal import confidence_text, human_count, tie_text
+from harness.report.terminal import caption, confidence_text, human_count, rank_text, tie_text
 
 COLUMNS = [  # (board column, header, format)
-    ("rank", "#", lambda v: f"{int(v)}"),
+    ("rank", "#", str),
     ("method", "method", str),
     ("family", "family", str),
     ("trainable_params", "trainable", human_count),
@@ -42,20 +42,23 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         columns += [{"label": m.removeprefix("metric:"), "text": False} for m in metrics]
         seeded = bool((part["seeds"] > 0).any())
         if seeded:
-            columns += [{"label": "95% CI (seeds)", "text": False}, {"label": "vs best (paired t-test)", "text": True}]
+            columns += [{"label": "95% CI (seeds)", "text": False},
+                        {"label": "Δ vs best, paired by seed [95% CI]", "text": True}]
         columns += [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[2:]]
         rows = []
         for _, row in part.iterrows():
             values = dict(row)
             values["trials_ok"] = f"{int(row['complete'])}/{int(row['trials'])}"
-            cells = [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[:2]]
+            cells = [{"show": rank_text(row), "sort": values.get("rank") if pd.notna(values.get("rank")) else 99,
+                      "text": False}, _cell(values.get("method"), str, True)]
             cells += [_cell(values.get(m), lambda v: f"{v:.4f}") for m in metrics]
             if seeded:
                 cells += [{"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
-                          {"show": tie_text(row), "sort": values.get("p_vs_best", ""), "text": True}]
+                          {"show": tie_text(row), "sort": values.get("diff_vs_best", ""), "text": True}]
             cells += [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[2:]]
-            rows.append({"best": values.get("rank") == 1 or values.get("tied_with_best") is True, "cells": cells})
-        boards.append({"task": task, "model": model, "columns": columns, "rows": rows})
+            rows.append({"best": not row["reference"] and (values.get("rank") == 1 or values.get("tied_with_best") is True),
+                         "reference": bool(row["reference"]), "cells": cells})
+        boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part)})
     return boards
 
 

@@ -1,7 +1,9 @@
-"""Records -> leaderboard: per (task, model, method) the best complete search trial by the
-objective; where the best configuration was re-run with several seeds (confirmation), the seed
-mean with a 95% confidence interval, and whether a paired t-test across seeds can tell the method
-apart from the best one."""
+"""Records -> leaderboard: per (task, model, method) the search trial with the best validation
+score, shown by its test score; where that configuration was re-run with fresh seeds
+(confirmation), the seed mean of the test score with a 95% confidence interval, and the mean paired
+difference to the best method with its 95% interval. The test split decides nothing here: it is
+only what each chosen configuration is reported with (rows are ranked by it, as results are).
+Baseline rows (the untrained model, the trivial predictor) are shown, not ranked."""
 
 from __future__ import annotations
 
@@ -20,10 +22,16 @@ MEASURES = ["objective", "trainable_params", "total_params", "trainable_pct", "t
 def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
     """One row per record with the columns every view uses (the views read the frame, never the
     records again)."""
+    from harness.records.select import chosen_ids
+
+    chosen = chosen_ids(records)
     rows = []
     for r in records:
         low, high = _metric_range(r.task_kind) or (None, None)
         row = {
+            "chosen": id(r) in chosen,  # the cell's validation-best trial, or a confirmation run of it
+            "selection_score": r.selection_score, "selection": r.selection,
+            "duplicates": r.train_test_duplicates, "search_space": _space_text(r.config.get("search_space")),
             "task": r.task, "task_kind": r.task_kind, "model": r.model, "method": r.method, "family": r.method_family,
             "trial": r.trial_number, "seed": r.seed, "phase": r.phase, "status": r.status, "reason": r.reason or "",
             "objective_metric": r.objective_metric, "direction": r.objective_direction,
@@ -38,6 +46,16 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _space_text(space: dict | None) -> str:
+    parts = []
+    for name, dim in (space or {}).items():
+        if dim.get("choices") is not None:
+            parts.append(f"{name}∈{{{', '.join(map(str, dim['choices']))}}}")
+        else:
+            parts.append(f"{name}∈[{dim['low']:g}, {dim['high']:g}]{' log' if dim.get('log') else ''}")
+    return ", ".join(parts) or "fixed"
 
 
 def mean_ci95(values: list[float], bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
@@ -57,17 +75,21 @@ def mean_ci95(values: list[float], bounds: tuple[float, float] | None = None) ->
     return mean, low, high
 
 
-def paired_p(a: pd.Series, b: pd.Series) -> float:
-    """Two-sided paired t-test across the seeds both methods ran (1.0 where it cannot tell)."""
+def paired_difference(a: pd.Series, b: pd.Series) -> tuple[float, float, float, float, int]:
+    """Mean of a - b over the seeds both ran, its 95% interval (Student's t over the paired
+    differences) and the two-sided p-value; NaNs where fewer than two seeds pair up."""
     from scipy import stats
 
     joined = pd.concat([a, b], axis=1, join="inner").dropna()
-    if len(joined) < 2:
-        return float("nan")
+    n = len(joined)
+    if n < 2:
+        return math.nan, math.nan, math.nan, math.nan, n
     diff = joined.iloc[:, 0] - joined.iloc[:, 1]
-    if (diff == 0).all():
-        return 1.0
-    return float(stats.ttest_rel(joined.iloc[:, 0], joined.iloc[:, 1]).pvalue)
+    mean = float(diff.mean())
+    if (diff == diff.iloc[0]).all():
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0, n
+    half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, float(stats.ttest_rel(joined.iloc[:, 0], joined.iloc[:, 1]).pvalue), n
 
 
 def _metric_range(task_kind: str) -> tuple[float, float] | None:
@@ -76,9 +98,8 @@ def _metric_range(task_kind: str) -> tuple[float, float] | None:
     return TASKS.get(task_kind).metric_range if task_kind in TASKS else None
 
 
-def _confirmed(df: pd.DataFrame) -> pd.DataFrame:
+def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
     """Seed means and intervals of the confirmation runs, one row per (task, model, method)."""
-    conf = df[(df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
     rows = []
     for key, part in conf.groupby(KEYS, sort=False):
         first = part.iloc[0]
@@ -99,38 +120,48 @@ def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
     counts = df[df.phase == "search"].groupby(KEYS, sort=False).agg(
         trials=("status", "size"), complete=("status", lambda s: int((s == "complete").sum())),
         family=("family", "first"), objective_metric=("objective_metric", "first"),
-        direction=("direction", "first")).reset_index()
-    maximize = df.direction.iloc[0] == "maximize"
-    search = df[(df.phase == "search") & (df.status == "complete") & df.objective.notna()]
-    best = (search.sort_values("objective", ascending=not maximize, kind="stable")
-            .groupby(KEYS, sort=False).head(1)
-            .drop(columns=["family", "objective_metric", "direction", "phase"]))
-    board = counts.merge(best, on=KEYS, how="left")
-    board["seeds"], board["ci_low"], board["ci_high"], board["p_vs_best"] = 0, math.nan, math.nan, math.nan
+        direction=("direction", "first"), search_space=("search_space", "first"),
+        duplicates=("duplicates", "max")).reset_index()
+    best = df[df.chosen & (df.phase == "search")]
+    board = counts.merge(best.drop(columns=["family", "objective_metric", "direction", "phase", "search_space",
+                                            "duplicates", "chosen"]), on=KEYS, how="left")
+    board["test_selected"] = board["selection"] == "test"
+    for col in ("seeds", "ci_low", "ci_high", "diff_vs_best", "diff_low", "diff_high", "p_vs_best"):
+        board[col] = 0 if col == "seeds" else math.nan
     board["tied_with_best"] = None
-    confirmed = _confirmed(df)
+    conf = df[df.chosen & (df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
+    confirmed = _confirmed(conf)
     if not confirmed.empty:
         board = board.set_index(KEYS)
-        conf = confirmed.set_index(KEYS)
-        for col in conf.columns:
-            board.loc[conf.index, col] = conf[col]
+        stats_ = confirmed.set_index(KEYS)
+        for col in stats_.columns:
+            board.loc[stats_.index, col] = stats_[col]
         board = board.reset_index()
-        _mark_ties(board, df, maximize)
-    board["rank"] = board.groupby(["task", "model"])["objective"].rank(ascending=not maximize, method="min")
-    return board.sort_values(["task", "model", "rank"], na_position="last", kind="stable").reset_index(drop=True)
+    board["reference"] = board["family"] == "baseline"
+    board["_score"] = [v if d == "maximize" else -v for v, d in zip(board.objective, board.direction)]
+    methods = board[~board.reference]
+    board["rank"] = methods.groupby(["task", "model"])["_score"].rank(ascending=False, method="min")
+    _paired_to_best(board, conf)
+    board = board.sort_values(["task", "model", "_score"], ascending=[True, True, False], na_position="last",
+                              kind="stable")
+    return board.drop(columns=["_score"]).reset_index(drop=True)
 
 
-def _mark_ties(board: pd.DataFrame, df: pd.DataFrame, maximize: bool) -> None:
-    """tied_with_best: a paired t-test across seeds (p >= 0.05) cannot tell this method from the best."""
-    conf = df[(df.phase == "confirm") & (df.status == "complete")]
-    for (task, model), part in board[board.seeds > 0].groupby(["task", "model"], sort=False):
-        best = part.sort_values("objective", ascending=not maximize).iloc[0]["method"]
+def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame) -> None:
+    """Each confirmed method's test score minus the best method's, paired by seed: its mean and 95%
+    interval, so a reader sees how large the gap could be, not only whether a test found one."""
+    for (task, model), part in board[(board.seeds > 0) & ~board.reference].groupby(["task", "model"], sort=False):
+        best = part.loc[part["rank"].idxmin(), "method"]
         by_seed = {m: conf[(conf.task == task) & (conf.model == model) & (conf.method == m)].set_index("seed")["objective"]
                    for m in part.method}
         for idx, row in part.iterrows():
-            p = 1.0 if row.method == best else paired_p(by_seed[best], by_seed[row.method])
-            board.at[idx, "tied_with_best"] = bool(p >= 0.05) if not math.isnan(p) else None
-            board.at[idx, "p_vs_best"] = p
+            if row.method == best:
+                board.at[idx, "tied_with_best"] = True
+                continue
+            mean, low, high, p, n = paired_difference(by_seed[row.method], by_seed[best])
+            board.loc[idx, ["diff_vs_best", "diff_low", "diff_high", "p_vs_best"]] = [mean, low, high, p]
+            # "≈ best": the interval of the paired difference holds zero
+            board.at[idx, "tied_with_best"] = None if math.isnan(low) else bool(low <= 0 <= high)
 
 
 def metric_columns(board: pd.DataFrame) -> list[str]:

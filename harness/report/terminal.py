@@ -26,36 +26,66 @@ def confidence_text(row) -> str:
     return f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] (n={int(row['seeds'])})"
 
 
+def rank_text(row) -> str:
+    """The rank of a method; "ref" for a baseline row (shown, not ranked); "*" marks a row chosen on
+    its test score (a record written before validation scores existed)."""
+    if row.get("reference"):
+        return "ref"
+    rank = "" if pd.isna(row.get("rank")) else str(int(row["rank"]))
+    return rank + ("*" if row.get("test_selected") is True else "")
+
+
 def tie_text(row) -> str:
-    """Paired t-test across seeds against the best method."""
+    """The mean paired difference to the best method over the seeds both ran, with its 95% interval."""
+    if row.get("reference"):
+        return "—"
     if row.get("rank") == 1:
         return "best"
-    tied = row.get("tied_with_best")
-    if tied is None or (isinstance(tied, float) and pd.isna(tied)):
+    diff = row.get("diff_vs_best")
+    if diff is None or pd.isna(diff):
         return "—"
-    return f"≈ best (p={row['p_vs_best']:.2f})" if tied else f"worse (p={row['p_vs_best']:.3f})"
+    near = " ≈ best" if row.get("tied_with_best") is True else ""
+    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{near}"
+
+
+def caption(part: pd.DataFrame) -> list[str]:
+    """Per cell: trials run and complete, and the search space; baselines and warnings explained."""
+    lines = []
+    for _, row in part.iterrows():
+        if row.get("reference"):
+            continue
+        lines.append(f"{row['method']}: {int(row['complete'])}/{int(row['trials'])} trials complete; search "
+                     f"{row.get('search_space') or 'fixed'}")
+    if part["test_selected"].any():
+        lines.append("* chosen on its test score: records written before validation scores existed (schema 1)")
+    dup = part["duplicates"].max()
+    if pd.notna(dup) and dup > 0:
+        lines.append(f"warning: {int(dup)} test examples also stand in the training split, exactly")
+    return lines
 
 
 def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
     part = board[(board.task == task) & (board.model == model)]
     metrics = [m for m in metric_columns(board) if part[m].notna().any()]
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
-    how = "seed mean of the best configuration" if "seeds" in part and (part["seeds"] > 0).any() else "best trial"
-    table = Table(title=f"{task} · {model} ({how} per method, by {objective})", title_justify="left")
+    how = ("test score, seed mean of the validation-best configuration" if (part["seeds"] > 0).any()
+           else "test score of the validation-best trial")
+    table = Table(title=f"{task} · {model} ({how} per method; {objective})", title_justify="left",
+                  caption="\n".join(caption(part)), caption_justify="left")
     table.add_column("#", justify="right")
     table.add_column("method")
     for m in metrics:
         table.add_column(m.removeprefix("metric:"), justify="right")
-    seeded = bool((part["seeds"] > 0).any()) if "seeds" in part else False
+    seeded = bool((part["seeds"] > 0).any())
     if seeded:
         table.add_column("95% CI (seeds)", justify="right")
-        table.add_column("vs best", justify="left")
+        table.add_column("Δ vs best [95% CI]", justify="left")
     for col in ("trainable", "train s", "tokens/s", "peak MiB", "trials ok"):
         table.add_column(col, justify="right")
     for _, row in part.iterrows():
-        rank = "" if pd.isna(row.get("rank")) else str(int(row["rank"]))
+        rank = rank_text(row)
         vals = ["—" if pd.isna(row.get(m)) else f"{row[m]:.4f}" for m in metrics]
-        has = not pd.isna(row.get("trainable_params"))
+        has = not pd.isna(row.get("trainable_params")) and not pd.isna(row.get("train_s"))
         trainable = f"{human_count(row['trainable_params'])} ({row['trainable_pct']:.2f}%)" if has else "—"
         extra = []
         if seeded:

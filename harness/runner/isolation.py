@@ -114,14 +114,14 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
     if record is None:
         code = os.waitstatus_to_exitcode(status)
         if timed_out:
-            reason = f"timed out after {timeout_s:g} s (trial_timeout_s) and was killed"
+            reason = f"ran past runner.trial_timeout_s ({timeout_s:g} s) and was stopped"
         elif code < 0:
             reason = f"trial process killed by {_signal_name(-code)}"
             if -code == signal.SIGKILL:
                 reason += " (the kernel's out-of-memory killer sends this too)"
         else:
             reason = f"trial process exited with code {code} before writing its record"
-        record = failure_record(job, reason, started)
+        record = failure_record(job, reason, started, status="timeout" if timed_out else "crashed")
     record.timing.total_s = time.perf_counter() - t0
     record.memory.kernel_max_rss_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
     return record

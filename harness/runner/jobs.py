@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.measure.provenance import environment
 from harness.runner.plan import Cell
-from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrainingSpec
+from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrialTraining
 
 
 @dataclass
@@ -19,7 +19,7 @@ class TrialJob:
     params: dict[str, Any]  # everything this trial fixes, flat as a suite writes it (the record shows it)
     sampled: dict[str, Any]  # only what Optuna chose
     method_params: MethodParams  # the method's own parameters, typed (its declaration in harness/methods)
-    training: TrainingSpec  # the suite's training settings with this trial's learning rate, batch size, ...
+    training: TrialTraining  # the suite's training settings with this trial's learning rate, batch size, ...
     measure: MeasureSpec
     device: str
     copy_model: bool  # inline trials must not touch the shared base model
@@ -51,7 +51,8 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
     flat = dict(params) if params is not None else {**cell.fixed, **sampled}
     method_params, training_values = cell.method.split(flat)
     suite = loaded.suite
+    training = TrialTraining.model_validate({**suite.training.model_dump(), **training_values})
     return TrialJob(cell=cell, trial_number=trial_number, seed=seed, params=flat, sampled=sampled,
-                    method_params=method_params, training=suite.training.model_copy(update=training_values),
+                    method_params=method_params, training=training,
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",
                     record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir)

@@ -22,6 +22,11 @@ class Cell:
     direction: str = "maximize"
 
     @property
+    def confirms(self) -> bool:
+        """Baseline rows are not re-run with seeds (nothing trained, nothing selected)."""
+        return self.method.trains
+
+    @property
     def task_label(self) -> str:
         """The task as results name it: with the training-set size where the suite sweeps sizes."""
         return f"{self.task.name}@{self.task.data.train_size}" if self.task.train_sizes else self.task.name
@@ -49,10 +54,15 @@ def task_variants(task: TaskSpec) -> list[TaskSpec]:
             for n in task.train_sizes]
 
 
+def search_seed(suite: Suite) -> int:
+    return suite.seeds[0]
+
+
 def confirm_seeds(suite: Suite) -> list[int]:
-    """Seeds for the confirmation runs: the suite's seeds first, then following numbers."""
+    """Fresh seeds for the confirmation runs, never the search seed (a selected trial re-run with its
+    own seed repeats its luck): the suite's further seeds, then the numbers after them."""
     k = suite.confirm.seeds
-    seeds = list(suite.seeds[:k])
+    seeds = [s for s in suite.seeds[1:] if s != search_seed(suite)][:k]
     nxt = max(suite.seeds) + 1
     while len(seeds) < k:
         seeds.append(nxt)
@@ -71,8 +81,7 @@ def smoke_suite(suite: Suite) -> Suite:
     report) runs in minutes. Results go to a folder of their own (<name>-smoke)."""
     return suite.model_copy(update={
         "name": f"{suite.name}-smoke",
-        "search": suite.search.model_copy(update={"trials_per_cell": 1, "sampler": "none", "pruner": "none",
-                                                  "timeout_s": None}),
+        "search": suite.search.model_copy(update={"trials_per_cell": 1, "sampler": "none", "pruner": "none"}),
         "confirm": suite.confirm.model_copy(update={"seeds": 0}),
         "training": suite.training.model_copy(update={"max_steps": SMOKE_STEPS, "eval_every_steps": SMOKE_STEPS}),
         "runner": suite.runner.model_copy(update={"max_examples": SMOKE_EXAMPLES}),
@@ -81,8 +90,17 @@ def smoke_suite(suite: Suite) -> Suite:
 
 
 def training_defaults(suite: Suite) -> dict[str, Any]:
+    """The suite's training settings a method may override (batch size, optimizer, ...)."""
     t = suite.training
-    return {name: getattr(t, name) for name in TRAINING_PARAMS}
+    return {name: getattr(t, name) for name in TRAINING_PARAMS if hasattr(t, name)}
+
+
+def reference_entries(suite: Suite) -> list[MethodEntry]:
+    """The baseline rows every leaderboard gets (suite.references), unless the suite lists them itself."""
+    if not suite.references:
+        return []
+    listed = {e.name for e in suite.methods}
+    return [MethodEntry(name=name) for name in ("none", "trivial") if name not in listed]
 
 
 def plan(suite: Suite) -> list[Cell]:
@@ -92,13 +110,13 @@ def plan(suite: Suite) -> list[Cell]:
         for model in suite.models:
             if task.models is not None and model.label not in task.models:
                 continue
-            for entry in suite.methods:
+            for entry in [*suite.methods, *reference_entries(suite)]:
                 method = METHODS.get(entry.name)
                 fixed = {**training_defaults(suite), **method.defaults, **entry.params}
-                space = {k: v for k, v in {**method.search_space, **entry.search}.items()
+                space = {k: v for k, v in {**method.space(), **entry.search}.items()
                          if k not in entry.params or k in entry.search}
                 budget = suite.search.trials_per_cell
-                if suite.search.sampler == "none":  # fixed configurations: defaults and params only
+                if suite.search.sampler == "none" or not method.trains:  # fixed: defaults and params only
                     space, budget = {}, 1
                 cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction))
     return cells

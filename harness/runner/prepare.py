@@ -10,7 +10,7 @@ from typing import Any
 from harness.models import is_decoder, resolve
 from harness.spec import ModelSpec, TaskSpec
 from harness.tasks import TaskFamily, family_of
-from harness.tasks.data import fingerprint, load_splits
+from harness.tasks.data import fingerprint, load_splits, train_test_duplicates
 from harness.tasks.heads import HEADS, Head
 
 
@@ -27,6 +27,9 @@ class Prepared:
     model_spec: ModelSpec
     family: TaskFamily
     head: Head
+    splits: Any = None  # the raw splits (text), for baselines that need no model
+    validation_source: dict = None  # where the validation split came from, with its size
+    train_test_duplicates: int = 0
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -94,8 +97,8 @@ class Preparer:
 
         family = family_of(task.kind, task.head)
         source = resolve(model_spec, self.base_dir)
-        splits = load_splits(task.data, family.fields, self.base_dir, seed=self.seed, optional=family.optional_fields,
-                             cap=self.max_examples)
+        splits, validation_source = load_splits(task.data, family.fields, self.base_dir, seed=self.seed,
+                                                optional=family.optional_fields, cap=self.max_examples)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
         head = HEADS.get(family.head_for(is_decoder(config.model_type, config.architectures)))
         labels = []
@@ -111,9 +114,10 @@ class Preparer:
         data_key = (source, task.model_dump_json(), model_spec.max_length, family.key, head.name)
         if data_key not in self._data:
             tokenized = family.tokenize(splits, tokenizer, model_spec.max_length, labels, head.name)
-            self._data[data_key] = (tokenized, fingerprint(splits))
-        data, fp = self._data[data_key]
+            self._data[data_key] = (tokenized, fingerprint(splits), train_test_duplicates(splits))
+        data, fp, duplicates = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
                         model_type=model.config.model_type, source=source, model_spec=model_spec,
-                        family=family, head=head)
+                        family=family, head=head, splits=splits, validation_source=validation_source,
+                        train_test_duplicates=duplicates)

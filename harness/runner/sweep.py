@@ -13,15 +13,15 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.measure.provenance import text_hash
 from harness.records.schema import TrialRecord
+from harness.records.select import best_search_trial
 from harness.records.store import RecordStore
-from harness.runner.plan import Cell, confirm_seeds, distributions, plan, smoke_suite
+from harness.runner.plan import Cell, confirm_seeds, distributions, plan, search_seed, smoke_suite
 from harness.runner.progress import Progress
 from harness.spec import LoadedSuite
 
 # Keys that may change between runs into the same results folder without making its trials
 # incomparable: the budget (raising it resumes the search), seeds added, where output goes.
-RESUMABLE_KEYS = {("search", "trials_per_cell"), ("search", "timeout_s"), ("confirm", "seeds"),
-                  ("output",), ("runner",), ("description",)}
+RESUMABLE_KEYS = {("search", "trials_per_cell"), ("confirm", "seeds"), ("output",), ("runner",), ("description",)}
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ def prepare_run(loaded: LoadedSuite, results_root: str | None, smoke: bool) -> t
 
 
 def planned_trials(loaded: LoadedSuite) -> int:
-    return sum(c.budget + len(confirm_seeds(loaded.suite)) for c in plan(loaded.suite))
+    seeds = len(confirm_seeds(loaded.suite))
+    return sum(c.budget + (seeds if c.confirms else 0) for c in plan(loaded.suite))
 
 
 def run_sweep(loaded: LoadedSuite, root: Path, view: Progress) -> SweepOutcome:
@@ -181,15 +182,13 @@ class _Sweep:
         if remaining > 0:
             view.status(f"preparing {cell.model.label} / {cell.task.name}")
         dists = distributions(cell.space)
-        cell_t0 = time.perf_counter()
+        if not study.trials:
+            _enqueue_defaults(study, cell, dists)
         for k in range(remaining):
-            if suite.search.timeout_s and time.perf_counter() - cell_t0 > suite.search.timeout_s:
-                view.skip(remaining - k)
-                break
             trial = study.ask(dists)
             artifacts = (str(store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
                          if suite.output.keep_adapters else None)
-            job = self.job(cell, trial_number=trial.number, seed=suite.seeds[0], sampled=dict(trial.params),
+            job = self.job(cell, trial_number=trial.number, seed=search_seed(suite), sampled=dict(trial.params),
                            artifact_dir=artifacts)
             view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
                              suite.training.max_steps)
@@ -199,20 +198,20 @@ class _Sweep:
             view.end_trial(record)
 
     def confirm(self, cell: Cell) -> None:
-        """Re-run the cell's best search configuration once per confirmation seed (resumable)."""
+        """Re-run the cell's validation-best search configuration once per fresh confirmation seed
+        (resumable). Confirmations are keyed by (trial, seed): when a resumed search finds a new
+        best, the new best is confirmed afresh and the old runs stay on record, out of the board."""
         from harness.runner.trial import TrialHooks
 
         seeds = confirm_seeds(self.suite)
-        if not seeds:
+        if not seeds or not cell.confirms:
             return
-        maximize = cell.direction == "maximize"
         records = self.store.load_cell(cell.id)
-        search = [r for r in records if r.phase == "search" and r.status == "complete" and r.objective is not None]
-        if not search:
+        best = best_search_trial(records, cell.direction)
+        if best is None:
             self.view.skip(len(seeds))  # nothing completed, nothing to confirm; the failures are on record
             return
-        best = sorted(search, key=lambda r: (r.objective if maximize else -r.objective), reverse=True)[0]
-        confirmed = {r.seed for r in records if r.phase == "confirm"}
+        confirmed = {r.seed for r in records if r.phase == "confirm" and r.trial_number == best.trial_number}
         for i, seed in enumerate(seeds):
             if seed in confirmed:
                 self.view.skip(1)
@@ -223,6 +222,26 @@ class _Sweep:
             record = self.trial(job, TrialHooks(self.view.on_progress, lambda value, step: False))
             self.store.write(record)
             self.view.end_trial(record)
+
+
+def _enqueue_defaults(study, cell: Cell, dists: dict) -> None:
+    """Trial 0 of every cell is the method's own known-good configuration: its defaults (and what the
+    suite fixes) for each searched parameter that the search space can hold."""
+    from optuna.distributions import CategoricalDistribution
+
+    defaults = {}
+    for name, dist in dists.items():
+        value = cell.fixed.get(name)
+        if value is None:
+            continue
+        if isinstance(dist, CategoricalDistribution):
+            inside = value in dist.choices
+        else:
+            inside = dist.low <= value <= dist.high
+        if inside:
+            defaults[name] = value
+    if defaults:
+        study.enqueue_trial(defaults, skip_if_exists=True)
 
 
 def _sampler(suite, cell_index: int):
@@ -263,8 +282,8 @@ def _pruning_hook(trial):
 def _tell(study, trial, record: TrialRecord) -> None:
     import optuna
 
-    if record.status == "complete" and record.objective is not None:
-        study.tell(trial, record.objective)
+    if record.status == "complete" and record.selection_score is not None:
+        study.tell(trial, record.selection_score)  # the validation score: the test split informs no choice
     elif record.status == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:

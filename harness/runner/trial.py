@@ -91,11 +91,18 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
 
     timing, history, validation_s = Timing(), [], []
     memory, steps = phase_memory(job), StepTimer(cuda=job.device == "cuda")
-    family, batch = prepared.family, job.training.eval_batch_size
+    family, batch, head = prepared.family, job.training.eval_batch_size, prepared.head.name
     record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
                   data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
-                  started_at=now())
+                  validation_source=prepared.validation_source,
+                  train_test_duplicates=prepared.train_test_duplicates, started_at=now())
+    throughput = Throughput()
     try:
+        if job.cell.method.baseline == "trivial":  # no model: the task's trivial predictor
+            record.update(validation_metrics=family.trivial(prepared.splits, "validation"),
+                          metrics=family.trivial(prepared.splits, "test"), status="complete", trainable_params=0)
+            raise _Done
+
         # load: the model, with the method applied
         set_seed(job.seed)
         t0 = time.perf_counter()
@@ -104,45 +111,42 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         memory.stop("load")
         timing.load_s = time.perf_counter() - t0
 
-        # train, scoring the validation split every eval_every_steps
         def validate() -> dict[str, float]:
-            return family.evaluate(model, prepared.tokenizer, prepared.data["validation"], batch, job.device,
-                                   prepared.head.name)
+            return family.evaluate(model, prepared.tokenizer, prepared.data["validation"], batch, job.device, head)
 
-        with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
-            trainer = trainer_class()(model=model, args=training_args(job, out_dir),
-                                      train_dataset=prepared.data["train"],
-                                      data_collator=prepared.head.collator(prepared.tokenizer),
-                                      callbacks=callbacks(job, validate, hooks, history, validation_s, steps))
-            from transformers.trainer_callback import PrinterCallback
+        # train, scoring the validation split every eval_every_steps (pruning, curves)
+        if job.cell.method.trains:
+            throughput = _train(job, prepared, model, hooks, history, validation_s, memory, steps, timing, record,
+                                validate)
 
-            trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
-            memory.start("train")
-            energy_start = memory.sampler.energy_mj() if memory.sampler else None
-            result = trainer.train()
-            energy_end = memory.sampler.energy_mj() if memory.sampler else None
-            memory.stop("train")
-            timing.train_s = float(result.metrics["train_runtime"]) - sum(validation_s)
-            throughput = _throughput(model, trainer, job, timing.train_s, steps, record["trainable_params"])
-            record["energy"] = _energy(memory, energy_start, energy_end, throughput.train_tokens, timing.train_s,
-                                       job.measure.price_per_gpu_hour)
-
-        # evaluate on the test split
+        # validate: what every choice reads (the in-loop score of the last step where there is one)
         t1 = time.perf_counter()
+        key = "validation_" + job.cell.metric
+        last = next((h for h in reversed(history) if key in h), None)
+        if last is not None and last["step"] == throughput.train_steps:
+            record["validation_metrics"] = {k.removeprefix("validation_"): v for k, v in last.items() if k != "step"}
+        else:
+            record["validation_metrics"] = _drop_rates(validate())
+        timing.validation_s = time.perf_counter() - t1 + sum(validation_s)
+
+        # test: what is reported, read by no choice
+        t2 = time.perf_counter()
         memory.start("eval")
         test = prepared.data["test"]
-        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, batch, job.device, prepared.head.name)
+        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, batch, job.device, head)
         gen_rate = record["metrics"].pop("generation_tokens_per_s", None)
         if gen_rate is not None:
             throughput.generation_tokens_per_s = gen_rate
         memory.stop("eval")
-        timing.eval_s = time.perf_counter() - t1
+        timing.eval_s = time.perf_counter() - t2
         throughput.eval_samples_per_s = len(test) / timing.eval_s if timing.eval_s else 0.0
         record["artifact_bytes"] = trainable_state_bytes(model)
-        if job.artifact_dir:
+        if job.artifact_dir and job.cell.method.trains:
             record["artifact_bytes"] = save_trained(model, Path(job.artifact_dir))
             record["artifact_path"] = job.artifact_dir
         record.update(status="complete", throughput=throughput)
+    except _Done:
+        pass
     except Pruned as exc:
         record.update(status="pruned", reason=str(exc))
     except (MemoryError, _oom_type()) as exc:
@@ -156,6 +160,39 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
                   memory=Memory(source=memory.source, peak_bytes=memory.peak_bytes, by_phase_peak_bytes=memory.peaks,
                                 baseline_bytes=memory.baseline_bytes, gpu=memory.gpu))
     return TrialRecord.model_validate(record)
+
+
+class _Done(Exception):
+    """A baseline that needs no model has its record."""
+
+
+def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "generation_tokens_per_s"}
+
+
+def _train(job, prepared, model, hooks, history, validation_s, memory, steps, timing, record, validate) -> Throughput:
+    """The Trainer's loop over the training split; validation's time is kept out of train time."""
+    def scored() -> dict[str, float]:
+        return _drop_rates(validate())
+
+    with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
+        trainer = trainer_class()(model=model, args=training_args(job, out_dir),
+                                  train_dataset=prepared.data["train"],
+                                  data_collator=prepared.head.collator(prepared.tokenizer),
+                                  callbacks=callbacks(job, scored, hooks, history, validation_s, steps))
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
+        memory.start("train")
+        energy_start = memory.sampler.energy_mj() if memory.sampler else None
+        result = trainer.train()
+        energy_end = memory.sampler.energy_mj() if memory.sampler else None
+        memory.stop("train")
+    timing.train_s = float(result.metrics["train_runtime"]) - sum(validation_s)
+    throughput = _throughput(model, trainer, job, timing.train_s, steps, record["trainable_params"])
+    record["energy"] = _energy(memory, energy_start, energy_end, throughput.train_tokens, timing.train_s,
+                               job.measure.price_per_gpu_hour)
+    return throughput
 
 
 def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, trainable: int) -> Throughput:

@@ -19,6 +19,10 @@ class TaskFamily:
     tokenize: Callable[..., Any]
     # (model, tokenizer, split, batch size, device, head) -> metrics dict, for validation and test alike
     evaluate: Callable[..., dict[str, float]]
+    # (raw splits, split name) -> metrics of the task's trivial predictor on that split, with no model
+    # (majority class, lead sentences): the floor every method's row is read against
+    trivial: Callable[[Any, str], dict[str, float]] | None = None
+    trivial_name: str = ""  # what the trivial predictor does, for the leaderboard ("majority class")
     variant: str | None = None  # a second family of the same kind, chosen by the task's `head:`
     optional_fields: dict[str, Any] = field(default_factory=dict)  # field -> value where the data lacks it
     label_field: str | None = None  # classification heads learn one class per distinct value of it

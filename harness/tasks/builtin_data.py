@@ -28,7 +28,7 @@ class BuiltinData:
         if self.derive is None:
             return DATA_DIR / f"{self.name}.jsonl"
         cache = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness")) / "data"
-        target = cache / f"{self.name}-v1.jsonl"
+        target = cache / f"{self.name}-v2.jsonl"  # v2: from the harder sentiment set
         if not target.exists():
             cache.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(".tmp")
@@ -62,7 +62,7 @@ def _long_sentiment(target: Path, words: int = 1100) -> None:
 BUILTIN_DATA: Registry[BuiltinData] = Registry("builtin data set")
 for _entry in (
     BuiltinData("sentiment", "classification",
-                "700 composed review sentences (positive/negative), split 400/100/200, balanced"),
+                "700 composed review sentences (positive/negative), 85% of them hard (negation, contrast, concession, verdicts with no sentiment word), split 400/100/200, balanced"),
     BuiltinData("dialogsum-mini", "summarization",
                 "300 composed support-chat dialogues with one-sentence summaries, split 200/40/60"),
     BuiltinData("medqa-mini", "qa",

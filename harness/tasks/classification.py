@@ -44,6 +44,15 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str 
     return scores(preds, refs)
 
 
+def majority(splits, split: str, field: str = "label") -> dict[str, float]:
+    """Every example of the split gets the training set's most frequent label."""
+    from collections import Counter
+
+    most = Counter(str(v) for v in splits["train"][field]).most_common(1)[0][0]
+    refs = [str(v) for v in splits[split][field]]
+    return scores([most] * len(refs), refs)
+
+
 register(TaskFamily(
     name="classification",
     summary="text classification (sentiment): classification head; accuracy and macro-F1",
@@ -54,4 +63,6 @@ register(TaskFamily(
     label_field="label",
     tokenize=tokenize,
     evaluate=evaluate,
+    trivial=majority,
+    trivial_name="majority class of the training split",
 ))

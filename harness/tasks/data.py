@@ -47,9 +47,13 @@ def _take(ds, size: int | None, seed: int):
     return ds.shuffle(seed=seed).select(range(size))
 
 
+VALIDATION_FRACTION = 0.1  # of train, where the data has no validation split
+
+
 def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: int = 0,
                 optional: dict | None = None, cap: int | None = None):
-    """A DatasetDict with train/validation/test and exactly the task's fields as columns."""
+    """(DatasetDict with train/validation/test and exactly the task's fields as columns, where the
+    validation split came from)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -69,9 +73,11 @@ def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: i
                    for split, name in hub.splits.items()}
         except Exception as exc:  # the hub or the cache failed: say which data set, not a traceback
             raise UserError(f"hub data set {hub.name!r} (config {hub.config!r}) could not be loaded: {exc}")
+    source = {"origin": "given"}
     if "validation" not in raw:  # carve a fixed, seeded validation split out of train
-        parts = raw["train"].train_test_split(test_size=0.1, seed=seed)
+        parts = raw["train"].train_test_split(test_size=VALIDATION_FRACTION, seed=seed)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
+        source = {"origin": "carved from train", "fraction": VALIDATION_FRACTION, "seed": seed}
     sizes = {"train": spec.train_size, "validation": spec.validation_size, "test": spec.test_size}
     out = {}
     optional = optional or {}
@@ -85,7 +91,17 @@ def load_splits(spec: DataSpec, fields: tuple[str, ...], base_dir: Path, seed: i
                 ds = ds.add_column(f, [optional[f]] * len(ds))
         ds = _take(ds, sizes[split], seed)
         out[split] = ds.select(range(min(cap, len(ds)))) if cap is not None else ds
-    return datasets.DatasetDict(out)
+    return datasets.DatasetDict(out), {**source, "size": len(out["validation"])}
+
+
+def _row_hashes(split) -> list[str]:
+    return [hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest() for row in split]
+
+
+def train_test_duplicates(splits) -> int:
+    """Test examples that stand, field for field, in the training split too (leakage the score hides)."""
+    train = set(_row_hashes(splits["train"]))
+    return sum(h in train for h in _row_hashes(splits["test"]))
 
 
 def fingerprint(splits) -> str:
@@ -98,6 +114,29 @@ def fingerprint(splits) -> str:
     return h.hexdigest()[:16]
 
 
+def _shared_sources(spec: DataSpec, base_dir: Path) -> list[tuple[tuple[Any, ...], str]]:
+    """Two splits read from one source (the same file, the same hub split): a test score on the
+    training data, or choices made on the test data, would look like skill."""
+    if spec.files is not None:
+        where = {}
+        for split, path in spec.files.items():
+            try:
+                where[split] = (resolve_path(path, base_dir).resolve(), ("files", split))
+            except (OSError, ValueError, RuntimeError):
+                pass  # reported with the file itself
+    elif spec.hub is not None:
+        where = {split: (name, ("hub", "splits", split)) for split, name in spec.hub.splits.items()}
+    else:
+        return []
+    out = []
+    for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
+        if a in where and b in where and where[a][0] == where[b][0]:
+            out.append((where[b][1], f"the {b} split reads the same source as the {a} split ({where[a][0]}): "
+                                     f"{b} scores would be taken on data the model trained on or was chosen on; "
+                                     f"give it its own file or hub split"))
+    return out
+
+
 def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path,
                   optional: tuple[str, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
     """(relative YAML path, message) for every data problem visible without loading the data."""
@@ -106,6 +145,7 @@ def data_problems(spec: DataSpec, fields: tuple[str, ...], base_dir: Path,
     for key in spec.columns:
         if key not in fields:
             problems.append((("columns", key), f"unknown task field {key!r}: this task reads {', '.join(fields)}"))
+    problems += _shared_sources(spec, base_dir)
     if spec.builtin is not None:
         if spec.builtin not in BUILTIN_DATA:
             problems.append((("builtin",), BUILTIN_DATA.unknown_message(spec.builtin)))

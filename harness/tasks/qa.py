@@ -98,6 +98,15 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str)
     return scores(picks, list(dataset["answer_index"]))
 
 
+def majority_answer(splits, split: str) -> dict[str, float]:
+    """Every question gets the training split's most frequent answer position (PubMedQA: "yes", 55%)."""
+    from collections import Counter
+
+    most = Counter(a for *_, a in _rows(splits["train"])).most_common(1)[0][0]
+    rows = list(_rows(splits[split]))
+    return scores([most if most < len(o) else 0 for _, _, o, _ in rows], [a for *_, a in rows])
+
+
 register(TaskFamily(
     name="qa",
     summary="medical QA with options (yes/no/maybe or lettered): decoders score options, encoders classify; "
@@ -110,4 +119,6 @@ register(TaskFamily(
     label_field="answer",
     tokenize=tokenize,
     evaluate=evaluate,
+    trivial=majority_answer,
+    trivial_name="the training split's most frequent answer",
 ))

@@ -43,6 +43,27 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str)
     return {**{k: float(v) for k, v in scores.items()}, "generation_tokens_per_s": rate}
 
 
+LEAD = 3
+
+
+def lead_sentences(document: str, n: int = LEAD) -> str:
+    """The document's first n sentences (lines count as sentence ends: dialogue turns)."""
+    import re
+
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+|\n+", document) if x.strip()]
+    return " ".join(sentences[:n])
+
+
+def lead(splits, split: str) -> dict[str, float]:
+    """Lead-3, the summarization literature's baseline: the first three sentences as the summary."""
+    from harness.metrics import load
+
+    data = splits[split]
+    scores = load("rouge").compute(predictions=[lead_sentences(d) for d in data["document"]],
+                                   references=list(data["summary"]))
+    return {k: float(v) for k, v in scores.items()}
+
+
 register(TaskFamily(
     name="summarization",
     summary="summarization with decoder LMs: loss on the summary only; greedy generation; ROUGE-1/2/L/Lsum",
@@ -52,4 +73,6 @@ register(TaskFamily(
     decoder_head="causal_lm",
     tokenize=tokenize,
     evaluate=evaluate,
+    trivial=lead,
+    trivial_name=f"lead-{LEAD}: the document's first {LEAD} sentences",
 ))

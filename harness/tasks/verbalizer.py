@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
-from harness.tasks.classification import scores
+from harness.tasks.classification import majority, scores
 from harness.tasks.generative import option_example, pick_options, sft_example
 
 
@@ -52,4 +52,6 @@ register(TaskFamily(
     label_field="label",
     tokenize=tokenize,
     evaluate=evaluate,
+    trivial=majority,
+    trivial_name="majority class of the training split",
 ))
