@@ -163,7 +163,7 @@ def cmd_compare(args) -> int:
 
     return run_compare(args.baseline, args.candidate, args.out, {
         "quality_abs": args.quality_abs, "memory_rel": args.memory_rel,
-        "throughput_rel": args.throughput_rel, "time_rel": args.time_rel})
+        "throughput_rel": args.throughput_rel, "time_rel": args.time_rel}, allow_mismatch=args.allow_mismatch)
 
 
 def cmd_trend(args) -> int:
@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-phase-reset", action="store_true",
                    help="CPU: keep the kernel's peak-RSS counter whole (for checks against /usr/bin/time -v)")
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a regression")
+    p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a "
+                                       "regression or a cell missing; tolerances from the baseline's suite")
     p.add_argument("baseline")
     p.add_argument("candidate")
     p.add_argument("--out", help="folder for index.html and junit.xml (default reports/compare/...)")
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-rel", type=float, help="tolerance: relative change of peak memory")
     p.add_argument("--throughput-rel", type=float, help="tolerance: relative change of train tokens/s")
     p.add_argument("--time-rel", type=float, help="tolerance: relative change of train time")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare result sets of other data or suite settings anyway (every output says so)")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("trend", help="each metric of each cell across nights (one results folder per night)")
     p.add_argument("history", help="e.g. results/nightly")

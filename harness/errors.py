@@ -23,9 +23,10 @@ class Problem:
 class UserError(Exception):
     """Bad input: the CLI prints every problem and exits with code 2."""
 
-    def __init__(self, problems: list[Problem] | str):
+    def __init__(self, problems: list[Problem | str] | str):
         if isinstance(problems, str):
-            problems = [Problem(file="", line=None, path="", message=problems)]
+            problems = [problems]
+        problems = [Problem(file="", line=None, path="", message=p) if isinstance(p, str) else p for p in problems]
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 

@@ -10,7 +10,17 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+# What each compared number means, versioned: a change of definition (what peak memory measures, on
+# which split the reported configuration is chosen) bumps its number here, and `harness compare`
+# calls two numbers of different definitions "not comparable" instead of giving a false verdict.
+DEFINITIONS = {
+    "quality": 2,  # 1: test score of the test-chosen trial (schema 1); 2: test score of the validation-chosen one
+    "peak_memory": 1,  # CPU: whole-trial peak RSS of the trial process; GPU: reserved above the CUDA baseline
+    "throughput": 1,  # non-padding train tokens per second of train time
+    "train_time": 1,  # the Trainer's loop with validation taken out
+}
 
 
 def _v1_to_v2(data: dict) -> dict:
@@ -19,8 +29,14 @@ def _v1_to_v2(data: dict) -> dict:
     return {**data, "validation_metrics": {}, "selection": "test"}
 
 
+def _v2_to_v3(data: dict) -> dict:
+    """v3 keeps each test metric's standard error over the examples and what each number means."""
+    quality = 1 if data.get("selection") == "test" else 2
+    return {**data, "metric_errors": {}, "definitions": {**{k: 1 for k in DEFINITIONS}, "quality": quality}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(data: dict) -> dict:
@@ -110,6 +126,9 @@ class TrialRecord(BaseModel):
     objective_metric: str
     objective_direction: Literal["maximize", "minimize"]
     metrics: dict[str, float] = Field(default_factory=dict)  # test split: what is reported
+    # standard error of each test metric over the test examples (binomial; bootstrap for F1, ROUGE)
+    metric_errors: dict[str, float] = Field(default_factory=dict)
+    definitions: dict[str, int] = Field(default_factory=lambda: dict(DEFINITIONS))
     validation_metrics: dict[str, float] = Field(default_factory=dict)  # validation split: what every choice reads
     # "validation": choices read validation_metrics; "test": a v1 record, chosen on its test score
     selection: Literal["validation", "test"] = "validation"

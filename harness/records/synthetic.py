@@ -17,8 +17,12 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
                 peak_mib: float = 500.0, train_s: float = 10.0, tokens_per_s: float = 1000.0,
                 trainable: int = 1000, total: int = 100_000, family: str = "reparametrized",
                 reason: str | None = None, phase: str = "search", validation: float | None = None,
-                duplicates: int = 0) -> TrialRecord:
-    """validation: the trial's validation accuracy (what choices read); default: its test accuracy."""
+                duplicates: int = 0, test_size: int = 200, fingerprint: str = "synthetic",
+                env: dict | None = None) -> TrialRecord:
+    """validation: the trial's validation accuracy (what choices read); default: its test accuracy.
+    test_size: the test split's size behind accuracy's binomial standard error."""
+    from harness.metrics.errors import binomial_se
+
     done = status == "complete"
     return TrialRecord(
         suite=suite, suite_hash="synthetic", cell_id=cell_id(task, model, method), model=model, task=task,
@@ -27,6 +31,7 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
         objective_metric="accuracy", objective_direction="maximize",
         metrics={"accuracy": accuracy, "macro_f1": accuracy - 0.01} if done else {},
         validation_metrics={"accuracy": accuracy if validation is None else validation} if done else {},
+        metric_errors={"accuracy": binomial_se(accuracy, test_size)} if done else {},
         validation_source={"origin": "given", "size": 100}, train_test_duplicates=duplicates,
         history=[{"step": s, "loss": 0.7 - 0.05 * s * accuracy} for s in range(1, 6)] if done else [],
         trainable_params=trainable, total_params=total,
@@ -34,7 +39,7 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
         throughput=Throughput(train_tokens=int(tokens_per_s * train_s), train_tokens_per_s=tokens_per_s,
                               train_steps=50, median_step_s=train_s / 50),
         memory=Memory(source="synthetic", peak_bytes=int(peak_mib * 2**20)),
-        data_fingerprint="synthetic", environment=ENV,
+        data_fingerprint=fingerprint, environment=env or ENV,
         started_at="2026-11-27T00:00:00+00:00", finished_at="2026-11-27T00:01:00+00:00")
 
 

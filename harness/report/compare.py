@@ -1,53 +1,108 @@
-"""`harness compare BASELINE CANDIDATE`: match cells across two results folders and give each
-metric a verdict: improved, unchanged (within noise) or regressed.
-
-The noise threshold for a metric: where both sides carry several seeds (confirmation runs), the
-half-width of the 95% confidence interval of the difference of means (Welch; Student's t with
-Welch-Satterthwaite degrees of freedom); where they do not, or the seeds agree exactly, the
-tolerance from the suite's `compare:` section or the command line."""
+"""`harness compare BASELINE CANDIDATE`: a verdict for every cell and metric of the baseline
+(improved, unchanged, regressed; missing where the candidate has no complete run, which counts as a
+regression; new for a cell only the candidate has; not comparable where the numbers mean different
+things), with the threshold used (harness/report/verdicts.py). Result sets that are not comparable
+(other data, another suite) stop at exit 2 unless --allow-mismatch; a different device is judged on
+quality only. Exit 1 on any regression."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import yaml
 
-from harness.spec import CompareSpec
 from harness.errors import UserError
 from harness.records.schema import TrialRecord
 from harness.records.select import chosen_runs
 from harness.records.store import RecordStore
 from harness.report.pages import write_page
+from harness.report.verdicts import LEVEL, Side, judge, side
+from harness.spec import CompareSpec
 
-# (name, record accessor, higher is better (None: the objective's direction), tolerance field, relative?)
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    definition: str  # key in records' `definitions`
+    tolerance: str  # CompareSpec field
+    relative: bool
+    higher_is_better: bool | None  # None: the objective's direction
+    unit: str
+    speed_or_memory: bool  # needs the same device to be compared
+
+    def values(self, r: TrialRecord) -> float | None:
+        return {"quality": r.objective, "peak_memory_mib": r.memory.peak_bytes / 2**20,
+                "train_tokens_per_s": r.throughput.train_tokens_per_s, "train_s": r.timing.train_s}[self.name]
+
+    def show(self, value: float | None) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"
+        if self.name == "quality":
+            return f"{value:.3f}"
+        if self.name == "train_s":
+            return f"{value:.1f} s"
+        return f"{value:,.0f} {self.unit}"
+
+
 METRICS = (
-    ("quality", lambda r: r.objective, None, "quality_abs", False),
-    ("peak_memory_mib", lambda r: r.memory.peak_bytes / 2**20, False, "memory_rel", True),
-    ("train_tokens_per_s", lambda r: r.throughput.train_tokens_per_s, True, "throughput_rel", True),
-    ("train_s", lambda r: r.timing.train_s, False, "time_rel", True),
+    Metric("quality", "quality", "quality_abs", False, None, "", False),
+    Metric("peak_memory_mib", "peak_memory", "memory_rel", True, False, "MiB", True),
+    Metric("train_tokens_per_s", "throughput", "throughput_rel", True, True, "tokens/s", True),
+    Metric("train_s", "train_time", "time_rel", True, False, "s", True),
 )
+# suite settings that may differ between two comparable result sets
+FREE_KEYS = ("search", "confirm", "seeds", "output", "compare", "description", "runner")
 
 
 @dataclass
 class Verdict:
     cell: str
     metric: str
-    baseline: float
-    candidate: float
-    threshold: float
-    noise_from: str  # "seeds (n=3 vs 3)" or "tolerance"
-    verdict: str  # improved | unchanged | regressed
+    verdict: str  # improved | unchanged | regressed | missing | new | not comparable
+    baseline: float | None = None
+    candidate: float | None = None
+    threshold: float | None = None
+    noise_from: str = ""
+    reason: str = ""
+    base_interval: tuple[float, float] | None = None
+    cand_interval: tuple[float, float] | None = None
+    shown: dict = field(default_factory=dict)  # display strings
 
     @property
     def change(self) -> float:
+        if self.baseline is None or self.candidate is None:
+            return math.nan
         return self.candidate - self.baseline
 
     @property
     def change_pct(self) -> float:
         return 100.0 * self.change / abs(self.baseline) if self.baseline else math.nan
+
+    @property
+    def is_failure(self) -> bool:
+        return self.verdict in ("regressed", "missing")
+
+
+@dataclass
+class Comparison:
+    verdicts: list[Verdict]
+    provenance: list[tuple[str, str, str]]  # (what, baseline, candidate) that differ
+    mismatches: list[str]  # why the two sets are not comparable (with --allow-mismatch: compared anyway)
+    allowed_mismatch: bool
+    tolerances: CompareSpec
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(v.is_failure for v in self.verdicts) else 0
+
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in ("regressed", "missing", "improved", "unchanged", "new", "not comparable")}
+        for v in self.verdicts:
+            out[v.verdict] = out.get(v.verdict, 0) + 1
+        return out
 
 
 def results_folder(path: str | Path) -> Path:
@@ -65,12 +120,22 @@ def results_folder(path: str | Path) -> Path:
     raise UserError(f"{folder}: holds several suites ({', '.join(p.name for p in inner)}); name one of them")
 
 
-def tolerances(folder: Path, overrides: dict) -> CompareSpec:
-    spec = {}
-    suite_file = folder / "suite.yaml"
-    if suite_file.exists():
-        spec = (yaml.safe_load(suite_file.read_text()) or {}).get("compare") or {}
-    return CompareSpec.model_validate({**spec, **{k: v for k, v in overrides.items() if v is not None}})
+def _saved_suite(folder: Path) -> dict:
+    path = folder / "suite.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except yaml.YAMLError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def tolerances(baseline_folder: Path, overrides: dict) -> CompareSpec:
+    """The baseline's own tolerances (the candidate may be the broken one), then the command line's."""
+    spec = _saved_suite(baseline_folder).get("compare") or {}
+    try:
+        return CompareSpec.model_validate({**spec, **{k: v for k, v in overrides.items() if v is not None}})
+    except Exception as exc:  # noqa: BLE001 - a hand-edited suite.yaml: say where
+        raise UserError(f"{baseline_folder / 'suite.yaml'}: compare: {exc}")
 
 
 def cell_samples(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
@@ -79,102 +144,192 @@ def cell_samples(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
             if any(r.objective is not None for r in runs)}
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, sd
+def mismatches(base_dir: Path, cand_dir: Path, base: list[TrialRecord], cand: list[TrialRecord]) -> list[str]:
+    """Why two result sets do not measure the same thing: other data, or other suite settings."""
+    out = []
+    fp = lambda rs: {r.cell_id.split("--")[0]: r.data_fingerprint for r in rs if r.data_fingerprint}  # noqa: E731
+    fb, fc = fp(base), fp(cand)
+    for task in sorted(set(fb) & set(fc)):
+        if fb[task] != fc[task]:
+            out.append(f"data of task {task} differ (fingerprint {fb[task]} -> {fc[task]})")
+    sb, sc = _saved_suite(base_dir), _saved_suite(cand_dir)
+    for key in sorted(set(sb) | set(sc)):
+        if key not in FREE_KEYS and key != "name" and sb.get(key) != sc.get(key):
+            out.append(f"suite setting {key!r} differs: {sb.get(key)!r} -> {sc.get(key)!r}")
+    return out
 
 
-def noise_threshold(base: list[float], cand: list[float]) -> float:
-    """Half-width of the 95% CI of the difference of means (Welch), 0 where it cannot be estimated."""
-    from scipy import stats
+def provenance_differences(base: list[TrialRecord], cand: list[TrialRecord]) -> list[tuple[str, str, str]]:
+    """Package versions, git commit and hardware that changed between the sets: often the cause."""
+    if not base or not cand:
+        return []
+    eb, ec = base[0].environment, cand[0].environment
+    out = []
+    for name in sorted(set(eb.get("versions") or {}) | set(ec.get("versions") or {})):
+        b, c = (eb.get("versions") or {}).get(name), (ec.get("versions") or {}).get(name)
+        if b != c:
+            out.append((f"{name} version", str(b), str(c)))
+    for key, label in (("git_commit", "git commit"), ("git_dirty", "uncommitted changes"), ("cpu", "CPU"),
+                       ("gpus", "GPUs"), ("driver", "GPU driver"), ("cpu_count", "CPU cores"), ("python", "python")):
+        if eb.get(key) != ec.get(key):
+            out.append((label, str(eb.get(key)), str(ec.get(key))))
+    return out
 
-    if len(base) < 2 or len(cand) < 2:
-        return 0.0
-    (_, sb), (_, sc) = _mean_sd(base), _mean_sd(cand)
-    vb, vc = sb**2 / len(base), sc**2 / len(cand)
-    if vb + vc == 0:
-        return 0.0
-    df = (vb + vc) ** 2 / ((vb**2 / (len(base) - 1) if vb else 0) + (vc**2 / (len(cand) - 1) if vc else 0))
-    return float(stats.t.ppf(0.975, df) * math.sqrt(vb + vc))
+
+def _device(records: list[TrialRecord]) -> str:
+    env = records[0].environment
+    return ", ".join(env.get("gpus") or []) or str(env.get("cpu"))
 
 
 def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: CompareSpec) -> list[Verdict]:
+    """A verdict for every cell and metric of the baseline, and a 'new' line per new cell."""
     base, cand = cell_samples(baseline), cell_samples(candidate)
-    shared = sorted(set(base) & set(cand))
-    if not shared:
-        raise UserError(f"no cells in common: baseline has {', '.join(sorted(base)) or 'none'}; "
-                        f"candidate has {', '.join(sorted(cand)) or 'none'}")
+    device_differs = bool(baseline and candidate) and _device(baseline) != _device(candidate)
     verdicts = []
-    for cell in shared:
-        for name, get, higher, tol_field, relative in METRICS:
-            b = [get(r) for r in base[cell]]
-            c = [get(r) for r in cand[cell]]
-            if higher is None:
-                higher = base[cell][0].objective_direction == "maximize"
-            bm, cm = _mean_sd(b)[0], _mean_sd(c)[0]
-            threshold = noise_threshold(b, c)
-            noise_from = f"seeds (n={len(b)} vs {len(c)})"
-            if threshold == 0.0:
-                tolerance = getattr(tol, tol_field)
-                threshold = tolerance * abs(bm) if relative else tolerance
-                noise_from = f"tolerance {tol_field}={tolerance:g}"
-            delta = cm - bm
-            if abs(delta) <= threshold:
-                verdict = "unchanged"
-            else:
-                verdict = "improved" if (delta > 0) == higher else "regressed"
-            verdicts.append(Verdict(cell, name, bm, cm, threshold, noise_from, verdict))
+    for cell in sorted(base):
+        if cell not in cand:
+            runs = [r for r in candidate if r.cell_id == cell]
+            reasons = sorted({f"{r.status}: {(r.reason or '').splitlines()[0][:200]}" for r in runs}) or [
+                "the candidate has no records of this cell"]
+            verdicts.append(Verdict(cell, "all", "missing", reason="; ".join(reasons)))
+            continue
+        for metric in METRICS:
+            verdicts.append(_verdict(cell, metric, base[cell], cand[cell], tol, device_differs))
+    for cell in sorted(set(cand) - set(base)):
+        verdicts.append(Verdict(cell, "all", "new", reason="only the candidate has this cell"))
     return verdicts
 
 
-def write_junit(verdicts: list[Verdict], path: Path) -> None:
+def _verdict(cell: str, metric: Metric, b: list[TrialRecord], c: list[TrialRecord], tol: CompareSpec,
+             device_differs: bool) -> Verdict:
+    v = Verdict(cell, metric.name, "unchanged")
+    defs = ({r.definitions.get(metric.definition) for r in b}, {r.definitions.get(metric.definition) for r in c})
+    if defs[0] != defs[1]:
+        v.verdict = "not comparable"
+        v.reason = (f"{metric.definition} is defined differently in the two sets (definition "
+                    f"{'/'.join(map(str, sorted(defs[0], key=str)))} -> {'/'.join(map(str, sorted(defs[1], key=str)))})")
+        return v
+    if metric.speed_or_memory and device_differs:
+        v.verdict, v.reason = "not comparable", "device differs"
+        return v
+    values_b, values_c = [metric.values(r) for r in b], [metric.values(r) for r in c]
+    errors = lambda rs: (rs[0].metric_errors.get(rs[0].objective_metric) if metric.name == "quality" else None)  # noqa: E731
+    sb, sc = side(values_b, errors(b)), side(values_c, errors(c))
+    higher = metric.higher_is_better
+    if higher is None:
+        higher = b[0].objective_direction == "maximize"
+    v.verdict, v.threshold, v.noise_from = judge(sb, sc, getattr(tol, metric.tolerance), metric.relative, higher)
+    v.baseline, v.candidate = sb.mean, sc.mean
+    v.base_interval, v.cand_interval = sb.interval, sc.interval
+    v.shown = {"baseline": f"{metric.show(sb.mean)} (n={sb.n})", "candidate": f"{metric.show(sc.mean)} (n={sc.n})",
+               "change": _change_text(metric, sb, sc), "threshold": f"±{_plain(metric, v.threshold)}"}
+    return v
+
+
+def _plain(metric: Metric, value: float) -> str:
+    return f"{value:.3f}" if metric.name == "quality" else f"{value:,.3g}"
+
+
+def _change_text(metric: Metric, b: Side, c: Side) -> str:
+    delta = c.mean - b.mean
+    pct = f" ({100 * delta / abs(b.mean):+.1f}%)" if b.mean else ""
+    return (f"{delta:+.3f}" if metric.name == "quality" else f"{delta:+,.3g}") + pct
+
+
+def write_junit(result: Comparison, path: Path) -> None:
+    verdicts = result.verdicts
     suite = ET.Element("testsuite", name="harness compare", tests=str(len(verdicts)),
-                       failures=str(sum(v.verdict == "regressed" for v in verdicts)))
+                       failures=str(sum(v.is_failure for v in verdicts)))
     for v in verdicts:
         case = ET.SubElement(suite, "testcase", classname=v.cell, name=v.metric)
-        detail = (f"baseline {v.baseline:.6g} -> candidate {v.candidate:.6g} (change {v.change:+.6g}, "
-                  f"threshold {v.threshold:.6g} from {v.noise_from}): {v.verdict}")
-        if v.verdict == "regressed":
-            ET.SubElement(case, "failure", message=f"{v.metric} regressed").text = detail
+        detail = (f"baseline {v.shown.get('baseline', '—')} -> candidate {v.shown.get('candidate', '—')} "
+                  f"(change {v.shown.get('change', '—')}, threshold {v.shown.get('threshold', '—')} from "
+                  f"{v.noise_from or '—'}){': ' + v.reason if v.reason else ''}: {v.verdict}")
+        if result.allowed_mismatch:
+            detail = "[compared despite: " + "; ".join(result.mismatches) + "] " + detail
+        if v.is_failure:
+            ET.SubElement(case, "failure", message=f"{v.metric} {v.verdict}").text = detail
         else:
             ET.SubElement(case, "system-out").text = detail
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def write_html(verdicts: list[Verdict], baseline: str, candidate: str, out_dir: Path) -> Path:
-    return write_page("compare.html.j2", out_dir, verdicts=verdicts, baseline=baseline, candidate=candidate)
+def _bar(v: Verdict) -> dict | None:
+    """Positions (0-100) for the page's drawing: both intervals and the threshold band around the baseline."""
+    if v.baseline is None or v.candidate is None or v.threshold is None:
+        return None
+    lo_b, hi_b = v.base_interval or (v.baseline, v.baseline)
+    lo_c, hi_c = v.cand_interval or (v.candidate, v.candidate)
+    lo = min(lo_b, lo_c, v.baseline - v.threshold)
+    hi = max(hi_b, hi_c, v.baseline + v.threshold)
+    span = (hi - lo) or 1.0
+    pos = lambda x: 4 + 92 * (x - lo) / span  # noqa: E731
+    return {"band": (pos(v.baseline - v.threshold), pos(v.baseline + v.threshold)),
+            "base": (pos(lo_b), pos(v.baseline), pos(hi_b)), "cand": (pos(lo_c), pos(v.candidate), pos(hi_c))}
 
 
-def print_verdicts(verdicts: list[Verdict], baseline: str, candidate: str) -> None:
+def _report_link(folder: Path) -> str | None:
+    name = folder.name
+    reports = _saved_suite(folder).get("output", {}) if isinstance(_saved_suite(folder).get("output"), dict) else {}
+    page = Path(reports.get("reports_dir") or "reports") / name / "index.html"
+    return str(page.resolve()) if page.exists() else None
+
+
+def write_html(result: Comparison, baseline: Path, candidate: Path, out_dir: Path) -> Path:
+    order = {"regressed": 0, "missing": 0, "not comparable": 1, "new": 2, "improved": 3, "unchanged": 4}
+    rows = sorted(result.verdicts, key=lambda v: (order.get(v.verdict, 9), v.cell, v.metric))
+    return write_page("compare.html.j2", out_dir, result=result, rows=[(v, _bar(v)) for v in rows],
+                      counts=result.counts(), baseline=str(baseline), candidate=str(candidate),
+                      baseline_report=_report_link(baseline), candidate_report=_report_link(candidate), level=LEVEL)
+
+
+def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
-    colours = {"improved": "green", "unchanged": "", "regressed": "bold red"}
-    table = Table(title=f"compare: {baseline} -> {candidate}", title_justify="left")
-    for col in ("cell", "metric", "baseline", "candidate", "change", "threshold", "noise from", "verdict"):
-        table.add_column(col, justify="left" if col in ("cell", "metric", "noise from", "verdict") else "right")
-    for v in verdicts:
-        pct = "" if math.isnan(v.change_pct) else f" ({v.change_pct:+.1f}%)"
-        table.add_row(v.cell, v.metric, f"{v.baseline:.4g}", f"{v.candidate:.4g}", f"{v.change:+.4g}{pct}",
-                      f"±{v.threshold:.4g}", v.noise_from, f"[{colours[v.verdict]}]{v.verdict}[/]" if colours[v.verdict]
-                      else v.verdict)
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
-    counts = {k: sum(v.verdict == k for v in verdicts) for k in colours}
-    print(f"{counts['regressed']} regressed, {counts['improved']} improved, {counts['unchanged']} unchanged "
-          f"over {len({v.cell for v in verdicts})} cells")
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    counts = result.counts()
+    # plain lines, never wrapped: CI logs grep them
+    print(f"compare {baseline} -> {candidate}: {counts['regressed']} regressed, {counts['missing']} missing, "
+          f"{counts['improved']} improved, {counts['unchanged']} unchanged, {counts['not comparable']} not "
+          f"comparable, {counts['new']} new: exit {result.exit_code}")
+    if result.allowed_mismatch:
+        print("compared despite --allow-mismatch: " + "; ".join(result.mismatches))
+    for what, b, c in result.provenance:
+        print(f"  changed: {what}: {b} -> {c}")
+    for v in result.verdicts:
+        if v.verdict == "missing":
+            print(f"  missing: {v.cell}: {v.reason}")
+    colours = {"improved": "green", "regressed": "bold red", "missing": "bold red", "not comparable": "yellow"}
+    table = Table(title_justify="left")
+    for col in ("cell", "metric", "baseline", "candidate", "change", "threshold", "verdict", "why"):
+        table.add_column(col, justify="left" if col in ("cell", "metric", "verdict", "why") else "right")
+    for v in result.verdicts:
+        colour = colours.get(v.verdict, "")
+        verdict = f"[{colour}]{v.verdict}[/]" if colour else v.verdict
+        table.add_row(v.cell, v.metric, v.shown.get("baseline", "—"), v.shown.get("candidate", "—"),
+                      v.shown.get("change", "—"), v.shown.get("threshold", "—"), verdict, v.reason or v.noise_from)
+    console.print(table)
 
 
-def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict) -> int:
+def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict, allow_mismatch: bool = False) -> int:
     base_dir, cand_dir = results_folder(baseline), results_folder(candidate)
     base_records, cand_records = RecordStore(base_dir).load_all(), RecordStore(cand_dir).load_all()
-    verdicts = compare(base_records, cand_records, tolerances(cand_dir, overrides))
-    print_verdicts(verdicts, str(baseline), str(candidate))
+    if not base_records:
+        raise UserError(f"{base_dir}: the baseline has no records")
+    found = mismatches(base_dir, cand_dir, base_records, cand_records)
+    if found and not allow_mismatch:
+        raise UserError([f"{base_dir} and {cand_dir} are not comparable: {m}" for m in found] +
+                        ["compare them anyway with --allow-mismatch (every output then says so)"])
+    result = Comparison(compare(base_records, cand_records, tolerances(base_dir, overrides)),
+                        provenance_differences(base_records, cand_records), found, bool(found),
+                        tolerances(base_dir, overrides))
+    print_verdicts(result, str(baseline), str(candidate))
     out_dir = Path(out) if out else Path("reports") / "compare" / f"{base_dir.parent.name}-{base_dir.name}__{cand_dir.parent.name}-{cand_dir.name}"
-    write_junit(verdicts, out_dir / "junit.xml")
-    write_html(verdicts, str(baseline), str(candidate), out_dir)
+    write_junit(result, out_dir / "junit.xml")
+    write_html(result, base_dir, cand_dir, out_dir)
     print(f"wrote {out_dir / 'index.html'} and {out_dir / 'junit.xml'}")
-    return 1 if any(v.verdict == "regressed" for v in verdicts) else 0
+    return result.exit_code

@@ -44,7 +44,7 @@ def tie_text(row) -> str:
     diff = row.get("diff_vs_best")
     if diff is None or pd.isna(diff):
         return "—"
-    near = " ≈ best" if row.get("tied_with_best") is True else ""
+    near = " ≈" if row.get("tied_with_best") is True else ""
     return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{near}"
 
 
@@ -155,6 +155,10 @@ class ProgressView:
 
     def end_trial(self, record: TrialRecord) -> None:
         self.progress.advance(self.overall)
-        score = "" if record.objective is None else f" {record.objective_metric}={record.objective:.4f}"
-        self.progress.console.print(f"  {record.cell_id} trial {record.trial_number}: {record.status}{score} "
+        score = ""
+        if record.objective is not None:
+            chosen_on = "" if record.selection_score is None else f"validation {record.selection_score:.4f}, "
+            score = f" {record.objective_metric}: {chosen_on}test {record.objective:.4f}"
+        what = f"confirm seed {record.seed} of trial" if record.phase == "confirm" else "trial"
+        self.progress.console.print(f"  {record.cell_id} {what} {record.trial_number}: {record.status}{score} "
                                     f"({record.timing.total_s:.1f} s)", highlight=False, markup=False)

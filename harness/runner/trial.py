@@ -99,8 +99,9 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
     throughput = Throughput()
     try:
         if job.cell.method.baseline == "trivial":  # no model: the task's trivial predictor
-            record.update(validation_metrics=family.trivial(prepared.splits, "validation"),
-                          metrics=family.trivial(prepared.splits, "test"), status="complete", trainable_params=0)
+            record["metrics"], record["metric_errors"] = _errors_apart(family.trivial(prepared.splits, "test"))
+            record.update(validation_metrics=_drop_rates(family.trivial(prepared.splits, "validation")),
+                          status="complete", trainable_params=0)
             raise _Done
 
         # load: the model, with the method applied
@@ -133,7 +134,8 @@ def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialReco
         t2 = time.perf_counter()
         memory.start("eval")
         test = prepared.data["test"]
-        record["metrics"] = family.evaluate(model, prepared.tokenizer, test, batch, job.device, head)
+        record["metrics"], record["metric_errors"] = _errors_apart(
+            family.evaluate(model, prepared.tokenizer, test, batch, job.device, head))
         gen_rate = record["metrics"].pop("generation_tokens_per_s", None)
         if gen_rate is not None:
             throughput.generation_tokens_per_s = gen_rate
@@ -167,7 +169,14 @@ class _Done(Exception):
 
 
 def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if k != "generation_tokens_per_s"}
+    """The validation scores a choice reads: no rates, no standard errors."""
+    return {k: v for k, v in metrics.items() if k != "generation_tokens_per_s" and not k.startswith("se:")}
+
+
+def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, their standard errors) from an evaluation's "se:<metric>" entries."""
+    errors = {k.removeprefix("se:"): v for k, v in metrics.items() if k.startswith("se:")}
+    return {k: v for k, v in metrics.items() if not k.startswith("se:")}, errors
 
 
 def _train(job, prepared, model, hooks, history, validation_s, memory, steps, timing, record, validate) -> Throughput:

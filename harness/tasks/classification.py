@@ -7,12 +7,17 @@ from harness.tasks.base import TaskFamily
 
 
 def scores(predictions, references) -> dict[str, float]:
+    """Accuracy and macro-F1, each with its standard error over the examples ("se:<metric>")."""
     # sklearn is the reference implementation behind evaluate's accuracy and f1 metrics; we call it
     # directly because evaluate.load('accuracy') fetches metric code from the hub at run time.
     from sklearn.metrics import accuracy_score, f1_score
 
-    return {"accuracy": float(accuracy_score(references, predictions)),
-            "macro_f1": float(f1_score(references, predictions, average="macro"))}
+    from harness.metrics.errors import binomial_se, macro_f1_se
+
+    accuracy = float(accuracy_score(references, predictions))
+    return {"accuracy": accuracy, "macro_f1": float(f1_score(references, predictions, average="macro")),
+            "se:accuracy": binomial_se(accuracy, len(references)),
+            "se:macro_f1": macro_f1_se(list(predictions), list(references))}
 
 
 def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str = "sequence_classification"):

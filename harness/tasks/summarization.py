@@ -35,12 +35,21 @@ def tokenize(splits, tokenizer, max_length: int, labels, head: str):
 
 
 def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str) -> dict[str, float]:
-    from harness.metrics import load
-
     predictions, rate = generate(model, tokenizer, list(dataset["prompt_ids"]), MAX_NEW_TOKENS,
                                  min(batch_size, 16), device)
-    scores = load("rouge").compute(predictions=predictions, references=list(dataset["reference"]))
-    return {**{k: float(v) for k, v in scores.items()}, "generation_tokens_per_s": rate}
+    return {**rouge_with_errors(predictions, list(dataset["reference"])), "generation_tokens_per_s": rate}
+
+
+def rouge_with_errors(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1/2/L/Lsum means, each with its bootstrap standard error over the pairs ("se:<type>")."""
+    from harness.metrics import load
+    from harness.metrics.errors import mean_se
+
+    scores = load("rouge").compute(predictions=predictions, references=references, per_example=True)
+    out = {k: float(v) for k, v in scores.items() if not k.startswith("per_example:")}
+    out.update({f"se:{k.removeprefix('per_example:')}": mean_se(v) for k, v in scores.items()
+                if k.startswith("per_example:")})
+    return out
 
 
 LEAD = 3
@@ -56,12 +65,8 @@ def lead_sentences(document: str, n: int = LEAD) -> str:
 
 def lead(splits, split: str) -> dict[str, float]:
     """Lead-3, the summarization literature's baseline: the first three sentences as the summary."""
-    from harness.metrics import load
-
     data = splits[split]
-    scores = load("rouge").compute(predictions=[lead_sentences(d) for d in data["document"]],
-                                   references=list(data["summary"]))
-    return {k: float(v) for k, v in scores.items()}
+    return rouge_with_errors([lead_sentences(d) for d in data["document"]], list(data["summary"]))
 
 
 register(TaskFamily(

@@ -28,14 +28,18 @@ class Rouge(evaluate.Metric):
                                         "references": datasets.Value("string")}),
         )
 
-    def _compute(self, predictions, references, rouge_types=None, use_stemmer=True):
+    def _compute(self, predictions, references, rouge_types=None, use_stemmer=True, per_example=False):
+        """Mean F-measure per type; per_example: also each pair's, as "per_example:<type>" lists."""
         rouge_types = rouge_types or ["rouge1", "rouge2", "rougeL", "rougeLsum"]
         scorer = rouge_scorer.RougeScorer(rouge_types=rouge_types, use_stemmer=use_stemmer)
-        totals = {t: 0.0 for t in rouge_types}
+        each = {t: [] for t in rouge_types}
         for ref, pred in zip(references, predictions):
             if "rougeLsum" in rouge_types:
                 ref, pred = _sentences_on_lines(ref), _sentences_on_lines(pred)
             for t, score in scorer.score(ref, pred).items():
-                totals[t] += score.fmeasure
+                each[t].append(score.fmeasure)
         n = max(len(predictions), 1)
-        return {t: totals[t] / n for t in rouge_types}
+        out = {t: sum(each[t]) / n for t in rouge_types}
+        if per_example:
+            out.update({f"per_example:{t}": each[t] for t in rouge_types})
+        return out
