@@ -237,3 +237,19 @@ def test_trend_marks_the_night_compare_would_flag(tmp_path, capsys):
     html = (tmp_path / "trend" / "index.html").read_text()
     assert "2026-11-28: sentiment--tiny--lora · quality" in html
     assert "2026-11-27: sentiment--tiny--lora" not in html
+
+
+def test_speed_from_a_busy_host_is_not_judged(tmp_path, capsys):
+    runs = [(1, 0.90, 500, 1000), (2, 0.91, 500, 1000)]
+    base = _night(tmp_path / "b", {"lora": runs})
+    cand = _night(tmp_path / "c", {"lora": [(1, 0.90, 500, 400), (2, 0.91, 500, 400)]})
+    for path in (tmp_path / "c").rglob("*.json"):  # tonight another job shared the cores
+        data = json.loads(path.read_text())
+        data["host"] = {"other_cpu_share": 0.45, "cpu_count": 2}
+        path.write_text(json.dumps(data))
+    code, text = compare(tmp_path, base, cand, capsys)
+    assert code == 0
+    v = verdicts(tmp_path)
+    assert v[("sentiment--tiny--lora", "train_tokens_per_s")] == "not judged"
+    assert v[("sentiment--tiny--lora", "quality")] == "unchanged"
+    assert "host busy 45%" in text

@@ -102,15 +102,40 @@ def test_percentile_is_nearest_rank():
 
 
 def test_energy_and_cost_from_the_counter():
-    from harness.measure.memory import PhaseMemory
     from harness.runner.trial import _energy
 
-    memory = PhaseMemory.__new__(PhaseMemory)
-    memory.device = "cuda"
-    energy = _energy(memory, start_mj=1_000_000, end_mj=1_450_000, tokens=90_000, train_s=1800.0, price=4.0)
+    energy = _energy({"train": 450.0}, tokens=90_000, train_s=1800.0, price=4.0, device="cuda")
     assert energy.train_joules == pytest.approx(450.0)
     assert energy.joules_per_1k_tokens == pytest.approx(5.0)
     assert energy.cost_usd == pytest.approx(2.0)  # half an hour at $4 per GPU-hour
     assert "nvmlDeviceGetTotalEnergyConsumption" in energy.source
-    none = _energy(memory, None, None, tokens=90_000, train_s=1800.0, price=None)
+    none = _energy({}, tokens=90_000, train_s=1800.0, price=None, device="cpu")
     assert none.train_joules is None and none.cost_usd is None
+
+
+def test_training_energy_leaves_out_validation_and_test_is_apart():
+    from harness.measure.nvml import EnergyMeter
+    from harness.runner.trial import _energy
+
+    class Counter:  # a stand-in NVML energy counter: millijoules since the driver loaded
+        def __init__(self):
+            self.mj = 1_000_000
+
+        def energy_mj(self):
+            return self.mj
+
+    counter = Counter()
+    meter = EnergyMeter(counter)
+    with meter.span("train"):
+        counter.mj += 50_000  # 50 J of training steps
+        with meter.span("validation"):
+            counter.mj += 30_000  # 30 J of validation inside the loop
+        counter.mj += 20_000  # 20 J more training
+    with meter.span("eval"):
+        counter.mj += 40_000
+    energy = _energy(meter.joules, tokens=10_000, train_s=10.0, price=2.0, device="cuda")
+    assert energy.train_joules == pytest.approx(70.0)
+    assert energy.validation_joules == pytest.approx(30.0) and energy.eval_joules == pytest.approx(40.0)
+    assert energy.joules_per_1k_tokens == pytest.approx(7.0)
+    assert energy.cost_usd == pytest.approx(2.0 * 10 / 3600)
+    assert EnergyMeter(None).joules == {}  # no counter (a CPU): nothing is made up

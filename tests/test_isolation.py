@@ -65,4 +65,5 @@ def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, mon
     assert _run(suite, tmp_path) == 1
     [record] = RecordStore(tmp_path / "results" / "tiny").load_all()
     assert record.status == "oom"
-    assert "batch size 16" in record.reason and "Tried to allocate 2.00 GiB" in record.reason
+    assert "out of memory in the train phase at batch size 16" in record.reason
+    assert "Tried to allocate 2.00 GiB" in record.reason

@@ -84,3 +84,68 @@ def test_a_trial_does_not_inherit_the_process_earlier_peak():
 
     out, _ = _in_child(earlier_peak_then_trial)
     assert out["peak"] - out["baseline"] < 100 * MIB
+
+
+def test_baseline_leaves_out_the_inherited_model_and_growth_is_near_zero_for_nothing_new():
+    """A forked trial starts with the sweep process's base model resident. The baseline is the process
+    before any model weights; the train phase's peak above it is what training needs (weights
+    included), its growth over the trial's start is what the phase added: ~0 when nothing is new."""
+
+    def trial_in_a_fork() -> dict:
+        model = _touch(120 * MIB)  # the base model the sweep process loaded before forking
+        memory = PhaseMemory("cpu", inherited_model_bytes=len(model))
+        memory.start("train")  # a method that allocates nothing new
+        memory.stop("train")
+        memory.start("eval")
+        activations = _touch(40 * MIB)
+        memory.stop("eval")
+        del activations
+        memory.close()
+        return {"train_above": memory.above_baseline("train"), "train_growth": memory.growth("train"),
+                "eval_above": memory.above_baseline("eval"), "eval_growth": memory.growth("eval"),
+                "start": memory.start_bytes, "baseline": memory.baseline_bytes}
+
+    out, _ = _in_child(trial_in_a_fork)
+    assert abs(out["train_growth"]) < 8 * MIB
+    assert 112 * MIB <= out["train_above"] <= 130 * MIB  # the weights, and nothing else
+    assert 35 * MIB <= out["eval_growth"] <= 48 * MIB
+    assert out["eval_above"] - out["train_above"] == pytest.approx(out["eval_growth"] - out["train_growth"], abs=MIB)
+    assert out["start"] - out["baseline"] == 120 * MIB
+
+
+def test_host_load_sees_other_processes_busy_on_every_cpu():
+    import multiprocessing as mp
+    import time
+
+    from harness.measure.host import HostLoad
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    busy_load = HostLoad()
+    workers = [mp.get_context("fork").Process(target=spin, args=(1.5,)) for _ in range(os.cpu_count() or 1)]
+    for w in workers:
+        w.start()
+    time.sleep(1.2)
+    busy = busy_load.read()
+    for w in workers:
+        w.join()
+    assert busy["other_cpu_share"] > 0.6 and busy["cpu_count"] == (os.cpu_count() or 1)
+
+
+def test_host_load_arithmetic(monkeypatch):
+    import harness.measure.host as host
+
+    clock = iter([100.0, 101.0])  # one second of wall time
+    busy = iter([10_000, 10_000 + 200])  # 200 jiffies = 2 CPU-seconds busy on the host, all CPUs together
+    own = iter([5.0, 5.5])  # half a CPU-second of it was this process
+    monkeypatch.setattr(host.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(host, "_busy_jiffies", lambda: next(busy))
+    monkeypatch.setattr(host, "_own_seconds", lambda: next(own))
+    monkeypatch.setattr(host.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(host.os, "sysconf", lambda name: 100)
+    load = host.HostLoad().read()
+    assert load["other_cpu_share"] == pytest.approx(1.5 / 2)  # others: 1.5 CPU-seconds of 2 available
+    assert host.busy_share(load) > host.BUSY_SHARE

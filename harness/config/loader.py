@@ -65,7 +65,8 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         try:
             family = family_of(task.kind, task.head)
         except KeyError as exc:
-            out.append(lines.problem(("tasks", i, "head" if task.kind in TASKS else "kind"), exc.args[0]))
+            known_kind = "/" not in task.kind and task.kind in TASKS
+            out.append(lines.problem(("tasks", i, "head" if known_kind else "kind"), exc.args[0]))
             continue
         out += at(("tasks", i), family.problems(task, base_dir))
         for j, name in enumerate(task.models or []):

@@ -56,12 +56,17 @@ def reset_peak_rss() -> bool:
 class PhaseMemory:
     """Peak memory of each named phase of a trial, from the best source the device has."""
 
-    def __init__(self, device: str, nvml_period_s: float = 0.005, phase_reset: bool = True):
+    def __init__(self, device: str, nvml_period_s: float = 0.005, phase_reset: bool = True,
+                 inherited_model_bytes: int = 0):
+        """inherited_model_bytes: CPU, the base model's weights a forked trial process starts with
+        (loaded once by the sweep process): the baseline leaves them out, so that on every device
+        "above the baseline" is weights + gradients + optimizer states + activations."""
         self.device = device
         self.peaks: dict[str, int] = {}
         self.lifetime_peak = 0  # CPU: the process's peak RSS since it started, across the resets
         self.gpu: dict[str, float] = {}
-        self.baseline_bytes = 0
+        self.baseline_bytes = 0  # the process before any model weights (CPU: runtime; GPU: CUDA context)
+        self.start_bytes = 0  # the process at the trial's start (CPU: with the inherited base model)
         self._resettable = True
         self.sampler = None
         if device == "cuda":
@@ -69,7 +74,7 @@ class PhaseMemory:
 
             torch.cuda.init()  # the CUDA context exists before the baseline is taken
             torch.cuda.synchronize()
-            self.baseline_bytes = torch.cuda.memory_reserved()
+            self.baseline_bytes = self.start_bytes = torch.cuda.memory_reserved()
             self.source = ("torch.cuda.max_memory_reserved per phase minus the baseline after CUDA init; "
                            "NVML device/process used memory sampled beside it")
             from harness.measure.nvml import NvmlSampler
@@ -80,7 +85,8 @@ class PhaseMemory:
             # The first reset drops what the process held before the trial began: in inline mode
             # that is the sweep process's own history, earlier trials included.
             self._resettable = phase_reset and reset_peak_rss()
-            self.baseline_bytes = current_rss_bytes()
+            self.start_bytes = current_rss_bytes()
+            self.baseline_bytes = max(self.start_bytes - inherited_model_bytes, 0)
             self.source = ("VmHWM (peak RSS) of the trial process, per phase; the whole-trial peak spans the "
                            "resets" if self._resettable else
                            "VmHWM (peak RSS) of the trial process since it started, read at each phase end")
@@ -107,7 +113,7 @@ class PhaseMemory:
             torch.cuda.synchronize()
             if self.sampler is not None:
                 self.sampler.phase = None
-            peak = max(torch.cuda.max_memory_reserved() - self.baseline_bytes, 0)
+            peak = torch.cuda.max_memory_reserved()
             self.gpu[f"{phase}_peak_allocated_bytes"] = float(torch.cuda.max_memory_allocated())
             self.gpu[f"{phase}_peak_reserved_bytes"] = float(torch.cuda.max_memory_reserved())
         else:
@@ -125,8 +131,16 @@ class PhaseMemory:
 
     @property
     def peak_bytes(self) -> int:
-        """CUDA: the largest phase peak of reserved memory above the baseline. CPU: the trial
-        process's whole-life peak RSS (phases and the moments between them)."""
+        """The whole trial's absolute peak. CUDA: the largest phase peak of reserved memory. CPU: the
+        trial process's whole-life peak RSS (phases and the moments between them)."""
         if self.device == "cuda":
             return max(self.peaks.values(), default=0)
         return self.lifetime_peak  # every phase end updates it, so it covers the phase peaks
+
+    def above_baseline(self, phase: str) -> int | None:
+        """A phase's peak above the process before any model weights: what the phase needs."""
+        return max(self.peaks[phase] - self.baseline_bytes, 0) if phase in self.peaks else None
+
+    def growth(self, phase: str) -> int | None:
+        """A phase's peak above the trial's start: what it added to the process as the trial began."""
+        return self.peaks[phase] - self.start_bytes if phase in self.peaks else None

@@ -105,3 +105,27 @@ class NvmlSampler:
             "reserved_avg_bytes": sum(reserved) / len(reserved),
             "reserved_p99_bytes": percentile(reserved, 99),
         }
+
+
+class EnergyMeter:
+    """Joules of named spans (validation, test) read from the NVML energy counter, so training's
+    energy can be given without them; does nothing where there is no counter (CPUs)."""
+
+    def __init__(self, sampler: "NvmlSampler | None"):
+        self.read = sampler.energy_mj if sampler is not None else (lambda: None)
+        self.joules: dict[str, float] = {}
+
+    def span(self, name: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def measured():
+            start = self.read()
+            try:
+                yield
+            finally:
+                end = self.read()
+                if start is not None and end is not None:
+                    self.joules[name] = self.joules.get(name, 0.0) + (end - start) / 1000.0
+
+        return measured()

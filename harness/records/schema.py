@@ -10,14 +10,16 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
 # calls two numbers of different definitions "not comparable" instead of giving a false verdict.
 DEFINITIONS = {
     "quality": 2,  # 1: test score of the test-chosen trial (schema 1); 2: test score of the validation-chosen one
-    "peak_memory": 1,  # CPU: whole-trial peak RSS of the trial process; GPU: reserved above the CUDA baseline
+    # 1: CPU whole-trial peak RSS of the trial process, GPU reserved above the CUDA baseline, evaluation
+    # included; 2: the train phase's peak above the process before any model weights, on every device
+    "peak_memory": 2,
     "throughput": 1,  # non-padding train tokens per second of train time
     "train_time": 1,  # the Trainer's loop with validation taken out
 }
@@ -35,8 +37,14 @@ def _v2_to_v3(data: dict) -> dict:
     return {**data, "metric_errors": {}, "definitions": {**{k: 1 for k in DEFINITIONS}, "quality": quality}}
 
 
+def _v3_to_v4(data: dict) -> dict:
+    """v4 measures memory above one baseline per phase, energy without validation, and the host's
+    load; a v3 record's peak memory keeps its old meaning (definition 1) and has none of these."""
+    return {**data, "host": {}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade(data: dict) -> dict:
@@ -78,17 +86,25 @@ class Throughput(BaseModel):
     median_step_s: float = 0.0  # synchronized, after warm-up steps
     eval_samples_per_s: float = 0.0  # test-split evaluation
     generation_tokens_per_s: float | None = None  # tasks that generate
-    flops_per_token: float = 0.0  # 4N + 2N_trainable + 12LdT (harness/measure/speed.py)
+    flops_per_token: float = 0.0  # from the model's real shapes (harness/measure/flops.py)
     achieved_tflops: float = 0.0
-    mfu: float | None = None  # achieved / the GPU's dense bf16 peak; None on CPUs and unknown GPUs
+    mfu: float | None = None  # achieved / peak_flops
+    peak_flops: float | None = None  # the device's peak at the run's dtype (GPU datasheet; CPU measured)
+    peak_source: str = ""  # where peak_flops comes from
 
 
 class Memory(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = ""  # what measured peak_bytes, e.g. "VmHWM (peak RSS) of the trial process"
-    peak_bytes: int = 0  # the trial's peak, whatever the source
-    by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval
-    baseline_bytes: int = 0  # at trial start, before the model is touched
+    source: str = ""  # what measured the peaks, e.g. "VmHWM (peak RSS) of the trial process"
+    # what leaderboards compare: the train phase's peak above the baseline (the process before any
+    # model weights), so weights + gradients + optimizer states + activations of training
+    train_bytes: int | None = None
+    eval_bytes: int | None = None  # the test evaluation's peak above the same baseline
+    train_growth_bytes: int | None = None  # the train phase's peak above the trial's start
+    peak_bytes: int = 0  # the trial's absolute peak (the process's, from its start to its record)
+    by_phase_peak_bytes: dict[str, int] = Field(default_factory=dict)  # load, train, eval: absolute
+    baseline_bytes: int = 0  # the process before any model weights (CPU: runtime pages; GPU: CUDA context)
+    start_bytes: int = 0  # the process at the trial's start (CPU: with the inherited base model)
     gpu: dict[str, float] = Field(default_factory=dict)  # torch allocator peaks and NVML samples
     # ru_maxrss of the trial process from wait4. With measure.phase_peaks (the default) the kernel's
     # counter restarts at each phase, so this covers the last phase only; with phase_peaks false it is
@@ -99,8 +115,10 @@ class Memory(BaseModel):
 class Energy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = ""  # "nvmlDeviceGetTotalEnergyConsumption" where measured
-    train_joules: float | None = None
-    joules_per_1k_tokens: float | None = None
+    train_joules: float | None = None  # training's loop without the validation inside it
+    joules_per_1k_tokens: float | None = None  # of training
+    validation_joules: float | None = None
+    eval_joules: float | None = None  # the test evaluation
     cost_usd: float | None = None  # train time x the suite's price per GPU-hour
 
 
@@ -147,6 +165,9 @@ class TrialRecord(BaseModel):
     energy: Energy = Field(default_factory=Energy)
     data_fingerprint: str = ""
     environment: dict[str, Any] = Field(default_factory=dict)  # versions, hardware, git commit
+    # measurement conditions: other processes' share of the host's CPU time while the trial ran
+    # (other_cpu_share), and on a GPU the other processes on the device (harness/measure/host.py)
+    host: dict[str, Any] = Field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
 

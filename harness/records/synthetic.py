@@ -38,7 +38,8 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
         timing=Timing(load_s=0.5, train_s=train_s, eval_s=1.0, total_s=train_s + 2.0),
         throughput=Throughput(train_tokens=int(tokens_per_s * train_s), train_tokens_per_s=tokens_per_s,
                               train_steps=50, median_step_s=train_s / 50),
-        memory=Memory(source="synthetic", peak_bytes=int(peak_mib * 2**20)),
+        memory=Memory(source="synthetic", train_bytes=int(peak_mib * 2**20), eval_bytes=int(peak_mib * 2**20 * 0.8),
+                      peak_bytes=int(peak_mib * 2**20) + 400 * 2**20),
         data_fingerprint=fingerprint, environment=env or ENV,
         started_at="2026-11-27T00:00:00+00:00", finished_at="2026-11-27T00:01:00+00:00")
 

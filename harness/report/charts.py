@@ -8,7 +8,7 @@ import pandas as pd
 from harness.records.schema import TrialRecord
 from harness.report.pages import figure_json
 
-PARETO_AXES = (("peak_mib", "peak memory (MiB)"), ("train_s", "train time (s)"),
+PARETO_AXES = (("peak_mib", "train memory above baseline (MiB)"), ("train_s", "train time (s)"),
                ("trainable_params", "trainable parameters"))
 
 

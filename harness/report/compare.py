@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 import yaml
 
 from harness.errors import UserError
+from harness.measure.host import BUSY_SHARE, busy_share
 from harness.records.schema import TrialRecord
 from harness.records.select import chosen_runs
 from harness.records.store import RecordStore
@@ -34,7 +35,8 @@ class Metric:
     speed_or_memory: bool  # needs the same device to be compared
 
     def values(self, r: TrialRecord) -> float | None:
-        return {"quality": r.objective, "peak_memory_mib": r.memory.peak_bytes / 2**20,
+        memory = r.memory.train_bytes if r.definitions.get("peak_memory", 1) >= 2 else r.memory.peak_bytes
+        return {"quality": r.objective, "peak_memory_mib": (memory or 0) / 2**20,
                 "train_tokens_per_s": r.throughput.train_tokens_per_s, "train_s": r.timing.train_s}[self.name]
 
     def show(self, value: float | None) -> str:
@@ -99,7 +101,7 @@ class Comparison:
         return 1 if any(v.is_failure for v in self.verdicts) else 0
 
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in ("regressed", "missing", "improved", "unchanged", "new", "not comparable")}
+        out = {k: 0 for k in ("regressed", "missing", "improved", "unchanged", "new", "not comparable", "not judged")}
         for v in self.verdicts:
             out[v.verdict] = out.get(v.verdict, 0) + 1
         return out
@@ -212,6 +214,11 @@ def _verdict(cell: str, metric: Metric, b: list[TrialRecord], c: list[TrialRecor
     if metric.speed_or_memory and device_differs:
         v.verdict, v.reason = "not comparable", "device differs"
         return v
+    busy = max(busy_share(r.host) for r in (*b, *c))
+    if metric.name in ("train_tokens_per_s", "train_s") and busy > BUSY_SHARE:
+        v.verdict = "not judged"
+        v.reason = f"host busy {busy:.0%} (other processes' share of the CPU above {BUSY_SHARE:.0%})"
+        return v
     values_b, values_c = [metric.values(r) for r in b], [metric.values(r) for r in c]
     errors = lambda rs: (rs[0].metric_errors.get(rs[0].objective_metric) if metric.name == "quality" else None)  # noqa: E731
     sb, sc = side(values_b, errors(b)), side(values_c, errors(c))
@@ -277,7 +284,7 @@ def _report_link(folder: Path) -> str | None:
 
 
 def write_html(result: Comparison, baseline: Path, candidate: Path, out_dir: Path) -> Path:
-    order = {"regressed": 0, "missing": 0, "not comparable": 1, "new": 2, "improved": 3, "unchanged": 4}
+    order = {"regressed": 0, "missing": 0, "not comparable": 1, "not judged": 1, "new": 2, "improved": 3, "unchanged": 4}
     rows = sorted(result.verdicts, key=lambda v: (order.get(v.verdict, 9), v.cell, v.metric))
     return write_page("compare.html.j2", out_dir, result=result, rows=[(v, _bar(v)) for v in rows],
                       counts=result.counts(), baseline=str(baseline), candidate=str(candidate),
@@ -295,7 +302,7 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     # plain lines, never wrapped: CI logs grep them
     print(f"compare {baseline} -> {candidate}: {counts['regressed']} regressed, {counts['missing']} missing, "
           f"{counts['improved']} improved, {counts['unchanged']} unchanged, {counts['not comparable']} not "
-          f"comparable, {counts['new']} new: exit {result.exit_code}")
+          f"comparable, {counts['not judged']} not judged, {counts['new']} new: exit {result.exit_code}")
     if result.allowed_mismatch:
         print("compared despite --allow-mismatch: " + "; ".join(result.mismatches))
     for what, b, c in result.provenance:
@@ -303,7 +310,8 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     for v in result.verdicts:
         if v.verdict == "missing":
             print(f"  missing: {v.cell}: {v.reason}")
-    colours = {"improved": "green", "regressed": "bold red", "missing": "bold red", "not comparable": "yellow"}
+    colours = {"improved": "green", "regressed": "bold red", "missing": "bold red", "not comparable": "yellow",
+               "not judged": "yellow"}
     table = Table(title_justify="left")
     for col in ("cell", "metric", "baseline", "candidate", "change", "threshold", "verdict", "why"):
         table.add_column(col, justify="left" if col in ("cell", "metric", "verdict", "why") else "right")

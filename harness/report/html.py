@@ -12,7 +12,7 @@ from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, pareto_figures, search_figures
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
-from harness.report.terminal import caption, confidence_text, human_count, rank_text, tie_text
+from harness.report.terminal import MEMORY_NOTE, caption, confidence_text, human_count, rank_text, tie_text
 
 COLUMNS = [  # (board column, header, format)
     ("rank", "#", str),
@@ -20,9 +20,13 @@ COLUMNS = [  # (board column, header, format)
     ("family", "family", str),
     ("trainable_params", "trainable", human_count),
     ("trainable_pct", "trainable %", lambda v: f"{v:.3f}"),
-    ("peak_mib", "peak MiB", lambda v: f"{v:.0f}"),
+    ("peak_mib", "train MiB", lambda v: f"{v:.0f}"),
+    ("eval_mib", "eval MiB", lambda v: f"{v:.0f}"),
+    ("absolute_peak_mib", "absolute peak MiB", lambda v: f"{v:.0f}"),
     ("train_s", "train s", lambda v: f"{v:.1f}"),
     ("tokens_per_s", "tokens/s", lambda v: f"{v:.0f}"),
+    ("busy", "host busy", lambda v: f"{v:.0%}"),
+    ("mfu", "MFU", lambda v: f"{100 * v:.2f}%"),
     ("train_joules", "energy J", lambda v: f"{v:.0f}"),
     ("artifact_mib", "artifact MiB", lambda v: f"{v:.2f}"),
     ("trials_ok", "trials ok", str),
@@ -85,7 +89,7 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         "report.html.j2", out_dir, with_plotly=True,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
-        memory_source=records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
+        memory_source=MEMORY_NOTE + " " + records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
         curves=figures["curves"],
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],

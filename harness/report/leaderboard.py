@@ -16,7 +16,8 @@ from harness.records.schema import TrialRecord
 MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
 MEASURES = ["objective", "trainable_params", "total_params", "trainable_pct", "train_s", "eval_s", "total_s",
-            "overhead_s", "tokens_per_s", "peak_mib", "train_joules", "artifact_mib"]
+            "overhead_s", "tokens_per_s", "peak_mib", "eval_mib", "absolute_peak_mib", "mfu", "train_joules",
+            "artifact_mib"]
 
 
 def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
@@ -38,7 +39,10 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "objective": r.objective, "trainable_params": r.trainable_params, "total_params": r.total_params,
             "trainable_pct": r.trainable_pct, "train_s": r.timing.train_s, "eval_s": r.timing.eval_s,
             "total_s": r.timing.total_s, "overhead_s": r.timing.overhead_s,
-            "tokens_per_s": r.throughput.train_tokens_per_s, "peak_mib": r.memory.peak_bytes / MiB,
+            "tokens_per_s": r.throughput.train_tokens_per_s, "peak_mib": _train_mib(r),
+            "eval_mib": r.memory.eval_bytes / MiB if r.memory.eval_bytes is not None else None,
+            "absolute_peak_mib": r.memory.peak_bytes / MiB, "mfu": r.throughput.mfu,
+            "busy": float((r.host or {}).get("other_cpu_share") or 0.0),
             "memory_source": r.memory.source, "train_joules": r.energy.train_joules,
             "artifact_mib": r.artifact_bytes / MiB if r.status == "complete" else None,
             "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
@@ -46,6 +50,13 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _train_mib(r: TrialRecord) -> float:
+    """The train phase's peak above the baseline (memory definition 2); a record of definition 1
+    has only its whole-trial absolute peak."""
+    value = r.memory.train_bytes if r.memory.train_bytes is not None else r.memory.peak_bytes
+    return value / MiB
 
 
 def _space_text(space: dict | None) -> str:
@@ -108,6 +119,7 @@ def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(KEYS, key), seeds=len(part), ci_low=low, ci_high=high)
         for col in MEASURES + [c for c in part.columns if c.startswith("metric:")]:
             row[col] = part[col].mean()
+        row["busy"] = part["busy"].max()
         row["objective"] = mean
         rows.append(row)
     return pd.DataFrame(rows)

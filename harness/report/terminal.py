@@ -9,8 +9,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from harness.measure.host import BUSY_SHARE
 from harness.records.schema import TrialRecord
 from harness.report.leaderboard import leaderboard, metric_columns
+
+
+MEMORY_NOTE = ("train MiB: the training phase's peak above the process before any model weights (weights, "
+               "gradients, optimizer states, activations); eval MiB: the test evaluation's, above the same baseline "
+               "(at the suite's eval batch size); 'busy N%': other processes used N% of the host's CPU during the "
+               "trial, so its speed is not the method's.")
 
 
 def human_count(n: float) -> str:
@@ -80,7 +87,7 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
     if seeded:
         table.add_column("95% CI (seeds)", justify="right")
         table.add_column("Δ vs best [95% CI]", justify="left")
-    for col in ("trainable", "train s", "tokens/s", "peak MiB", "trials ok"):
+    for col in ("trainable", "train s", "tokens/s", "train MiB", "eval MiB", "trials ok"):
         table.add_column(col, justify="right")
     for _, row in part.iterrows():
         rank = rank_text(row)
@@ -90,9 +97,13 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
         extra = []
         if seeded:
             extra = [confidence_text(row), tie_text(row)]
+        busy = row.get("busy") if row.get("busy") is not None and not pd.isna(row.get("busy")) else 0.0
+        speed = f"{row['tokens_per_s']:.0f}" + (f" busy {busy:.0%}" if busy > BUSY_SHARE else "") if has else "—"
         table.add_row(rank, str(row["method"]), *vals, *extra, trainable,
-                      f"{row['train_s']:.1f}" if has else "—", f"{row['tokens_per_s']:.0f}" if has else "—",
-                      f"{row['peak_mib']:.0f}" if has else "—", f"{int(row['complete'])}/{int(row['trials'])}")
+                      f"{row['train_s']:.1f}" if has else "—", speed,
+                      f"{row['peak_mib']:.0f}" if has else "—",
+                      "—" if pd.isna(row.get("eval_mib")) else f"{row['eval_mib']:.0f}",
+                      f"{int(row['complete'])}/{int(row['trials'])}")
     return table
 
 
@@ -114,8 +125,7 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
         console.print(f"[yellow]{r.status}[/] {r.cell_id} trial {r.trial_number}: {(r.reason or '').splitlines()[0]}",
                       markup=True, highlight=False)
     if records:
-        src = records[0].memory.source
-        console.print(f"peak memory: {src}" if src else "")
+        console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
 

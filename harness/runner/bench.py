@@ -44,7 +44,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     from harness.measure.speed import StepTimer
 
     set_seed(job.seed)
-    memory = phase_memory(job)
+    memory = phase_memory(job, prepared)
     memory.start("load")
     model, _ = setup_model(job, prepared)
     model.train()
@@ -79,7 +79,8 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     memory.close()
     return {"train_tokens": tokens, "train_s": train_s, "tokens_per_s": tokens / train_s,
             "median_step_s": timer.median_after_warmup(), "peak_bytes": memory.peak_bytes,
-            "train_peak_bytes": memory.peaks.get("train", 0), "memory_source": memory.source, "gpu": memory.gpu}
+            "train_peak_bytes": memory.peaks.get("train", 0), "train_bytes": memory.above_baseline("train") or 0,
+            "memory_source": memory.source, "gpu": memory.gpu}
 
 
 def _bare_isolated(job: TrialJob, prepared: Prepared) -> dict:
@@ -106,6 +107,7 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
             "tokens_per_s": record.throughput.train_tokens_per_s,
             "median_step_s": record.throughput.median_step_s, "peak_bytes": record.memory.peak_bytes,
             "train_peak_bytes": record.memory.by_phase_peak_bytes.get("train", 0),
+            "train_bytes": record.memory.train_bytes or 0,
             "kernel_max_rss_bytes": record.memory.kernel_max_rss_bytes, "memory_source": record.memory.source,
             "gpu": record.memory.gpu, "train_joules": record.energy.train_joules,
             "joules_per_step": record.energy.train_joules / record.throughput.train_steps
@@ -149,14 +151,15 @@ def print_bench(out: dict) -> None:
     table = Table(title=f"bench: {out['model']} · {out['method']} · {out['steps']} steps x batch {out['batch_size']} "
                         f"on {out['device']}", title_justify="left")
     peak = "torch reserved" if out["device"] == "cuda" else "RSS"
-    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", f"peak MiB ({peak}, whole trial)",
-                f"train-phase peak MiB ({peak})", "host ru_maxrss MiB (wait4)"):
+    for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "train MiB (above baseline)",
+                f"peak MiB ({peak}, whole trial)", f"train-phase peak MiB ({peak})", "host ru_maxrss MiB (wait4)"):
         table.add_column(col, justify="right")
     for path in ("harness", "bare"):
         if path in out:
             r = out[path]
             table.add_row(path, str(r["train_tokens"]), f"{r['train_s']:.2f}", f"{r['tokens_per_s']:.0f}",
-                          f"{1000 * r['median_step_s']:.1f}", f"{r['peak_bytes'] / 2**20:.0f}",
+                          f"{1000 * r['median_step_s']:.1f}", f"{r['train_bytes'] / 2**20:.0f}",
+                          f"{r['peak_bytes'] / 2**20:.0f}",
                           f"{r['train_peak_bytes'] / 2**20:.0f}", f"{r['kernel_max_rss_bytes'] / 2**20:.0f}")
     console = Console(highlight=False, width=160)
     console.print(table)

@@ -30,6 +30,7 @@ class Prepared:
     splits: Any = None  # the raw splits (text), for baselines that need no model
     validation_source: dict = None  # where the validation split came from, with its size
     train_test_duplicates: int = 0
+    model_bytes: int = 0  # the base model's weights and buffers, as loaded in the sweep process
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -118,6 +119,7 @@ class Preparer:
         data, fp, duplicates = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
+                        model_bytes=sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())),
                         model_type=model.config.model_type, source=source, model_spec=model_spec,
                         family=family, head=head, splits=splits, validation_source=validation_source,
                         train_test_duplicates=duplicates)

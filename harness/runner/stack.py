@@ -30,6 +30,9 @@ def preload() -> None:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: F401
 
     _cache_lomo_check()
+    from harness.measure.flops import cpu_matmul_peak
+
+    cpu_matmul_peak()  # timed once here, on a quiet process; forked trials inherit the figure
 
 
 def _cache_lomo_check() -> None:

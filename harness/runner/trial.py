@@ -14,8 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from harness.measure.host import HostLoad
 from harness.measure.memory import PhaseMemory
-from harness.measure.speed import StepTimer, flops_per_token, non_embedding_params, peak_flops
+from harness.measure.nvml import EnergyMeter
+from harness.measure.flops import flops_per_token, peak_flops
+from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
@@ -42,8 +45,9 @@ def apply_context(job: TrialJob, prepared: Prepared) -> ApplyContext:
                         model_type=prepared.model_type, max_steps=job.training.max_steps, device=job.device)
 
 
-def phase_memory(job: TrialJob) -> PhaseMemory:
-    return PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks)
+def phase_memory(job: TrialJob, prepared: Prepared) -> PhaseMemory:
+    return PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks,
+                       inherited_model_bytes=prepared.model_bytes)
 
 
 def _release(model) -> None:
@@ -87,85 +91,145 @@ def setup_model(job: TrialJob, prepared: Prepared):
 
 
 def run_trial(job: TrialJob, prepared: Prepared, hooks: TrialHooks) -> TrialRecord:
-    from transformers import set_seed
+    return Trial(job, prepared, hooks).run()
 
-    timing, history, validation_s = Timing(), [], []
-    memory, steps = phase_memory(job), StepTimer(cuda=job.device == "cuda")
-    family, batch, head = prepared.family, job.training.eval_batch_size, prepared.head.name
-    record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
-                  data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
-                  validation_source=prepared.validation_source,
-                  train_test_duplicates=prepared.train_test_duplicates, started_at=now())
-    throughput = Throughput()
-    try:
-        if job.cell.method.baseline == "trivial":  # no model: the task's trivial predictor
-            record["metrics"], record["metric_errors"] = _errors_apart(family.trivial(prepared.splits, "test"))
-            record.update(validation_metrics=_drop_rates(family.trivial(prepared.splits, "validation")),
-                          status="complete", trainable_params=0)
-            raise _Done
 
-        # load: the model, with the method applied
-        set_seed(job.seed)
+class Trial:
+    """A trial as a recipe whose methods are its phases: load, train, validate, test, finish."""
+
+    def __init__(self, job: TrialJob, prepared: Prepared, hooks: TrialHooks):
+        self.job, self.prepared, self.hooks = job, prepared, hooks
+        self.timing, self.history, self.validation_s = Timing(), [], []
+        self.memory, self.steps = phase_memory(job, prepared), StepTimer(cuda=job.device == "cuda")
+        self.energy = EnergyMeter(self.memory.sampler)
+        self.host = HostLoad()
+        self.throughput = Throughput()
+        self.phase = "load"
+        self.model = None
+        self.record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
+                           data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
+                           validation_source=prepared.validation_source,
+                           train_test_duplicates=prepared.train_test_duplicates, started_at=now())
+
+    def run(self) -> TrialRecord:
+        method = self.job.cell.method
+        try:
+            if method.baseline == "trivial":
+                self.trivial()
+            else:
+                self.load()
+                if method.trains:
+                    self.train()
+                self.validate()
+                self.test()
+            self.record["status"] = "complete"
+        except Pruned as exc:
+            self.record.update(status="pruned", reason=str(exc))
+        except (MemoryError, _oom_type()) as exc:
+            training = self.phase in ("load", "train")
+            size = self.job.training.batch_size if training else self.job.training.eval_batch_size
+            self.record.update(status="oom", reason=f"out of memory in the {self.phase} phase at "
+                                                    f"{'batch' if training else 'eval batch'} size {size}: "
+                                                    f"{type(exc).__name__}: {str(exc)[:300]}")
+        except Exception as exc:  # any other failure is a record, never a crashed sweep
+            frames = traceback.format_exception(exc)
+            self.record.update(status="failed", reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
+        return self.finish()
+
+    def trivial(self) -> None:
+        """No model: the task's trivial predictor on validation and test."""
+        family, splits = self.prepared.family, self.prepared.splits
+        self.record["metrics"], self.record["metric_errors"] = _errors_apart(family.trivial(splits, "test"))
+        self.record.update(validation_metrics=_drop_rates(family.trivial(splits, "validation")), trainable_params=0)
+
+    def load(self) -> None:
+        """The model, with the method applied, on the device."""
+        from transformers import set_seed
+
+        set_seed(self.job.seed)
         t0 = time.perf_counter()
-        memory.start("load")
-        model, record["trainable_params"] = setup_model(job, prepared)
-        memory.stop("load")
-        timing.load_s = time.perf_counter() - t0
+        self.memory.start("load")
+        self.model, self.record["trainable_params"] = setup_model(self.job, self.prepared)
+        self.memory.stop("load")
+        self.timing.load_s = time.perf_counter() - t0
 
-        def validate() -> dict[str, float]:
-            return family.evaluate(model, prepared.tokenizer, prepared.data["validation"], batch, job.device, head)
+    def score(self, split: str) -> dict[str, float]:
+        p = self.prepared
+        return p.family.evaluate(self.model, p.tokenizer, p.data[split], self.job.training.eval_batch_size,
+                                 self.job.device, p.head.name)
 
-        # train, scoring the validation split every eval_every_steps (pruning, curves)
-        if job.cell.method.trains:
-            throughput = _train(job, prepared, model, hooks, history, validation_s, memory, steps, timing, record,
-                                validate)
+    def train(self) -> None:
+        """The Trainer's loop over the training split, scoring validation every eval_every_steps
+        (pruning, curves); validation's time and energy are kept out of training's."""
+        job, prepared = self.job, self.prepared
+        self.phase = "train"
 
-        # validate: what every choice reads (the in-loop score of the last step where there is one)
-        t1 = time.perf_counter()
-        key = "validation_" + job.cell.metric
-        last = next((h for h in reversed(history) if key in h), None)
-        if last is not None and last["step"] == throughput.train_steps:
-            record["validation_metrics"] = {k.removeprefix("validation_"): v for k, v in last.items() if k != "step"}
+        def in_loop_validation() -> dict[str, float]:
+            with self.energy.span("validation"):
+                return _drop_rates(self.score("validation"))
+
+        with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
+            trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
+                                      train_dataset=prepared.data["train"],
+                                      data_collator=prepared.head.collator(prepared.tokenizer),
+                                      callbacks=callbacks(job, in_loop_validation, self.hooks, self.history,
+                                                          self.validation_s, self.steps))
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
+            self.memory.start("train")
+            with self.energy.span("train"):
+                result = trainer.train()
+            self.memory.stop("train")
+        self.timing.train_s = float(result.metrics["train_runtime"]) - sum(self.validation_s)
+        self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
+                                      prepared.model_spec.dtype)
+
+    def validate(self) -> None:
+        """What every choice reads: the in-loop score of the last step where there is one."""
+        self.phase = "validation"
+        t0 = time.perf_counter()
+        key = "validation_" + self.job.cell.metric
+        last = next((h for h in reversed(self.history) if key in h), None)
+        if last is not None and last["step"] == self.throughput.train_steps:
+            self.record["validation_metrics"] = {k.removeprefix("validation_"): v for k, v in last.items()
+                                                 if k != "step"}
         else:
-            record["validation_metrics"] = _drop_rates(validate())
-        timing.validation_s = time.perf_counter() - t1 + sum(validation_s)
+            with self.energy.span("validation_end"):
+                self.record["validation_metrics"] = _drop_rates(self.score("validation"))
+        self.timing.validation_s = time.perf_counter() - t0 + sum(self.validation_s)
 
-        # test: what is reported, read by no choice
-        t2 = time.perf_counter()
-        memory.start("eval")
-        test = prepared.data["test"]
-        record["metrics"], record["metric_errors"] = _errors_apart(
-            family.evaluate(model, prepared.tokenizer, test, batch, job.device, head))
-        gen_rate = record["metrics"].pop("generation_tokens_per_s", None)
+    def test(self) -> None:
+        """What is reported, read by no choice."""
+        self.phase = "test"
+        t0 = time.perf_counter()
+        self.memory.start("eval")
+        with self.energy.span("eval"):
+            self.record["metrics"], self.record["metric_errors"] = _errors_apart(self.score("test"))
+        self.memory.stop("eval")
+        gen_rate = self.record["metrics"].pop("generation_tokens_per_s", None)
         if gen_rate is not None:
-            throughput.generation_tokens_per_s = gen_rate
-        memory.stop("eval")
-        timing.eval_s = time.perf_counter() - t2
-        throughput.eval_samples_per_s = len(test) / timing.eval_s if timing.eval_s else 0.0
-        record["artifact_bytes"] = trainable_state_bytes(model)
-        if job.artifact_dir and job.cell.method.trains:
-            record["artifact_bytes"] = save_trained(model, Path(job.artifact_dir))
-            record["artifact_path"] = job.artifact_dir
-        record.update(status="complete", throughput=throughput)
-    except _Done:
-        pass
-    except Pruned as exc:
-        record.update(status="pruned", reason=str(exc))
-    except (MemoryError, _oom_type()) as exc:
-        record.update(status="oom", reason=f"out of memory at batch size {job.training.batch_size}: "
-                                           f"{type(exc).__name__}: {str(exc)[:300]}")
-    except Exception as exc:  # any other failure is a record, never a crashed sweep
-        frames = traceback.format_exception(exc)
-        record.update(status="failed", reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
-    memory.close()
-    record.update(history=history, timing=timing, finished_at=now(),
-                  memory=Memory(source=memory.source, peak_bytes=memory.peak_bytes, by_phase_peak_bytes=memory.peaks,
-                                baseline_bytes=memory.baseline_bytes, gpu=memory.gpu))
-    return TrialRecord.model_validate(record)
+            self.throughput.generation_tokens_per_s = gen_rate
+        self.timing.eval_s = time.perf_counter() - t0
+        tested = len(self.prepared.data["test"])
+        self.throughput.eval_samples_per_s = tested / self.timing.eval_s if self.timing.eval_s else 0.0
+        self.record["artifact_bytes"] = trainable_state_bytes(self.model)
+        if self.job.artifact_dir and self.job.cell.method.trains:
+            self.record["artifact_bytes"] = save_trained(self.model, Path(self.job.artifact_dir))
+            self.record["artifact_path"] = self.job.artifact_dir
 
-
-class _Done(Exception):
-    """A baseline that needs no model has its record."""
+    def finish(self) -> TrialRecord:
+        m = self.memory
+        m.close()
+        self.record.update(
+            history=self.history, timing=self.timing, throughput=self.throughput, finished_at=now(),
+            host=self.host.read(m.sampler.handle if m.sampler is not None else None),
+            energy=_energy(self.energy.joules, self.throughput.train_tokens, self.timing.train_s,
+                           self.job.measure.price_per_gpu_hour, m.device),
+            memory=Memory(source=m.source, train_bytes=m.above_baseline("train"), eval_bytes=m.above_baseline("eval"),
+                          train_growth_bytes=m.growth("train"), peak_bytes=m.peak_bytes, by_phase_peak_bytes=m.peaks,
+                          baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
+        return TrialRecord.model_validate(self.record)
 
 
 def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
@@ -179,56 +243,34 @@ def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
     return {k: v for k, v in metrics.items() if not k.startswith("se:")}, errors
 
 
-def _train(job, prepared, model, hooks, history, validation_s, memory, steps, timing, record, validate) -> Throughput:
-    """The Trainer's loop over the training split; validation's time is kept out of train time."""
-    def scored() -> dict[str, float]:
-        return _drop_rates(validate())
-
-    with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
-        trainer = trainer_class()(model=model, args=training_args(job, out_dir),
-                                  train_dataset=prepared.data["train"],
-                                  data_collator=prepared.head.collator(prepared.tokenizer),
-                                  callbacks=callbacks(job, scored, hooks, history, validation_s, steps))
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
-        memory.start("train")
-        energy_start = memory.sampler.energy_mj() if memory.sampler else None
-        result = trainer.train()
-        energy_end = memory.sampler.energy_mj() if memory.sampler else None
-        memory.stop("train")
-    timing.train_s = float(result.metrics["train_runtime"]) - sum(validation_s)
-    throughput = _throughput(model, trainer, job, timing.train_s, steps, record["trainable_params"])
-    record["energy"] = _energy(memory, energy_start, energy_end, throughput.train_tokens, timing.train_s,
-                               job.measure.price_per_gpu_hour)
-    return throughput
-
-
-def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, trainable: int) -> Throughput:
+def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, dtype: str) -> Throughput:
+    """Tokens/s over non-padding tokens, and MFU: FLOPs per token from the model's shapes (flops.py)
+    times tokens/s, against the peak of this device at this dtype."""
     tokens = int(trainer.state.num_input_tokens_seen)
     samples = trainer.state.global_step * job.training.batch_size * job.training.gradient_accumulation_steps
-    config = getattr(model, "config", None)
-    layers = int(getattr(config, "num_hidden_layers", 0) or 0)
-    d_model = int(getattr(config, "hidden_size", 0) or 0)
-    per_token = flops_per_token(non_embedding_params(model), trainable, layers, d_model, tokens / max(samples, 1))
+    per_token = flops_per_token(model, tokens / max(samples, 1)).per_token
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
-    peak = peak_flops(gpus[0]) if job.device == "cuda" and gpus else None
+    peak, source = peak_flops(job.device, gpus[0] if gpus else None, dtype)
     return Throughput(train_tokens=tokens, train_steps=int(trainer.state.global_step),
                       train_tokens_per_s=tokens / train_s if train_s else 0.0,
                       train_samples_per_s=samples / train_s if train_s else 0.0,
                       median_step_s=steps.median_after_warmup(), flops_per_token=per_token,
-                      achieved_tflops=achieved / 1e12, mfu=achieved / peak if peak else None)
+                      achieved_tflops=achieved / 1e12, mfu=achieved / peak if peak else None,
+                      peak_flops=peak, peak_source=source)
 
 
-def _energy(memory: PhaseMemory, start_mj: int | None, end_mj: int | None, tokens: int, train_s: float,
-            price: float | None) -> Energy:
+def _energy(joules: dict[str, float], tokens: int, train_s: float, price: float | None, device: str) -> Energy:
+    """Training's energy without the validation inside its loop; validation and test energy apart."""
     energy = Energy()
-    if start_mj is not None and end_mj is not None:
-        joules = (end_mj - start_mj) / 1000.0
-        energy = Energy(source="nvmlDeviceGetTotalEnergyConsumption (whole GPU, train phase)", train_joules=joules,
-                        joules_per_1k_tokens=1000.0 * joules / tokens if tokens else None)
-    if price is not None and memory.device == "cuda":
+    if "train" in joules:
+        train = joules["train"] - joules.get("validation", 0.0)
+        energy = Energy(source="nvmlDeviceGetTotalEnergyConsumption (whole GPU), read around training and around "
+                               "each validation inside it", train_joules=train,
+                        joules_per_1k_tokens=1000.0 * train / tokens if tokens else None,
+                        validation_joules=joules.get("validation", 0.0) + joules.get("validation_end", 0.0),
+                        eval_joules=joules.get("eval"))
+    if price is not None and device == "cuda":
         energy.cost_usd = price * train_s / 3600.0
     return energy
 
