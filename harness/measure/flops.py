@@ -168,23 +168,30 @@ def peak_flops(device: str, gpu_name: str | None, dtype: str) -> tuple[float | N
 _CPU_PEAK: dict[str, float] = {}
 
 
+_MATMUL = """
+import sys, time, torch
+size, repeats, dtype = int(sys.argv[1]), int(sys.argv[2]), getattr(torch, sys.argv[3])
+a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+a @ b
+best = float("inf")
+for _ in range(repeats):
+    t0 = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t0)
+print(2.0 * size ** 3 / best)
+"""
+
+
 def cpu_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of a large square matmul on this CPU with torch's threads: what a perfectly
-    matmul-bound training step could reach here. Measured once per process (~0.5 s)."""
+    matmul-bound training step could reach here. Measured once per process, in a child process
+    of its own (~2 s): a sweep process that ran OpenMP-parallel torch code itself would hang the
+    trial processes it forks afterwards."""
     if dtype not in _CPU_PEAK:
-        import time
+        import subprocess
+        import sys
 
-        import torch
-
-        a = torch.randn(size, size, dtype=getattr(torch, dtype))
-        b = torch.randn(size, size, dtype=getattr(torch, dtype))
-        a @ b  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-        _CPU_PEAK[dtype] = 2.0 * size ** 3 / best
+        out = subprocess.run([sys.executable, "-c", _MATMUL, str(size), str(repeats), dtype], capture_output=True,
+                             text=True, timeout=120, check=True)
+        _CPU_PEAK[dtype] = float(out.stdout.strip().splitlines()[-1])
     return _CPU_PEAK[dtype]
 
 
