@@ -83,33 +83,85 @@ def cmd_run(args) -> int:
     from harness.runner.sweep import cells_verdict, planned_trials, prepare_run, run_sweep
 
     loaded, root = prepare_run(load_suite(args.suite), args.results, args.smoke)
-    with ProgressView(total=planned_trials(loaded), quiet=args.quiet) as view:
-        outcome = run_sweep(loaded, root, view)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    done = _done_before(loaded, root, args.storage)
+    with ProgressView(total=planned_trials(loaded, done), quiet=args.quiet) as view:
+        outcome = run_sweep(loaded, root, view, workers=args.workers, gpus=gpus, storage_url=args.storage)
     records = outcome.store.load_all()
     reports = Path(args.reports) if args.reports else Path(loaded.suite.output.reports_dir)
     shown = publish(records, reports / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
-                    elapsed_s=outcome.elapsed_s)
+                    elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""))
     print(f"records: {outcome.store.root}/records   report: {shown.page}")
     return cells_verdict(outcome, records, smoke=args.smoke)
+
+
+def _done_before(loaded, root: Path, storage: str | None) -> int:
+    """Finished trials already in the results set (a resumed run shows only what is left)."""
+    from harness.records.pg import is_postgres
+
+    if is_postgres(storage):
+        return 0
+    folder = root / loaded.suite.name / "records"
+    return len(list(folder.glob("*/*.json"))) if folder.is_dir() else 0
+
+
+def cmd_worker(args) -> int:
+    """One worker of a suite on shared storage: claims trials until the suite is done; publishes nothing."""
+    from harness.config import load_suite
+    from harness.report.terminal import ProgressView
+    from harness.runner.sweep import planned_trials, prepare_run, run_sweep
+
+    loaded, root = prepare_run(load_suite(args.suite), args.results, smoke=False)
+    with ProgressView(total=planned_trials(loaded), quiet=args.quiet) as view:
+        outcome = run_sweep(loaded, root, view, storage_url=args.storage)
+    print(f"worker done: the suite's budget and confirmations are claimed and finished "
+          f"({outcome.elapsed_s:.0f} s); `harness report --storage URL {loaded.suite.name}` shows the results")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write a results set held in PostgreSQL as today's files: records/<cell>/*.json and suite.yaml."""
+    from harness.records.pg import PgRecordStore
+    from harness.records.store import RecordStore
+
+    source = PgRecordStore(args.storage, args.suite)
+    records = source.load_all()
+    if not records:
+        raise UserError(f"{source.where}: no records")
+    target = RecordStore(Path(args.out))
+    for record in records:
+        target.write(record)
+    text = source.saved_suite()
+    if text:
+        (target.root / "suite.yaml").write_text(text, encoding="utf-8")
+    print(f"exported {len(records)} records to {target.root}")
+    return 0
 
 
 def cmd_report(args) -> int:
     from harness.records.store import RecordStore
     from harness.report.publish import publish
 
-    folder = Path(args.results_dir)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: results folder not found")
-    store = RecordStore(folder)
+    if args.storage:
+        from harness.records.pg import PgRecordStore
+
+        store = PgRecordStore(args.storage, args.results_dir)
+        folder = Path(args.results_dir)
+        suite_text = store.saved_suite() or ""
+    else:
+        folder = Path(args.results_dir)
+        if not folder.is_dir():
+            raise UserError(f"{folder}: results folder not found")
+        store = RecordStore(folder)
+        suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").exists() else ""
     records = store.load_all(skip_bad=args.skip_bad)
     for problem in store.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     if not records:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
-    suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").exists() else ""
     out = Path(args.out) if args.out else _saved_reports_dir(suite_text) / records[0].suite
-    storage = store.study_storage_url if (folder / "optuna.db").exists() else None
-    print(f"report: {publish(records, out, storage, suite_text).page}")
+    storage = store.study_storage_url if args.storage or (folder / "optuna.db").exists() else None
+    print(f"report: {publish(records, out, storage, suite_text, study_prefix=store.study_name('')).page}")
     return 0
 
 
@@ -191,10 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results root (default: the suite's output.results_dir)")
     p.add_argument("--reports", default=None, help="reports root (default: the suite's output.reports_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--workers", type=_at_least_one, default=1, help="worker processes on this machine (CPUs)")
+    p.add_argument("--gpus", help="one worker per local GPU, e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--storage", help="postgresql://USER@HOST/DB: studies and records in PostgreSQL, shared with "
+                                     "`harness worker` on other machines (default: SQLite and files in --results)")
     p.add_argument("--smoke", action="store_true",
                    help="one short trial per cell (2 steps, 16 examples a split, the methods' defaults) into "
                         "<name>-smoke: learn in minutes that the whole suite can start")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("worker", help="claim and run a suite's trials on shared storage until the suite is done")
+    p.add_argument("suite")
+    p.add_argument("--storage", required=True, help="postgresql://USER@HOST/DB")
+    p.add_argument("--results", default=None, help="local folder for saved adapters (default: the suite's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("export", help="write a PostgreSQL results set as records/<cell>/*.json files")
+    p.add_argument("suite")
+    p.add_argument("out", help="folder to write (results/<suite>)")
+    p.add_argument("--storage", required=True, help="postgresql://USER@HOST/DB")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("validate", help="check suites; exit 2 listing every problem")
     p.add_argument("suites", nargs="+")
     p.set_defaults(func=cmd_validate)
@@ -236,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default reports/<history>-trend)")
     p.set_defaults(func=cmd_trend)
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")
-    p.add_argument("results_dir", help="results/<suite>")
+    p.add_argument("results_dir", help="results/<suite>, or the suite's name with --storage")
+    p.add_argument("--storage", help="postgresql://USER@HOST/DB holding the suite's records")
     p.add_argument("--out", help="report folder (default reports/<suite>)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out records that cannot be read (listed on stderr) instead of stopping")

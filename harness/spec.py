@@ -139,9 +139,10 @@ class SearchSpec(Strict):
 
 class TrainingSpec(Strict):
     max_steps: int = Field(60, gt=0)
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="examples per optimizer step (the effective batch)")
+    micro_batch_size: int | None = Field(None, gt=0, description="examples per forward pass; gradient "
+                                                                 "accumulation makes up batch_size (default: all of it)")
     eval_batch_size: int = Field(64, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
@@ -158,12 +159,23 @@ class TrialTraining(TrainingSpec):
 
     learning_rate: float = Field(0.0, ge=0, description="0 for a baseline row, which does not train")
 
+    @property
+    def micro_batch(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        return max(self.batch_size // self.micro_batch, 1)
+
 
 # Keys that moved or went, each with the message validate gives instead of "unknown key".
 MOVED_KEYS = {
     ("search", "timeout_s"): "search.timeout_s is gone: a per-cell clock gives slow methods fewer trials, and every "
                              "method gets the same number of trials. Cap one trial with runner.trial_timeout_s "
                              "instead (a trial over it is recorded with status timeout)",
+    ("training", "gradient_accumulation_steps"): "training.gradient_accumulation_steps is derived: batch_size is "
+                                                 "the effective batch, micro_batch_size what runs at once, and "
+                                                 "accumulation makes up the rest",
     ("training", "learning_rate"): "training.learning_rate is not used: each method starts from its own default "
                                    "learning rate (harness ls methods) and searches the same factor around it. Fix "
                                    "one per method in methods[].params.learning_rate, or set a range in "
@@ -204,6 +216,13 @@ class RunnerSpec(Strict):
     trial_timeout_s: float | None = Field(None, gt=0)
     max_examples: int | None = Field(None, gt=0, description="cap on the examples of every split, after the "
                                                              "data's sizes (for debugging; --smoke sets 16)")
+    heartbeat_s: float = Field(5.0, gt=0, description="how often a worker records its running trial's heartbeat")
+    lost_after_s: float = Field(30.0, gt=0, description="a trial with no heartbeat for this long has lost its "
+                                                        "worker: it is recorded as crashed and run once more")
+    oom_backoff: bool = Field(False, description="a trial out of memory in training is run again with half the "
+                                                 "micro-batch (the same effective batch), down to 1")
+    trial_memory_mib: int | None = Field(None, gt=0, description="CPU: cap each trial process's address space "
+                                                                 "at its size when forked plus this many MiB")
 
 
 class Suite(Strict):
@@ -233,8 +252,7 @@ class TrainingParams(BaseModel):
     learning_rate: float = Field(5e-5, gt=0, le=10, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
-    batch_size: int = Field(16, gt=0, description="examples per optimizer step, per device")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    batch_size: int = Field(16, gt=0, description="examples per optimizer step (the effective batch)")
     optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
 
 

@@ -28,8 +28,14 @@ def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
         me = psutil.Process()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            # this process -> the spawned sweep process -> the trial process
-            trials = [t for sweep in me.children() for t in sweep.children()]
+            # this process -> the spawned sweep process -> the trial process (forked: the same command
+            # line as its sweep process, unlike a helper the sweep process runs)
+            trials = []
+            for sweep in me.children():
+                try:
+                    trials += [t for t in sweep.children() if t.cmdline() == sweep.cmdline()]
+                except psutil.Error:  # a process that ended while we looked
+                    continue
             for child in trials:
                 try:
                     alive_s = time.time() - child.create_time()
@@ -65,5 +71,5 @@ def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, mon
     assert _run(suite, tmp_path) == 1
     [record] = RecordStore(tmp_path / "results" / "tiny").load_all()
     assert record.status == "oom"
-    assert "out of memory in the train phase at batch size 16" in record.reason
+    assert "out of memory in the train phase at micro-batch size 16" in record.reason
     assert "Tried to allocate 2.00 GiB" in record.reason

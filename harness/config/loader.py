@@ -118,6 +118,15 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
         if labels.count(e.display) > 1 and labels.index(e.display) != i:
             out.append(lines.problem(("methods", i), f"method {e.display!r} is listed twice: give one a label"))
     out += _cell_id_clashes(suite, lines)
+    micro = suite.training.micro_batch_size
+    if micro:
+        sizes = [(("training", "batch_size"), suite.training.batch_size)]
+        sizes += [(("methods", i, "params", "batch_size"), e.params["batch_size"]) for i, e in enumerate(suite.methods)
+                  if isinstance(e.params.get("batch_size"), int)]
+        for where, size in sizes:
+            if size % micro:
+                out.append(lines.problem(where, f"batch_size {size} is not a multiple of training.micro_batch_size "
+                                                f"{micro}: the effective batch must be whole micro-batches"))
     return out
 
 

@@ -162,10 +162,12 @@ def peak_flops(device: str, gpu_name: str | None, dtype: str) -> tuple[float | N
                 return peaks.get(kind), f"{key} datasheet, dense {kind}"
         return None, f"no datasheet peak known for {gpu_name!r}"
     peak = cpu_matmul_peak(dtype)
+    if peak is None:
+        return None, f"the CPU {dtype} matmul peak could not be timed here"
     return peak, f"CPU {dtype} matmul (2048 x 2048) timed on this host: {peak / 1e9:.0f} GFLOP/s"
 
 
-_CPU_PEAK: dict[str, float] = {}
+_CPU_PEAK: dict[str, float | None] = {}
 
 
 _MATMUL = """
@@ -180,7 +182,7 @@ print(2.0 * size ** 3 / best)
 """
 
 
-def cpu_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
+def cpu_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float | None:
     """FLOP/s of a large square matmul on this CPU with torch's threads: what a perfectly
     matmul-bound training step could reach here. Measured once per process, in a child process
     of its own (~2 s): a sweep process that ran OpenMP-parallel torch code itself would hang the
@@ -189,9 +191,12 @@ def cpu_matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) 
         import subprocess
         import sys
 
-        out = subprocess.run([sys.executable, "-c", _MATMUL, str(size), str(repeats), dtype], capture_output=True,
-                             text=True, timeout=120, check=True)
-        _CPU_PEAK[dtype] = float(out.stdout.strip().splitlines()[-1])
+        try:
+            out = subprocess.run([sys.executable, "-c", _MATMUL, str(size), str(repeats), dtype],
+                                 capture_output=True, text=True, timeout=120, check=True)
+            _CPU_PEAK[dtype] = float(out.stdout.strip().splitlines()[-1])
+        except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+            _CPU_PEAK[dtype] = None  # MFU is then left out, and the record says why
     return _CPU_PEAK[dtype]
 
 

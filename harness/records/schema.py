@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -43,8 +43,14 @@ def _v3_to_v4(data: dict) -> dict:
     return {**data, "host": {}}
 
 
+def _v4_to_v5(data: dict) -> dict:
+    """v5 names where a trial failed, keeps the out-of-memory attempts before it and the worker; the
+    effective batch is batch_size (gradient_accumulation_steps became micro_batch_size)."""
+    return {**data, "attempts": [], "failed_phase": None, "worker": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def upgrade(data: dict) -> dict:
@@ -60,7 +66,7 @@ def upgrade(data: dict) -> dict:
         version += 1
         data["schema_version"] = version
     return data
-Status = Literal["complete", "pruned", "failed", "oom", "crashed", "timeout"]
+Status = Literal["complete", "pruned", "failed", "oom", "crashed", "timeout", "diverged", "interrupted"]
 
 
 class Timing(BaseModel):
@@ -139,6 +145,11 @@ class TrialRecord(BaseModel):
     phase: Literal["search", "confirm"] = "search"
     status: Status
     reason: str | None = None
+    failed_phase: str | None = None  # load, train, validation or test: where a failed/oom/diverged trial stopped
+    # earlier runs of this trial that ran out of memory in training, each with its micro-batch
+    # size and reason (runner.oom_backoff halves the micro-batch and runs it again)
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    worker: str | None = None  # which worker ran it (harness worker; host:pid)
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str

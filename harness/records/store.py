@@ -65,6 +65,10 @@ class RecordStore:
     def study_storage_url(self) -> str:
         return f"sqlite:///{(self.root / 'optuna.db').resolve()}"
 
+    def study_name(self, name: str) -> str:
+        """A cell's Optuna study: its own name (the SQLite file holds one suite)."""
+        return name
+
     def path_for(self, record: TrialRecord) -> Path:
         folder = self.root / "records" / record.cell_id
         if record.phase == "confirm":  # keyed by (trial, seed): a new best trial gets its own confirmations

@@ -53,13 +53,16 @@ def pareto_figures(board: pd.DataFrame) -> list[dict]:
     return figures
 
 
-def search_figures(storage_url: str) -> list[dict]:
-    """Each study's optimization history and, where it can be computed, parameter importances."""
+def search_figures(storage_url: str, prefix: str = "") -> list[dict]:
+    """Each search study's optimization history and, where it can be computed, parameter
+    importances (confirmation studies, and other suites' studies in a shared database, left out)."""
     import optuna
     from optuna.visualization import plot_optimization_history, plot_param_importances
 
     figures = []
     for summary in optuna.get_all_study_summaries(storage_url):
+        if not summary.study_name.startswith(prefix) or "::confirm-t" in summary.study_name:
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage_url)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:

@@ -107,8 +107,15 @@ class Comparison:
         return out
 
 
-def results_folder(path: str | Path) -> Path:
-    """The folder holding records/: the path itself, or its only suite folder inside."""
+def results_folder(path: str | Path) -> Path | str:
+    """The folder holding records/: the path itself, or its only suite folder inside; or a
+    PostgreSQL results set, written postgresql://USER@HOST/DB#SUITE, as it is."""
+    from harness.records.pg import is_postgres
+
+    if is_postgres(str(path)):
+        if "#" not in str(path):
+            raise UserError(f"{path}: name the suite after a #: postgresql://USER@HOST/DB#SUITE")
+        return str(path)
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"{folder}: results folder not found")
@@ -122,10 +129,25 @@ def results_folder(path: str | Path) -> Path:
     raise UserError(f"{folder}: holds several suites ({', '.join(p.name for p in inner)}); name one of them")
 
 
-def _saved_suite(folder: Path) -> dict:
-    path = folder / "suite.yaml"
+def open_results(location: Path | str):
+    """The record store behind a results folder or a postgresql://...#SUITE location."""
+    from harness.records.pg import PgRecordStore, is_postgres
+
+    if is_postgres(str(location)):
+        url, _, suite = str(location).partition("#")
+        return PgRecordStore(url, suite)
+    return RecordStore(Path(location))
+
+
+def _saved_suite(location: Path | str) -> dict:
+    store = open_results(location)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if hasattr(store, "saved_suite"):
+            text = store.saved_suite() or ""
+        else:
+            path = store.root / "suite.yaml"
+            text = path.read_text(encoding="utf-8") if path.exists() else ""
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         data = {}
     return data if isinstance(data, dict) else {}
@@ -276,7 +298,9 @@ def _bar(v: Verdict) -> dict | None:
             "base": (pos(lo_b), pos(v.baseline), pos(hi_b)), "cand": (pos(lo_c), pos(v.candidate), pos(hi_c))}
 
 
-def _report_link(folder: Path) -> str | None:
+def _report_link(folder: Path | str) -> str | None:
+    if not isinstance(folder, Path):
+        return None
     name = folder.name
     reports = _saved_suite(folder).get("output", {}) if isinstance(_saved_suite(folder).get("output"), dict) else {}
     page = Path(reports.get("reports_dir") or "reports") / name / "index.html"
@@ -325,7 +349,7 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
 
 def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict, allow_mismatch: bool = False) -> int:
     base_dir, cand_dir = results_folder(baseline), results_folder(candidate)
-    base_records, cand_records = RecordStore(base_dir).load_all(), RecordStore(cand_dir).load_all()
+    base_records, cand_records = open_results(base_dir).load_all(), open_results(cand_dir).load_all()
     if not base_records:
         raise UserError(f"{base_dir}: the baseline has no records")
     found = mismatches(base_dir, cand_dir, base_records, cand_records)
@@ -336,7 +360,8 @@ def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict,
                         provenance_differences(base_records, cand_records), found, bool(found),
                         tolerances(base_dir, overrides))
     print_verdicts(result, str(baseline), str(candidate))
-    out_dir = Path(out) if out else Path("reports") / "compare" / f"{base_dir.parent.name}-{base_dir.name}__{cand_dir.parent.name}-{cand_dir.name}"
+    label = lambda d: f"{d.parent.name}-{d.name}" if isinstance(d, Path) else d.rpartition("#")[2]  # noqa: E731
+    out_dir = Path(out) if out else Path("reports") / "compare" / f"{label(base_dir)}__{label(cand_dir)}"
     write_junit(result, out_dir / "junit.xml")
     write_html(result, base_dir, cand_dir, out_dir)
     print(f"wrote {out_dir / 'index.html'} and {out_dir / 'junit.xml'}")

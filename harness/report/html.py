@@ -81,9 +81,10 @@ def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, 
 
 
 def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path, storage_url: str | None,
-                 suite_text: str) -> Path:
+                 suite_text: str, study_prefix: str = "") -> Path:
     """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
-    figures = {"pareto": pareto_figures(board), "search": search_figures(storage_url) if storage_url else [],
+    figures = {"pareto": pareto_figures(board),
+               "search": search_figures(storage_url, study_prefix) if storage_url else [],
                "curves": curve_figures(records, board)}
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,

@@ -22,9 +22,9 @@ class Publication:
 
 
 def publish(records: list[TrialRecord], out_dir: Path, storage_url: str | None, suite_text: str,
-            elapsed_s: float | None = None, console=None) -> Publication:
+            elapsed_s: float | None = None, console=None, study_prefix: str = "") -> Publication:
     board = leaderboard(records)
     print_board(board, records, elapsed_s, console)
-    page = write_report(records, board, out_dir, storage_url, suite_text)
+    page = write_report(records, board, out_dir, storage_url, suite_text, study_prefix)
     write_leaderboard_files(board, out_dir)
     return Publication(board, page)

@@ -22,6 +22,16 @@ from harness.runner.trial import TrialHooks, now, run_trial
 PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sweep process
 
 
+def _limit_address_space(extra_mib: int) -> None:
+    """Cap this (trial) process's virtual memory at its size now plus extra_mib: an allocation past it
+    fails as the CPU allocator's out-of-memory error, which the trial records as `oom`."""
+    import resource
+
+    with open("/proc/self/status", encoding="utf-8") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra_mib * 2**20, resource.RLIM_INFINITY))
+
+
 def _child(job: TrialJob, prepared: Prepared, conn) -> None:
     def should_prune(value: float, step: int) -> bool:
         conn.send(("report", (value, step)))
@@ -37,6 +47,8 @@ def _child(job: TrialJob, prepared: Prepared, conn) -> None:
             last[0] = t
             conn.send(("progress", msg))
 
+    if job.memory_limit_mib and job.device == "cpu":
+        _limit_address_space(job.memory_limit_mib)
     record = run_trial(job, prepared, TrialHooks(progress, should_prune))
     conn.send(("record", record.model_dump(mode="json")))
 
@@ -94,6 +106,7 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
     timed_out = False
     try:
         while True:
+            hooks.tick()
             if conn.poll(0.1):
                 try:
                     kind, payload = conn.recv()
@@ -108,6 +121,9 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
             if timeout_s is not None and not timed_out and time.perf_counter() - t0 > timeout_s:
                 os.kill(pid, signal.SIGKILL)
                 timed_out = True
+    except KeyboardInterrupt:
+        os.kill(pid, signal.SIGKILL)  # the trial stops with its worker; wait4 below then returns at once
+        raise
     finally:
         conn.close()
         _, status, usage = os.wait4(pid, 0)

@@ -26,6 +26,14 @@ class TrialJob:
     record_base: dict[str, Any]  # suite name/hash, objective, environment, config
     phase: str = "search"  # or "confirm"
     artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
+    memory_limit_mib: int | None = None  # CPU: the trial process's address space above its size at fork
+
+    def with_micro_batch(self, micro: int) -> "TrialJob":
+        """The same trial with a smaller micro-batch: the effective batch, and so the result, stay."""
+        import dataclasses
+
+        training = self.training.model_copy(update={"micro_batch_size": micro})
+        return dataclasses.replace(self, training=training, params={**self.params, "micro_batch_size": micro})
 
 
 def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "search") -> dict[str, Any]:
@@ -55,4 +63,5 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
     return TrialJob(cell=cell, trial_number=trial_number, seed=seed, params=flat, sampled=sampled,
                     method_params=method_params, training=training,
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",
-                    record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir)
+                    record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir,
+                    memory_limit_mib=suite.runner.trial_memory_mib)

@@ -33,49 +33,81 @@ class EventSender:
         return send
 
 
-def _sweep_process(fn: Callable, args: tuple, conn) -> None:
+def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, conn) -> None:
+    import os
+
+    os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES for a worker per GPU, before torch is imported
     try:
-        fn(*args, EventSender(conn))
+        fn(*args, EventSender(conn), **kwargs)
         conn.send(("done", ()))
     except UserError as err:
         conn.send(("user_error", (err.problems,)))
+    except KeyboardInterrupt:
+        conn.send(("interrupted", ()))
     except BaseException:  # noqa: BLE001 - the caller shows it; records written so far stay
         conn.send(("error", (traceback.format_exc(),)))
     finally:
         conn.close()
 
 
-def run_in_sweep_process(fn: Callable, args: tuple, view: Any) -> None:
+def run_in_sweep_process(fn: Callable, args: tuple, view: Any, kwargs: dict | None = None) -> None:
+    run_in_sweep_processes(fn, [(args, kwargs or {}, {})], view)
+
+
+def run_in_sweep_processes(fn: Callable, workers: list[tuple[tuple, dict, dict]], view: Any) -> None:
+    """Spawn one sweep process per (args, kwargs, environment) and relay their progress to view;
+    Ctrl-C reaches each worker as its own KeyboardInterrupt, so it records its running trial as
+    interrupted before it exits."""
+    import os
+    import signal
+    from multiprocessing.connection import wait
+
     from harness.records.schema import TrialRecord
 
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_sweep_process, args=(fn, args, child), name="harness-sweep")
-    proc.start()
-    child.close()
-    outcome = None
+    procs, conns = [], {}
+    for i, (args, kwargs, env) in enumerate(workers):
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_sweep_process, args=(fn, args, kwargs, env, child), name=f"harness-sweep-{i}")
+        proc.start()
+        child.close()
+        procs.append(proc)
+        conns[parent] = proc
+    outcomes = {}
     try:
-        while True:
-            try:
-                kind, payload = parent.recv()
-            except EOFError:
-                break
-            if kind == "end_trial":
-                view.end_trial(TrialRecord.model_validate(payload[0]))
-            elif kind in VIEW_CALLS:
-                getattr(view, kind)(*payload)
-            else:
-                outcome = (kind, payload)
+        while conns:
+            for conn in wait(list(conns)):
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:
+                    conns.pop(conn).join()
+                    conn.close()
+                    continue
+                if kind == "end_trial":
+                    view.end_trial(TrialRecord.model_validate(payload[0]))
+                elif kind in VIEW_CALLS:
+                    getattr(view, kind)(*payload)
+                else:
+                    outcomes[conns[conn].name] = (kind, payload)
     except KeyboardInterrupt:
-        proc.terminate()
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGINT)
+        for proc in procs:
+            proc.join(timeout=15)
+            if proc.is_alive():
+                proc.terminate()
         raise
     finally:
-        proc.join()
-        parent.close()
-    if outcome is None:
-        raise SweepFailed(f"the sweep process died (exit code {proc.exitcode}); finished trials are kept")
-    kind, payload = outcome
-    if kind == "user_error":
-        raise UserError(payload[0])
-    if kind == "error":
-        raise SweepFailed(f"the sweep process failed; finished trials are kept:\n{payload[0]}")
+        for proc in procs:
+            proc.join()
+    for proc in procs:
+        kind, payload = outcomes.get(proc.name, (None, None))
+        if kind is None:
+            raise SweepFailed(f"a sweep process died (exit code {proc.exitcode}); finished trials are kept")
+        if kind == "user_error":
+            raise UserError(payload[0])
+        if kind == "interrupted":
+            raise KeyboardInterrupt
+        if kind == "error":
+            raise SweepFailed(f"a sweep process failed; finished trials are kept:\n{payload[0]}")

@@ -15,6 +15,7 @@ from harness.measure.provenance import text_hash
 from harness.records.schema import TrialRecord
 from harness.records.select import best_search_trial
 from harness.records.store import RecordStore
+from harness.runner import claims
 from harness.runner.plan import Cell, confirm_seeds, distributions, plan, search_seed, smoke_suite
 from harness.runner.progress import Progress
 from harness.spec import LoadedSuite
@@ -44,27 +45,76 @@ def prepare_run(loaded: LoadedSuite, results_root: str | None, smoke: bool) -> t
     return loaded, root
 
 
-def planned_trials(loaded: LoadedSuite) -> int:
+def planned_trials(loaded: LoadedSuite, done: int = 0) -> int:
+    """Trials the run will run: every cell's budget and confirmations, less what is already done."""
     seeds = len(confirm_seeds(loaded.suite))
-    return sum(c.budget + (seeds if c.confirms else 0) for c in plan(loaded.suite))
+    return max(sum(c.budget + (seeds if c.confirms else 0) for c in plan(loaded.suite)) - done, 0)
 
 
-def run_sweep(loaded: LoadedSuite, root: Path, view: Progress) -> SweepOutcome:
-    """Run every cell of the suite into root/<suite name>.
+def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1, gpus: list[str] | None = None,
+              storage_url: str | None = None) -> SweepOutcome:
+    """Run every cell of the suite into root/<suite name> (or the PostgreSQL storage), with one
+    worker, `workers` workers, or one worker per GPU in `gpus` (CUDA_VISIBLE_DEVICES).
 
-    With process isolation the sweep runs in a freshly spawned sweep process: trials are forked
+    With process isolation each worker runs in a freshly spawned sweep process: trials are forked
     from it, and fork is only safe from a process that never ran OpenMP-parallel torch code
     (a forked child of one that did can hang in its first parallel op). This process may have
     (a notebook, a test run); the spawned one never computes."""
-    from harness.runner.server import run_in_sweep_process
+    from harness.runner.server import run_in_sweep_processes
 
+    preflight(loaded, root, storage_url)
     t0 = time.perf_counter()
+    envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus] if gpus else [{} for _ in range(max(workers, 1))]
     if loaded.suite.runner.isolation == "process":
-        run_in_sweep_process(sweep, (loaded, root), view)
+        run_in_sweep_processes(sweep, [((loaded, root), {"storage_url": storage_url, "worker": _name(i, env)}, env)
+                                       for i, env in enumerate(envs)], view)
     else:
-        sweep(loaded, root, view)
-    return SweepOutcome(loaded, RecordStore(root / loaded.suite.name), plan(loaded.suite),
+        sweep(loaded, root, view, storage_url=storage_url)
+    return SweepOutcome(loaded, open_store(loaded.suite.name, root, storage_url), plan(loaded.suite),
                         time.perf_counter() - t0)
+
+
+def _name(i: int, env: dict) -> str:
+    """What a worker is called beside its host and process id (Worker adds those)."""
+    return f"worker{i}" + (f":gpu{env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else "")
+
+
+MIN_FREE_BYTES = 512 * 2**20
+
+
+def preflight(loaded: LoadedSuite, root: Path, storage_url: str | None) -> None:
+    """Before any trial: the storage answers, the results folder takes a file, the disk has room.
+    Each failure is exit 2, with nothing written."""
+    import shutil
+    import tempfile
+
+    from harness.records.pg import connect, is_postgres
+
+    problems = []
+    if storage_url and not is_postgres(storage_url):
+        problems.append(f"--storage {storage_url}: only postgresql:// URLs are supported (the default is a SQLite "
+                        f"file in the results folder)")
+    elif is_postgres(storage_url):
+        try:
+            connect(storage_url).close()
+        except UserError as err:
+            problems += [p.message for p in err.problems]
+    folder = root / loaded.suite.name
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".harness-write-test-"):
+            pass
+    except OSError as exc:
+        problems.append(f"{folder}: results cannot be written there ({exc.strerror or exc})")
+    else:
+        free = shutil.disk_usage(probe).free
+        if free < MIN_FREE_BYTES:
+            problems.append(f"{folder}: only {free / 2**20:.0f} MiB free on its disk; a sweep needs at least "
+                            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for records, the Optuna storage and the data cache")
+    if problems:
+        raise UserError(problems)
 
 
 def cells_verdict(outcome: SweepOutcome, records: list[TrialRecord], smoke: bool = False) -> int:
@@ -97,19 +147,25 @@ def _comparable(text: str) -> dict:
     return data
 
 
-def check_resumable(store: RecordStore, text: str) -> None:
-    """Refuse to mix trials of two different suites in one results folder (a changed model, task,
+def check_resumable(store, text: str) -> None:
+    """Refuse to mix trials of two different suites in one results set (a changed model, task,
     method, search space or training setting makes the old trials incomparable with new ones)."""
-    previous = store.root / "suite.yaml"
-    if previous.exists() and list((store.root / "records").glob("*/*.json")):
-        if _comparable(previous.read_text(encoding="utf-8")) != _comparable(text):
-            raise UserError(f"{store.root} holds trials of a different version of this suite (saved as "
-                            f"{previous}); only the budget, seeds and output settings may change on a resume. "
-                            f"Run into another folder (--results DIR) or remove that one.")
+    if hasattr(store, "saved_suite"):  # PostgreSQL
+        previous, where, has_records = store.saved_suite(), store.where, bool(store.load_all())
+    else:
+        path = store.root / "suite.yaml"
+        previous = path.read_text(encoding="utf-8") if path.exists() else None
+        where, has_records = str(path), bool(list((store.root / "records").glob("*/*.json")))
+    if previous is not None and has_records and _comparable(previous) != _comparable(text):
+        raise UserError(f"{store.root if not hasattr(store, 'saved_suite') else where} holds trials of a different "
+                        f"version of this suite (saved as {where}); only the budget, seeds and output settings may "
+                        f"change on a resume. Run into another folder (--results DIR) or remove that one.")
 
 
-def sweep(loaded: LoadedSuite, root: Path, view: Progress) -> None:
-    """The sweep loop, in the sweep process: one Optuna study per cell, trials forked from here."""
+def sweep(loaded: LoadedSuite, root: Path, view: Progress, storage_url: str | None = None,
+          worker: str | None = None) -> None:
+    """One worker, in its sweep process: claims trials of every cell until each cell's budget and
+    confirmations are done, forking each trial from here. Any number of these share a suite."""
     from harness.models import configure_hub_access
 
     suite = loaded.suite
@@ -117,41 +173,140 @@ def sweep(loaded: LoadedSuite, root: Path, view: Progress) -> None:
     from harness.runner.stack import preload, quiet_libraries
 
     quiet_libraries()
-    store = RecordStore(root / suite.name)
+    store = open_store(suite.name, root, storage_url)
     check_resumable(store, loaded.text)
-    store.load_all()  # a results folder with a record that cannot be read stops here, before any trial
-    store.root.mkdir(parents=True, exist_ok=True)
-    (store.root / "suite.yaml").write_text(loaded.text, encoding="utf-8")
+    store.load_all()  # a results set with a record that cannot be read stops here, before any trial
+    save_suite(store, loaded.text)
     preload()
-    _Sweep(loaded, store, view).run()
+    Worker(loaded, store, view, worker).run()
 
 
-class _Sweep:
-    """The state one sweep shares across its cells: store, prepared data and models, device."""
+def open_store(suite_name: str, root: Path, storage_url: str | None):
+    """The results set: files under root/<suite> (Optuna in a SQLite file beside them), or a table
+    of the PostgreSQL database that also holds the studies."""
+    from harness.records.pg import PgRecordStore, is_postgres
 
-    def __init__(self, loaded: LoadedSuite, store: RecordStore, view: Progress):
+    if is_postgres(storage_url):
+        return PgRecordStore(storage_url, suite_name, root / suite_name)
+    return RecordStore(root / suite_name)
+
+
+def save_suite(store, text: str) -> None:
+    if hasattr(store, "save_suite"):
+        store.save_suite(text)
+    else:
+        store.root.mkdir(parents=True, exist_ok=True)
+        (store.root / "suite.yaml").write_text(text, encoding="utf-8")
+
+
+class Worker:
+    """Claims and runs trials (harness/runner/claims.py); the state it shares across its cells:
+    store, prepared data and models, device."""
+
+    def __init__(self, loaded: LoadedSuite, store, view: Progress, name: str | None = None):
+        import os
+        import socket
+
         from harness.runner.prepare import Preparer, pick_device
 
         suite = loaded.suite
         self.loaded, self.suite, self.store, self.view = loaded, suite, store, view
+        self.name = f"{socket.gethostname()}:{os.getpid()}" + (f":{name}" if name else "")
         self.suite_hash = text_hash(loaded.text)
         self.device = pick_device(suite.training.device)
         self.preparer = Preparer(loaded.base_dir, seed=suite.search.seed, max_examples=suite.runner.max_examples)
         self.cells = plan(suite)
+        self.by_study: dict[str, Cell] = {}
+        self.storage = claims.storage(store.study_storage_url, suite.runner.heartbeat_s, suite.runner.lost_after_s,
+                                      on_lost=self.record_lost, create_lock=getattr(store, "url", None))
+        self.seeds = confirm_seeds(suite)
+        self.skipped: set[str] = set()
 
     def run(self) -> None:
-        for index, cell in enumerate(self.cells):
-            self.search(index, cell)
-            self.confirm(cell)
+        """Every cell in order, claiming what is left of it; cells other workers still hold are
+        visited again until every one is done."""
+        pending = list(enumerate(self.cells))
+        while pending:
+            waiting = []
+            for index, cell in pending:
+                if not self.work_on(index, cell):
+                    waiting.append((index, cell))
+            if waiting:
+                time.sleep(1.0)  # other workers hold the rest; their trials finish or go stale
+            pending = waiting
+
+    def work_on(self, index: int, cell: Cell) -> bool:
+        """Claim and run this cell's trials; True once the cell is done (search and confirmations)."""
+        search = self.study(cell.id, cell, index)
+        dists = distributions(cell.space)
+        while (got := claims.claim(search, dists, cell.budget)) is not None:
+            self.search_trial(index, cell, search, got)
+        if not claims.finished(search, cell.budget):
+            return False
+        if not self.seeds or not cell.confirms:
+            return True
+        best = best_search_trial(self.store.load_cell(cell.id), cell.direction)
+        if best is None:
+            if cell.id not in self.skipped:  # nothing completed, nothing to confirm; the failures are on record
+                self.skipped.add(cell.id)
+                self.view.skip(len(self.seeds))
+            return True
+        confirm = self.study(f"{cell.id}::confirm-t{best.trial_number:04d}", cell, index, confirming=True)
+        while (got := claims.claim(confirm, {}, len(self.seeds))) is not None:
+            self.confirm_trial(cell, confirm, got, best)
+        return claims.finished(confirm, len(self.seeds))
+
+    def study(self, name: str, cell: Cell, index: int, confirming: bool = False):
+        def initialize(study):
+            if not confirming:
+                _enqueue_defaults(study, cell, distributions(cell.space))
+
+        name = self.store.study_name(name)
+        self.by_study[name] = cell
+        return claims.open_study(name, self.storage, cell.direction, _sampler(self.suite, index), _pruner(self.suite),
+                                 initialize=initialize)
 
     def job(self, cell: Cell, **kwargs):
         from harness.runner.jobs import make_job
 
         return make_job(self.loaded, cell, device=self.device, suite_hash=self.suite_hash, **kwargs)
 
-    def trial(self, job, hooks) -> TrialRecord:
-        """Run one job in its own process (or inline); a cell whose data or model cannot be prepared
-        gets a failed record per trial, and the sweep goes on."""
+    def search_trial(self, index: int, cell: Cell, study, got) -> None:
+        from harness.runner.trial import TrialHooks
+
+        trial, suite = got.trial, self.suite
+        artifacts = (str(self.store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
+                     if suite.output.keep_adapters else None)
+        job = self.job(cell, trial_number=trial.number, seed=search_seed(suite), sampled=dict(trial.params),
+                       artifact_dir=artifacts)
+        again = f" (again: trial {got.retry_of}'s worker was lost)" if got.retry_of is not None else ""
+        self.view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} trial {got.slot + 1}/{cell.budget}{again}",
+                              suite.training.max_steps)
+        record = self.trial(job, TrialHooks(self.view.on_progress, _pruning_hook(trial),
+                                            claims.heartbeat(study, trial, suite.runner.heartbeat_s)), study, trial)
+        self.store.write(record)
+        _tell(study, trial, record)
+        self.view.end_trial(record)
+
+    def confirm_trial(self, cell: Cell, study, got, best) -> None:
+        from harness.runner.trial import TrialHooks
+
+        seed = self.seeds[got.slot]
+        self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} "
+                              f"({got.slot + 1}/{len(self.seeds)})", self.suite.training.max_steps)
+        job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm")
+        record = self.trial(job, TrialHooks(self.view.on_progress, lambda value, step: False,
+                                            claims.heartbeat(study, got.trial, self.suite.runner.heartbeat_s)), study, got.trial)
+        self.store.write(record)
+        study.tell(got.trial, 0.0 if record.status == "complete" else None,
+                   state=None if record.status == "complete" else _failed())
+        self.view.end_trial(record)
+
+    def trial(self, job, hooks, study=None, trial=None) -> TrialRecord:
+        """Run one job in its own process (or inline), backing off the micro-batch on an
+        out-of-memory where the suite asks; a cell whose data or model cannot be prepared gets a
+        failed record per trial, and the sweep goes on. Ctrl-C: the running trial is recorded as
+        interrupted and enqueued again, so the next run continues it."""
         from harness.runner.isolation import failure_record, run_inline, run_isolated
         from harness.runner.trial import now
 
@@ -161,67 +316,77 @@ class _Sweep:
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001
-            return failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} failed: "
-                                       f"{type(exc).__name__}: {exc}"[:4000], started, status="failed")
-        if self.suite.runner.isolation == "process":
-            return run_isolated(job, prepared, hooks, self.suite.runner.trial_timeout_s)
-        return run_inline(job, prepared, hooks)
+            return self.stamp(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} failed: "
+                                                  f"{type(exc).__name__}: {exc}"[:4000], started, status="failed"))
+        attempts = []
+        try:
+            while True:
+                if self.suite.runner.isolation == "process":
+                    record = run_isolated(job, prepared, hooks, self.suite.runner.trial_timeout_s)
+                else:
+                    record = run_inline(job, prepared, hooks)
+                micro = job.training.micro_batch
+                if not (record.status == "oom" and record.failed_phase in ("load", "train")
+                        and self.suite.runner.oom_backoff and micro > 1):
+                    break
+                attempts.append({"micro_batch_size": micro, "status": record.status, "reason": record.reason})
+                job = job.with_micro_batch(micro // 2)
+                self.view.status(f"{job.cell.id} trial {job.trial_number}: out of memory at micro-batch {micro}, "
+                                 f"again at {micro // 2}")
+        except KeyboardInterrupt:
+            record = failure_record(job, "interrupted (Ctrl-C); enqueued again, so running the same command "
+                                         "continues it", started, status="interrupted")
+            self.store.write(self.stamp(record))
+            if study is not None and trial is not None:
+                _interrupt(study, trial)
+            raise
+        record.attempts = attempts
+        return self.stamp(record)
 
-    def search(self, index: int, cell: Cell) -> None:
-        import optuna
+    def stamp(self, record: TrialRecord) -> TrialRecord:
+        record.worker = self.name
+        return record
 
-        from harness.runner.trial import TrialHooks
+    def record_lost(self, study, trial) -> None:
+        """A trial whose worker stopped beating (killed, machine lost): its record, before Optuna
+        enqueues it once more (once only: a lost retry is not retried again)."""
+        from harness.runner.isolation import failure_record
+        from harness.runner.trial import now
 
-        suite, store, view = self.suite, self.store, self.view
-        study = optuna.create_study(study_name=cell.id, storage=store.study_storage_url, direction=cell.direction,
-                                    load_if_exists=True, sampler=_sampler(suite, index), pruner=_pruner(suite))
-        done = {r.trial_number for r in store.load_cell(cell.id) if r.phase == "search"}
-        _close_interrupted(study, done)
-        remaining = cell.budget - len(done)
-        view.skip(min(len(done), cell.budget))
-        if remaining > 0:
-            view.status(f"preparing {cell.model.label} / {cell.task.name}")
-        dists = distributions(cell.space)
-        if not study.trials:
-            _enqueue_defaults(study, cell, dists)
-        for k in range(remaining):
-            trial = study.ask(dists)
-            artifacts = (str(store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
-                         if suite.output.keep_adapters else None)
-            job = self.job(cell, trial_number=trial.number, seed=search_seed(suite), sampled=dict(trial.params),
-                           artifact_dir=artifacts)
-            view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} trial {len(done) + k + 1}/{cell.budget}",
-                             suite.training.max_steps)
-            record = self.trial(job, TrialHooks(view.on_progress, _pruning_hook(trial)))
-            store.write(record)
-            _tell(study, trial, record)
-            view.end_trial(record)
-
-    def confirm(self, cell: Cell) -> None:
-        """Re-run the cell's validation-best search configuration once per fresh confirmation seed
-        (resumable). Confirmations are keyed by (trial, seed): when a resumed search finds a new
-        best, the new best is confirmed afresh and the old runs stay on record, out of the board."""
-        from harness.runner.trial import TrialHooks
-
-        seeds = confirm_seeds(self.suite)
-        if not seeds or not cell.confirms:
+        cell = self.by_study.get(study.study_name)
+        if cell is None:
             return
-        records = self.store.load_cell(cell.id)
-        best = best_search_trial(records, cell.direction)
-        if best is None:
-            self.view.skip(len(seeds))  # nothing completed, nothing to confirm; the failures are on record
-            return
-        confirmed = {r.seed for r in records if r.phase == "confirm" and r.trial_number == best.trial_number}
-        for i, seed in enumerate(seeds):
-            if seed in confirmed:
-                self.view.skip(1)
-                continue
-            self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} ({i + 1}/{len(seeds)})",
-                                  self.suite.training.max_steps)
-            job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm")
-            record = self.trial(job, TrialHooks(self.view.on_progress, lambda value, step: False))
-            self.store.write(record)
-            self.view.end_trial(record)
+        retried = len(trial.system_attrs.get("retry_history", [])) < 1
+        reason = (f"its worker was lost (no heartbeat for {self.suite.runner.lost_after_s:g} s): "
+                  + ("run again as a new trial" if retried else "not run again (it was itself a retry)"))
+        if "::confirm-t" in study.study_name:
+            best = int(study.study_name.rsplit("-t", 1)[1])
+            params = next((r.params for r in self.store.load_cell(cell.id)
+                           if r.phase == "search" and r.trial_number == best), {})
+            job = self.job(cell, trial_number=best, seed=self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))],
+                           params=params, phase="confirm")
+        else:
+            job = self.job(cell, trial_number=trial.number, seed=search_seed(self.suite), sampled=dict(trial.params))
+        started = trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else now()
+        self.store.write(self.stamp(failure_record(job, reason, started, status="crashed")))
+
+
+def _failed():
+    import optuna
+
+    return optuna.trial.TrialState.FAIL
+
+
+def _interrupt(study, trial) -> None:
+    """Fail an interrupted trial and enqueue it again as its retry (as Optuna does for a lost one)."""
+    import optuna
+
+    frozen = study._storage.get_trial(trial._trial_id)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    history = [*frozen.system_attrs.get("retry_history", []), frozen.number]
+    study.add_trial(optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+        user_attrs=frozen.user_attrs, system_attrs={"failed_trial": history[0], "retry_history": history}))
 
 
 def _enqueue_defaults(study, cell: Cell, dists: dict) -> None:
@@ -260,15 +425,6 @@ def _pruner(suite):
     if suite.search.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
-
-
-def _close_interrupted(study, done: set[int]) -> None:
-    """Trials left RUNNING by a sweep that was stopped: mark them failed so TPE ignores them."""
-    import optuna
-
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.number not in done:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _pruning_hook(trial):

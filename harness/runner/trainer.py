@@ -4,6 +4,7 @@ settings, and one callback that times steps, reports progress, scores the valida
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -14,17 +15,22 @@ class Pruned(Exception):
     pass
 
 
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
 def training_args(job: TrialJob, out_dir: str):
     from transformers import TrainingArguments
 
     t = job.training
     return TrainingArguments(
-        output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.accumulation,
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         warmup_steps=float(t.warmup_ratio), lr_scheduler_type=t.lr_scheduler,
         per_device_eval_batch_size=t.eval_batch_size, eval_strategy="no",  # validation: our callback
         logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
+        logging_nan_inf_filter=False,  # a NaN loss must reach the log, where it ends the trial as diverged
         disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
@@ -61,7 +67,11 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
-                history.append({"step": state.global_step, "loss": float(logs["loss"])})
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):  # JSON has no NaN: the history marks the step instead
+                    history.append({"step": state.global_step, "loss_not_finite": 1.0})
+                    raise Diverged(f"diverged: training loss {loss} at step {state.global_step}")
+                history.append({"step": state.global_step, "loss": loss})
 
     return [Measure()]
 

@@ -6,6 +6,7 @@ loop shares, so both measure the same thing the same way."""
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 import time
 import traceback
@@ -24,7 +25,7 @@ from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
 from harness.runner.jobs import TrialJob
 from harness.runner.prepare import Prepared
-from harness.runner.trainer import Pruned, callbacks, trainer_class, training_args
+from harness.runner.trainer import Diverged, Pruned, callbacks, trainer_class, training_args
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrialHooks:
 
     progress: Callable[[dict], None]
     should_prune: Callable[[float, int], bool]
+    tick: Callable[[], None] = lambda: None  # called often while the trial runs (the claim's heartbeat)
 
 
 def now() -> str:
@@ -125,15 +127,20 @@ class Trial:
             self.record["status"] = "complete"
         except Pruned as exc:
             self.record.update(status="pruned", reason=str(exc))
-        except (MemoryError, _oom_type()) as exc:
-            training = self.phase in ("load", "train")
-            size = self.job.training.batch_size if training else self.job.training.eval_batch_size
-            self.record.update(status="oom", reason=f"out of memory in the {self.phase} phase at "
-                                                    f"{'batch' if training else 'eval batch'} size {size}: "
-                                                    f"{type(exc).__name__}: {str(exc)[:300]}")
+        except Diverged as exc:
+            self.record.update(status="diverged", reason=str(exc), failed_phase=self.phase)
         except Exception as exc:  # any other failure is a record, never a crashed sweep
+            if is_out_of_memory(exc, capped=self.job.memory_limit_mib is not None and self.job.device == "cpu"):
+                training = self.phase in ("load", "train")
+                size = self.job.training.micro_batch if training else self.job.training.eval_batch_size
+                self.record.update(status="oom", failed_phase=self.phase,
+                                   reason=f"out of memory in the {self.phase} phase at "
+                                          f"{'micro-batch' if training else 'eval batch'} size {size}: "
+                                          f"{type(exc).__name__}: {str(exc)[:300]}")
+                return self.finish()
             frames = traceback.format_exception(exc)
-            self.record.update(status="failed", reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
+            self.record.update(status="failed", failed_phase=self.phase,
+                               reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
         return self.finish()
 
     def trivial(self) -> None:
@@ -239,7 +246,7 @@ def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
 
 def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, their standard errors) from an evaluation's "se:<metric>" entries."""
-    errors = {k.removeprefix("se:"): v for k, v in metrics.items() if k.startswith("se:")}
+    errors = {k.removeprefix("se:"): v for k, v in metrics.items() if k.startswith("se:") and math.isfinite(v)}
     return {k: v for k, v in metrics.items() if not k.startswith("se:")}, errors
 
 
@@ -247,7 +254,7 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
     """Tokens/s over non-padding tokens, and MFU: FLOPs per token from the model's shapes (flops.py)
     times tokens/s, against the peak of this device at this dtype."""
     tokens = int(trainer.state.num_input_tokens_seen)
-    samples = trainer.state.global_step * job.training.batch_size * job.training.gradient_accumulation_steps
+    samples = trainer.state.global_step * job.training.micro_batch * job.training.accumulation
     per_token = flops_per_token(model, tokens / max(samples, 1)).per_token
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
@@ -275,7 +282,15 @@ def _energy(joules: dict[str, float], tokens: int, train_s: float, price: float 
     return energy
 
 
-def _oom_type() -> type:
+def is_out_of_memory(exc: BaseException, capped: bool = False) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, and the CPU allocator's failure, which torch
+    raises as a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory"). Under an
+    address-space cap (runner.trial_memory_mib), oneDNN's "could not create a primitive" is its
+    allocation failing too."""
     import torch
 
-    return getattr(torch, "OutOfMemoryError", MemoryError)
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text
+                                              or (capped and "could not create a primitive" in text))

@@ -1,0 +1,279 @@
+"""Many workers, one suite: trials claimed through Optuna's storage (PostgreSQL across machines,
+SQLite on one), the budget exact however many race, a lost worker's trial run once more, Ctrl-C
+recorded and continued, out-of-memory backoff, and checks before any trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.records.store import RecordStore
+
+POSTGRES = os.environ.get("HARNESS_TEST_POSTGRES")
+need_postgres = pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"),
+                                   reason="no PostgreSQL here (set HARNESS_TEST_POSTGRES; .ci/run starts one)")
+
+SUITE = """\
+name: {name}
+models: [{{source: 'builtin:tiny-bert', max_length: 32}}]
+tasks: [{{name: sentiment, kind: classification, data: {{builtin: sentiment, train_size: 96, test_size: 32}}}}]
+methods: [{{name: lora}}, {{name: bitfit}}]
+search: {{trials_per_cell: {trials}, pruner: none}}
+confirm: {{seeds: {seeds}}}
+training: {{max_steps: {steps}, batch_size: 8}}
+runner: {{heartbeat_s: 1, lost_after_s: 4}}
+references: false
+"""
+
+
+def _harness(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+
+
+def _pg_store(name: str):
+    from harness.records.pg import PgRecordStore
+
+    return PgRecordStore(POSTGRES, name)
+
+
+def _studies(storage_url: str, prefix: str = "") -> dict:
+    import optuna
+
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage_url):
+        if summary.study_name.startswith(prefix):
+            out[summary.study_name] = optuna.load_study(study_name=summary.study_name, storage=storage_url).trials
+    return out
+
+
+def _check_exact(records, studies, budget: int, seeds: int) -> None:
+    """Finished trials per cell equal the budget; no trial number twice; every trial one record;
+    confirmations done once per seed."""
+    from harness.runner.claims import DISCARDED, retried
+
+    by_cell = Counter(r.cell_id for r in records if r.phase == "search" and r.status != "crashed")
+    assert set(by_cell.values()) == {budget}, by_cell
+    keys = [(r.cell_id, r.phase, r.trial_number, r.seed) for r in records]
+    assert len(keys) == len(set(keys))  # nothing duplicated
+    for name, trials in studies.items():
+        gone = retried(trials)
+        ran = [t for t in trials if DISCARDED not in t.user_attrs]
+        cell = name.split("/")[-1].split("::")[0]
+        if "::confirm" in name:
+            assert len([t for t in ran if t.number not in gone]) == seeds
+            continue
+        numbers = {r.trial_number for r in records if r.cell_id == cell and r.phase == "search"}
+        assert numbers == {t.number for t in ran}, (name, numbers)  # every trial that ran has its record
+    confirms = Counter((r.cell_id, r.trial_number, r.seed) for r in records if r.phase == "confirm")
+    assert confirms and set(confirms.values()) == {1} and len(confirms) == seeds * len(by_cell)
+
+
+@need_postgres
+def test_three_workers_on_postgres_share_one_budget(write_suite, tmp_path):
+    assert POSTGRES, "CI must start PostgreSQL (HARNESS_TEST_POSTGRES)"
+    name = f"w3-{uuid.uuid4().hex[:8]}"
+    suite = write_suite(SUITE.format(name=name, trials=4, seeds=2, steps=3))
+    workers = [_harness("worker", suite, "--storage", POSTGRES, "--results", tmp_path / f"r{i}", "--quiet")
+               for i in range(3)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    records = _pg_store(name).load_all()
+    _check_exact(records, _studies(_pg_store(name).study_storage_url, f"{name}/"), budget=4, seeds=2)
+    assert len({r.worker for r in records}) >= 2  # the work was shared
+    # the report and an export read the same results set from the database
+    assert main(["report", name, "--storage", POSTGRES, "--out", str(tmp_path / "rep")]) == 0
+    assert main(["export", name, str(tmp_path / "exported"), "--storage", POSTGRES]) == 0
+    assert len(RecordStore(tmp_path / "exported").load_all()) == len(records)
+
+
+def _kill_mid_trial(proc: subprocess.Popen, min_age_s: float = 1.0, timeout_s: float = 120) -> None:
+    """SIGKILL a worker's whole process group once one of its trial processes has run a while."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                parent = child.parent()
+                if parent is not None and child.cmdline() == parent.cmdline() and \
+                        time.time() - child.create_time() > min_age_s:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    raise AssertionError("no trial process to kill")
+
+
+@need_postgres
+def test_a_killed_worker_s_trial_is_run_once_more_and_nothing_is_lost(write_suite, tmp_path):
+    assert POSTGRES, "CI must start PostgreSQL (HARNESS_TEST_POSTGRES)"
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    suite = write_suite(SUITE.format(name=name, trials=2, seeds=1, steps=150))
+    victim = _harness("worker", suite, "--storage", POSTGRES, "--results", tmp_path / "a", "--quiet")
+    _kill_mid_trial(victim)
+    survivor = _harness("worker", suite, "--storage", POSTGRES, "--results", tmp_path / "b", "--quiet")
+    out = survivor.communicate(timeout=600)[0]
+    assert survivor.returncode == 0, out
+    records = _pg_store(name).load_all()
+    lost = [r for r in records if r.status == "crashed"]
+    assert len(lost) == 1 and "its worker was lost" in lost[0].reason and "run again" in lost[0].reason
+    _check_exact(records, _studies(_pg_store(name).study_storage_url, f"{name}/"), budget=2, seeds=1)
+
+
+def test_a_killed_local_worker_on_sqlite_is_recovered_by_the_other(write_suite, tmp_path):
+    suite = write_suite(SUITE.format(name="local", trials=2, seeds=1, steps=150))
+    run = _harness("run", suite, "--workers", "2", "--results", tmp_path / "r", "--reports", tmp_path / "p",
+                   "--quiet")
+    import psutil
+
+    # kill one of the two worker (sweep) processes with its trial, mid-trial
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and not killed:
+        for sweep in psutil.Process(run.pid).children():
+            try:
+                trials = [t for t in sweep.children() if t.cmdline() == sweep.cmdline()
+                          and time.time() - t.create_time() > 1.0]
+            except psutil.Error:
+                continue
+            if trials:
+                for t in trials:
+                    t.kill()
+                sweep.kill()
+                killed = True
+                break
+        time.sleep(0.05)
+    assert killed
+    out = run.communicate(timeout=600)[0]
+    assert run.returncode == 1 and "a sweep process died" in out  # the other worker finished the suite
+    store = RecordStore(tmp_path / "r" / "local")
+    records = store.load_all()
+    assert [r.status for r in records].count("crashed") == 1
+    _check_exact(records, _studies(store.study_storage_url), budget=2, seeds=1)
+
+
+def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_suite, tmp_path):
+    suite = write_suite(SUITE.format(name="intr", trials=2, seeds=0, steps=150))
+    args = ("run", suite, "--results", tmp_path / "r", "--reports", tmp_path / "p", "--quiet")
+    run = _harness(*args)
+    import psutil
+
+    def trial_running() -> bool:
+        for kid in psutil.Process(run.pid).children(recursive=True):
+            try:
+                parent = kid.parent()
+                if parent is not None and kid.cmdline() == parent.cmdline() and time.time() - kid.create_time() > 1.0:
+                    return True
+            except psutil.Error:
+                continue
+        return False
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not trial_running():
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 130, out
+    store = RecordStore(tmp_path / "r" / "intr")
+    [interrupted] = [r for r in store.load_all() if r.status == "interrupted"]
+    rerun = _harness(*args)
+    out = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, out
+    records = store.load_all()
+    retry = [r for r in records if r.cell_id == interrupted.cell_id and r.status == "complete"
+             and r.params == interrupted.params]
+    assert retry, "the interrupted configuration ran again"
+    assert Counter(r.cell_id for r in records if r.status == "complete" and r.phase == "search") == {
+        "sentiment--tiny-bert--lora": 2, "sentiment--tiny-bert--bitfit": 2}
+
+
+OOM_SUITE = """\
+name: oom
+models: [{{source: 'builtin:tiny-bert', max_length: 256}}]
+tasks: [{{name: long, kind: classification, data: {{builtin: sentiment-long, train_size: 64, test_size: 16}}}}]
+methods: [{{name: full}}]
+search: {{sampler: none}}
+training: {{max_steps: 3, batch_size: 16, eval_batch_size: 4}}
+runner: {{oom_backoff: true, trial_memory_mib: {limit}}}
+references: false
+"""
+
+
+def test_out_of_memory_backoff_recovers_with_a_smaller_micro_batch(write_suite, tmp_path, capsys):
+    # 48 MiB above the trial process's size at fork: a micro-batch of 16 x 256 tokens does not fit, 4
+    # does (measured here, 4 runs: 16 failed every time, 8 failed 3 times of 4, 4 always fit)
+    code = main(["run", str(write_suite(OOM_SUITE.format(limit=48))), "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p"), "--quiet"])
+    assert code == 0
+    [record] = RecordStore(tmp_path / "r" / "oom").load_all()
+    assert record.status == "complete"
+    assert record.attempts and record.attempts[0]["micro_batch_size"] == 16
+    assert "out of memory in the train phase at micro-batch size 16" in record.attempts[0]["reason"]
+    assert record.params["micro_batch_size"] <= 8 and record.params["batch_size"] == 16  # the same effective batch
+    assert record.throughput.train_steps == 3
+
+
+def test_out_of_memory_the_backoff_cannot_recover(write_suite, tmp_path, capsys):
+    code = main(["run", str(write_suite(OOM_SUITE.format(limit=2))), "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p"), "--quiet"])
+    assert code == 1
+    [record] = RecordStore(tmp_path / "r" / "oom").load_all()
+    assert record.status == "oom" and record.failed_phase == "train"
+    assert [a["micro_batch_size"] for a in record.attempts] == [16, 8, 4, 2]
+    assert "at micro-batch size 1" in record.reason
+
+
+def test_a_diverging_loss_ends_the_trial_as_diverged(tiny_suite, tmp_path, capsys, monkeypatch):
+    import torch
+    import transformers
+
+    real = transformers.Trainer.compute_loss
+
+    def blows_up(self, model, inputs, *args, **kwargs):  # from step 6 on, the loss is NaN
+        loss = real(self, model, inputs, *args, **kwargs)
+        return loss * torch.tensor(float("nan")) if self.state.global_step >= 5 else loss
+
+    # inline isolation runs the trial in this process, so the patch reaches it
+    monkeypatch.setattr(transformers.Trainer, "compute_loss", blows_up)
+    suite = tiny_suite(methods=("bitfit",), trials=1, steps=40, extra="runner: {isolation: inline}\n")
+    code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
+    [record] = RecordStore(tmp_path / "r" / "tiny").load_all()
+    assert record.status == "diverged" and "training loss" in record.reason and "at step" in record.reason
+    assert code == 1
+
+
+def test_preflight_refuses_before_any_trial(tiny_suite, tmp_path, capsys, monkeypatch):
+    suite = tiny_suite(methods=("bitfit",), trials=1, steps=2)
+    code = main(["run", str(suite), "--storage", "postgresql://nobody:x@127.0.0.1:1/none", "--results",
+                 str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be reached" in err and "x@" not in err  # the password is not printed
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: ask for a folder under a file instead
+        locked = tmp_path / "a-file"
+        locked.write_text("")
+    code = main(["run", str(suite), "--results", str(locked / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
+    assert code == 2 and "results cannot be written there" in capsys.readouterr().err
+    import shutil
+
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
+    assert code == 2 and "MiB free on its disk" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "tiny" / "records").exists()  # nothing half-written
