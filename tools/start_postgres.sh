@@ -7,9 +7,9 @@ set -euo pipefail
 PORT=${PORT:-55432}
 VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h | awk '{print $2}' | grep -qx harness; then
-  pg_createcluster "$VERSION" harness --port "$PORT" >/dev/null
+  pg_createcluster "$VERSION" harness --port "$PORT" >&2
 fi
-pg_ctlcluster "$VERSION" harness start 2>/dev/null || true
+pg_ctlcluster "$VERSION" harness start >&2 2>/dev/null || true  # stdout carries only the URL
 for _ in $(seq 1 30); do
   su postgres -c "psql -p $PORT -tAc 'select 1'" >/dev/null 2>&1 && break
   sleep 1
