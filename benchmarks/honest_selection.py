@@ -25,7 +25,7 @@ name: honest-rt
 models: [{{source: "builtin:minilm-l6", max_length: 64}}]
 tasks: [{{name: rt-polarity, kind: classification, data: {{files: {files}}}}}]
 methods: [{{name: lora}}, {{name: full}}]
-search: {{trials_per_cell: {trials}, seed: 0, pruner: none}}
+search: {{trials_per_cell: {trials}, seed: 0, strategy: none}}
 training: {{max_steps: {steps}, batch_size: 16, eval_batch_size: 100}}
 """
 

@@ -21,7 +21,7 @@ name: overhead
 models: [{{source: "builtin:tiny-bert", max_length: 32}}]
 tasks: [{{name: sentiment, kind: classification, data: {{builtin: sentiment, train_size: 200, test_size: 100}}}}]
 methods: [{{name: lora}}, {{name: bitfit}}]
-search: {{trials_per_cell: {per_cell}, pruner: none}}
+search: {{trials_per_cell: {per_cell}, strategy: none}}
 training: {{max_steps: 20, batch_size: 16}}
 runner: {{isolation: {isolation}}}
 """

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(os.environ.get("HARNESS_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def write(path: Path, rows) -> str:
@@ -62,7 +63,7 @@ name: {name}
 models: [{{source: "{model}", max_length: {max_length}}}]
 tasks: [{{name: {task}, kind: {kind}, data: {{files: {files}, train_size: {train}, test_size: {test}}}}}]
 methods: [{methods}]
-search: {{trials_per_cell: 1, pruner: none}}
+search: {{trials_per_cell: 1, strategy: none}}
 training: {{max_steps: {steps}, batch_size: {batch}, eval_batch_size: 16}}
 """
 

@@ -31,7 +31,7 @@ tasks:
     data: {{builtin: sentiment, train_size: 160, test_size: 80}}
 methods:
 {methods}
-search: {{trials_per_cell: {trials}, seed: 0, pruner: none}}
+search: {{trials_per_cell: {trials}, seed: 0, strategy: none}}
 training: {{max_steps: {steps}, batch_size: 16, eval_batch_size: 80}}
 references: false
 """

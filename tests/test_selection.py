@@ -40,7 +40,7 @@ methods:
   - name: lora
     params: {{learning_rate: 0.000001}}
     search: {{learning_rate: {{choices: [0.000001, 0.01]}}}}
-search: {{trials_per_cell: {trials}, sampler: random, seed: {seed}, pruner: none}}
+search: {{trials_per_cell: {trials}, sampler: random, seed: {seed}, strategy: none}}
 confirm: {{seeds: {confirm}}}
 training: {{max_steps: 30, batch_size: 16, eval_batch_size: 64}}
 references: false
@@ -141,7 +141,7 @@ name: refs
 models: [{source: 'builtin:tiny-bert', max_length: 32}]
 tasks: [{name: sentiment, kind: classification, data: {builtin: sentiment, train_size: 120, test_size: 60}}]
 methods: [{name: bitfit}]
-search: {trials_per_cell: 1, pruner: none}
+search: {trials_per_cell: 1, strategy: none}
 training: {max_steps: 4}
 """
     code, out = _run(write_suite(text), tmp_path, capsys)

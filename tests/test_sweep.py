@@ -156,7 +156,7 @@ tasks:
   - {name: broken, kind: classification, data: {files: {train: train.jsonl, test: test.jsonl}}}
   - {name: fine, kind: classification, data: {builtin: sentiment, train_size: 64, test_size: 32}}
 methods: [{name: bitfit}]
-search: {trials_per_cell: 2, pruner: none}
+search: {trials_per_cell: 2, strategy: none}
 training: {max_steps: 2}
 references: false
 """

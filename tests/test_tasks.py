@@ -105,7 +105,7 @@ tasks:
     data: {builtin: medqa-mini, train_size: 48, test_size: 20}
 methods:
   - name: lora
-search: {trials_per_cell: 1, pruner: none}
+search: {trials_per_cell: 1, strategy: none}
 training: {max_steps: 4, batch_size: 8, eval_batch_size: 8}
 references: false
 """
@@ -136,7 +136,7 @@ def test_summarization_on_an_encoder_is_rejected(write_suite):
 def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
     text = ("name: qaenc\nmodels: [{source: 'builtin:tiny-bert', max_length: 64}]\n"
             "tasks: [{name: medqa, kind: qa, data: {builtin: medqa-mini, train_size: 48, test_size: 20}}]\n"
-            "methods: [{name: lora}]\nsearch: {trials_per_cell: 1, pruner: none}\ntraining: {max_steps: 4, batch_size: 8}\n"
+            "methods: [{name: lora}]\nsearch: {trials_per_cell: 1, strategy: none}\ntraining: {max_steps: 4, batch_size: 8}\n"
             "references: false\n")
     code = main(["run", str(write_suite(text)), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
     assert code == 0
@@ -185,7 +185,7 @@ tasks:
     data: {builtin: sentiment, train_size: 64, validation_size: 16, test_size: 24}
 methods:
   - name: lora
-search: {trials_per_cell: 1, pruner: none}
+search: {trials_per_cell: 1, strategy: none}
 training: {max_steps: 4, batch_size: 8, eval_batch_size: 8, eval_every_steps: 2}
 references: false
 """

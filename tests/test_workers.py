@@ -27,7 +27,7 @@ name: {name}
 models: [{{source: 'builtin:tiny-bert', max_length: 32}}]
 tasks: [{{name: sentiment, kind: classification, data: {{builtin: sentiment, train_size: 96, test_size: 32}}}}]
 methods: [{{name: lora}}, {{name: bitfit}}]
-search: {{trials_per_cell: {trials}, pruner: none}}
+search: {{trials_per_cell: {trials}, strategy: none}}
 confirm: {{seeds: {seeds}}}
 training: {{max_steps: {steps}, batch_size: 8}}
 runner: {{heartbeat_s: 1, lost_after_s: 4}}
@@ -102,6 +102,8 @@ def _kill_mid_trial(proc: subprocess.Popen, min_age_s: float = 1.0, timeout_s: f
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker ended (exit {proc.returncode}) before a trial ran: {proc.stdout.read()}")
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
                 parent = child.parent()

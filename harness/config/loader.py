@@ -117,7 +117,7 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     for i, e in enumerate(suite.methods):
         if labels.count(e.display) > 1 and labels.index(e.display) != i:
             out.append(lines.problem(("methods", i), f"method {e.display!r} is listed twice: give one a label"))
-    out += _cell_id_clashes(suite, lines)
+    out += _cell_id_clashes(suite, lines) + _rung_problems(suite, lines)
     micro = suite.training.micro_batch_size
     if micro:
         sizes = [(("training", "batch_size"), suite.training.batch_size)]
@@ -127,6 +127,23 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             if size % micro:
                 out.append(lines.problem(where, f"batch_size {size} is not a multiple of training.micro_batch_size "
                                                 f"{micro}: the effective batch must be whole micro-batches"))
+    return out
+
+
+def _rung_problems(suite: Suite, lines: LineMap) -> list[Problem]:
+    """Under a multi-fidelity strategy the validation steps are the rungs (plan.rungs): an
+    eval_every_steps beside it would evaluate where no decision reads, or contradict the rungs."""
+    search, out = suite.search, []
+    if search.strategy == "none":
+        return out
+    if suite.training.eval_every_steps:
+        out.append(lines.problem(("training", "eval_every_steps"),
+                                 f"search.strategy {search.strategy} scores the validation split at its rungs "
+                                 f"(search.min_steps x search.reduction_factor^k); leave eval_every_steps out"))
+    if search.min_steps is not None and search.min_steps >= suite.training.max_steps:
+        out.append(lines.problem(("search", "min_steps"),
+                                 f"the first rung ({search.min_steps} steps) must come before training.max_steps "
+                                 f"({suite.training.max_steps}), or no trial could stop early"))
     return out
 
 

@@ -44,13 +44,20 @@ def _qlora_load(params, ctx) -> dict:
     return {"quantization_config": BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=params.quant_type,
         bnb_4bit_use_double_quant=params.double_quant,
-        bnb_4bit_compute_dtype=_compute_dtype(params, ctx.device), llm_int8_skip_modules=list(ctx.head_names))}
+        bnb_4bit_compute_dtype=_compute_dtype(params, ctx.device), llm_int8_skip_modules=_kept(ctx))}
 
 
 def _int8_load(params, ctx) -> dict:
     from transformers import BitsAndBytesConfig
 
-    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(ctx.head_names))}
+    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=_kept(ctx))}
+
+
+def _kept(ctx) -> list[str]:
+    """Modules left in full precision: the new task head (it trains), and a causal LM's output head,
+    as QLoRA does; a head tied to the input embeddings (SmolLM2) cannot be quantized apart from them
+    (bitsandbytes then fails its first forward)."""
+    return list(ctx.head_names) + (["lm_head"] if ctx.task_type == "CAUSAL_LM" else [])
 
 
 def host_has_avx512_bf16() -> bool:

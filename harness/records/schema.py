@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -49,8 +49,13 @@ def _v4_to_v5(data: dict) -> dict:
     return {**data, "attempts": [], "failed_phase": None, "worker": None}
 
 
+def _v5_to_v6(data: dict) -> dict:
+    """v6 keeps where a pruned trial stopped and its score there (multi-fidelity search)."""
+    return {**data, "stopped_at_step": None, "stopped_value": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def upgrade(data: dict) -> dict:
@@ -150,6 +155,8 @@ class TrialRecord(BaseModel):
     # size and reason (runner.oom_backoff halves the micro-batch and runs it again)
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     worker: str | None = None  # which worker ran it (harness worker; host:pid)
+    stopped_at_step: int | None = None  # a pruned trial: the rung it stopped at
+    stopped_value: float | None = None  # ... and its validation score there
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str

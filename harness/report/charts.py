@@ -100,3 +100,33 @@ def curve_figures(records: list[TrialRecord], board: pd.DataFrame) -> list[dict]
                               xaxis_title="step", yaxis_title="loss", height=360)
             figures.append({"id": f"curve-{len(figures)}", "figure": figure_json(fig)})
     return figures
+
+
+def validation_figures(records: list[TrialRecord]) -> list[dict]:
+    """Each search trial's validation score by step, per cell: under a multi-fidelity strategy the
+    points are the rungs, and a pruned trial's line ends where it was stopped (marked x)."""
+    import plotly.graph_objects as go
+
+    cells: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        if r.phase == "search" and r.method_family != "baseline":
+            cells.setdefault(r.cell_id, []).append(r)
+    figures = []
+    for trials in cells.values():
+        metric = trials[0].objective_metric
+        key = f"validation_{metric}"
+        fig = go.Figure()
+        for r in sorted(trials, key=lambda t: t.trial_number):
+            points = [(h["step"], h[key]) for h in r.history if key in h]
+            if len(points) < 2 and r.status != "pruned":
+                continue
+            fig.add_trace(go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], mode="lines+markers",
+                                     name=f"trial {r.trial_number} ({r.status})",
+                                     marker={"symbol": ["circle"] * (len(points) - 1)
+                                             + ["x" if r.status == "pruned" else "circle"], "size": 8}))
+        if fig.data:
+            first = trials[0]
+            fig.update_layout(title=f"{first.task} · {first.model} · {first.method}: validation {metric} by step",
+                              xaxis_title="step", yaxis_title=f"validation {metric}", height=340)
+            figures.append({"id": f"validation-{len(figures)}", "figure": figure_json(fig)})
+    return figures

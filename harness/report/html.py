@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.records.schema import TrialRecord
-from harness.report.charts import curve_figures, pareto_figures, search_figures
+from harness.report.charts import curve_figures, pareto_figures, search_figures, validation_figures
+from harness.report.compute import compute_lines, compute_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
 from harness.report.terminal import MEMORY_NOTE, caption, confidence_text, human_count, rank_text, tie_text
@@ -66,6 +67,15 @@ def _boards(board: pd.DataFrame) -> list[dict]:
     return boards
 
 
+def _compute_rows(table: pd.DataFrame) -> list[dict]:
+    if table.empty or not (table["pruned"] > 0).any() and (table["strategy"] == "none").all():
+        return []
+    return [{"cell": row.cell_id, "strategy": row.strategy, "trials": row.trials, "pruned": row.pruned,
+             "steps": f"{row.steps:,} / {row.full_steps:,}", "share": f"{row.step_share:.0%}",
+             "train_s": f"{row.train_s:.1f}", "validation_s": f"{row.validation_s:.1f}",
+             "full_s": f"{row.full_train_s_est:.1f}"} for row in table.itertuples()]
+
+
 def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, str]]:
     env = records[0].environment
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
@@ -85,13 +95,15 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
     """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
-               "curves": curve_figures(records, board)}
+               "curves": curve_figures(records, board), "validation": validation_figures(records)}
+    compute = compute_table(records)
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
         memory_source=MEMORY_NOTE + " " + records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
-        curves=figures["curves"],
+        curves=figures["curves"], validation=figures["validation"], compute_summary=compute_lines(compute),
+        compute=_compute_rows(compute),
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],
         provenance=_provenance(records, suite_text), suite_text=suite_text,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from harness.measure.host import BUSY_SHARE
 from harness.records.schema import TrialRecord
+from harness.report.compute import compute_lines, compute_table
 from harness.report.leaderboard import leaderboard, metric_columns
 
 
@@ -126,6 +127,8 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
                       markup=True, highlight=False)
     if records:
         console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
+    for line in compute_lines(compute_table(records)):
+        console.print(line, markup=False, highlight=False)
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
 

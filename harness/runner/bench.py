@@ -24,7 +24,7 @@ def bench_raw(model: str, method: str, steps: int, batch_size: int, max_length: 
     return {
         "name": "bench", "models": [{"source": model, "max_length": max_length, "dtype": dtype}],
         "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
-        "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "pruner": "none"},
+        "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "strategy": "none"},
         "references": False,
         "training": {"max_steps": steps, "batch_size": batch_size}, "measure": {"phase_peaks": phase_peaks},
     }

@@ -27,15 +27,15 @@ READY = "harness:ready"
 
 def storage(url: str, heartbeat_s: float, lost_after_s: float, on_lost=None, create_lock: str | None = None):
     """Optuna's RDB storage with heartbeats; `on_lost(study, trial)` runs for each stale trial found
-    (the callback writes its record), before the retry is enqueued."""
+    (the callback writes its record) and says whether to enqueue a retry: not where the lost worker
+    had written the trial's record and died before telling Optuna."""
     import optuna
 
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def stale(study, trial):
-        if on_lost is not None:
-            on_lost(study, trial)
-        retry(study, trial)
+        if on_lost is None or on_lost(study, trial):
+            retry(study, trial)
 
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -89,6 +89,7 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     """The next trial of this study within its budget, or None when the budget is taken."""
     import optuna
 
+    _beat_silent(study)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     taken = [t for t in trials if not is_retry(t) and DISCARDED not in t.user_attrs]
@@ -96,6 +97,9 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     if len(taken) >= budget and not waiting:
         return None
     trial = study.ask(dists)
+    # A first heartbeat at once: Optuna only finds a trial stale once it has one, so a worker killed
+    # between claiming and its trial's first beat would leave the trial running for ever.
+    study._storage.record_heartbeat(trial._trial_id)
     frozen = study._storage.get_trial(trial._trial_id)
     if is_retry(frozen):  # a lost trial run again: it keeps its original's slot
         return Claim(trial, int(frozen.user_attrs.get(SLOT, 0)), frozen.system_attrs["failed_trial"])
@@ -106,6 +110,30 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
         return None
     study._storage.set_trial_user_attr(trial._trial_id, SLOT, slot)
     return Claim(trial, slot, None)
+
+
+def _beat_silent(study) -> None:
+    """Give a running trial that never beat a heartbeat now. Optuna never finds a trial without one
+    stale, so a worker killed between claiming a trial and its first beat would leave it running for
+    ever and its cell waiting; with one it goes stale after lost_after_s like any lost trial (a live
+    worker's own beats overwrite it). Optuna has no public call for this: its storage's models do."""
+    import optuna
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+    if not running:
+        return
+    session = storage.scoped_session()
+    try:
+        silent = [t._trial_id for t in running
+                  if models.TrialHeartbeatModel.where_trial_id(t._trial_id, session) is None]
+    finally:
+        session.close()
+    for trial_id in silent:
+        storage.record_heartbeat(trial_id)
 
 
 def finished(study, budget: int) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.measure.provenance import environment
-from harness.runner.plan import Cell
+from harness.runner.plan import Cell, evaluation_steps, rungs
 from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrialTraining
 
 
@@ -27,6 +27,7 @@ class TrialJob:
     phase: str = "search"  # or "confirm"
     artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
     memory_limit_mib: int | None = None  # CPU: the trial process's address space above its size at fork
+    eval_steps: tuple[int, ...] = ()  # steps at which the validation split is scored in the loop
 
     def with_micro_batch(self, micro: int) -> "TrialJob":
         """The same trial with a smaller micro-batch: the effective batch, and so the result, stay."""
@@ -46,6 +47,7 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
         "environment": environment(),
         "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
                    "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
+                   "search": {"strategy": s.search.strategy, "rungs": rungs(s) if s.search.strategy != "none" else []},
                    "suite_file": str(loaded.path)},
     }
 
@@ -64,4 +66,5 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
                     method_params=method_params, training=training,
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",
                     record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir,
-                    memory_limit_mib=suite.runner.trial_memory_mib)
+                    memory_limit_mib=suite.runner.trial_memory_mib,
+                    eval_steps=evaluation_steps(suite) if phase == "search" else ())

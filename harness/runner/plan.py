@@ -70,6 +70,28 @@ def confirm_seeds(suite: Suite) -> list[int]:
     return seeds
 
 
+def rungs(suite: Suite) -> list[int]:
+    """Where a multi-fidelity search judges every trial: min_steps x reduction_factor^k, below max_steps
+    (the same steps for every method, so early stopping is as even as the budget)."""
+    search, top = suite.search, suite.training.max_steps
+    first = search.min_steps or max(1, top // search.reduction_factor ** 3)
+    out, step = [], first
+    while step < top:
+        out.append(step)
+        step *= search.reduction_factor
+    return out
+
+
+def evaluation_steps(suite: Suite) -> tuple[int, ...]:
+    """Steps at which search trials score the validation split while training: the rungs under a
+    search strategy (and nowhere else: no evaluation that no decision reads), else every
+    eval_every_steps for the curves."""
+    if suite.search.strategy != "none":
+        return tuple(rungs(suite))
+    every = suite.training.eval_every_steps
+    return tuple(range(every, suite.training.max_steps + 1, every)) if every else ()
+
+
 SMOKE_STEPS = 2
 SMOKE_EXAMPLES = 16
 
@@ -81,7 +103,7 @@ def smoke_suite(suite: Suite) -> Suite:
     report) runs in minutes. Results go to a folder of their own (<name>-smoke)."""
     return suite.model_copy(update={
         "name": f"{suite.name}-smoke",
-        "search": suite.search.model_copy(update={"trials_per_cell": 1, "sampler": "none", "pruner": "none"}),
+        "search": suite.search.model_copy(update={"trials_per_cell": 1, "sampler": "none", "strategy": "none"}),
         "confirm": suite.confirm.model_copy(update={"seeds": 0}),
         "training": suite.training.model_copy(update={"max_steps": SMOKE_STEPS, "eval_every_steps": SMOKE_STEPS}),
         "runner": suite.runner.model_copy(update={"max_examples": SMOKE_EXAMPLES}),

@@ -16,7 +16,7 @@ from harness.records.schema import TrialRecord
 from harness.records.select import best_search_trial
 from harness.records.store import RecordStore
 from harness.runner import claims
-from harness.runner.plan import Cell, confirm_seeds, distributions, plan, search_seed, smoke_suite
+from harness.runner.plan import Cell, confirm_seeds, distributions, plan, rungs, search_seed, smoke_suite
 from harness.runner.progress import Progress
 from harness.spec import LoadedSuite
 
@@ -347,15 +347,18 @@ class Worker:
         record.worker = self.name
         return record
 
-    def record_lost(self, study, trial) -> None:
+    def record_lost(self, study, trial) -> bool:
         """A trial whose worker stopped beating (killed, machine lost): its record, before Optuna
-        enqueues it once more (once only: a lost retry is not retried again)."""
+        enqueues it once more (once only: a lost retry is not retried again). A worker killed after
+        writing the trial's record and before telling Optuna lost nothing: the record stays, no retry."""
         from harness.runner.isolation import failure_record
         from harness.runner.trial import now
 
         cell = self.by_study.get(study.study_name)
         if cell is None:
-            return
+            return True
+        if self.already_recorded(study.study_name, cell, trial):
+            return False
         retried = len(trial.system_attrs.get("retry_history", [])) < 1
         reason = (f"its worker was lost (no heartbeat for {self.suite.runner.lost_after_s:g} s): "
                   + ("run again as a new trial" if retried else "not run again (it was itself a retry)"))
@@ -369,6 +372,15 @@ class Worker:
             job = self.job(cell, trial_number=trial.number, seed=search_seed(self.suite), sampled=dict(trial.params))
         started = trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else now()
         self.store.write(self.stamp(failure_record(job, reason, started, status="crashed")))
+        return True
+
+    def already_recorded(self, study_name: str, cell: Cell, trial) -> bool:
+        records = [r for r in self.store.load_cell(cell.id) if r.status != "crashed"]  # crashed: a loss on record
+        if "::confirm-t" in study_name:
+            best = int(study_name.rsplit("-t", 1)[1])
+            seed = self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))]
+            return any(r.phase == "confirm" and r.trial_number == best and r.seed == seed for r in records)
+        return any(r.phase == "search" and r.trial_number == trial.number for r in records)
 
 
 def _failed():
@@ -420,9 +432,18 @@ def _sampler(suite, cell_index: int):
 
 
 def _pruner(suite):
+    """Optuna's own pruners on the validation scores reported at the rungs (plan.rungs)."""
     import optuna
 
-    if suite.search.pruner == "median":
+    search, top = suite.search, suite.training.max_steps
+    first = (rungs(suite) or [top])[0]
+    if search.strategy == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=search.reduction_factor,
+                                                      min_early_stopping_rate=0)
+    if search.strategy == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=top,
+                                              reduction_factor=search.reduction_factor)
+    if search.strategy == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     return optuna.pruners.NopPruner()
 

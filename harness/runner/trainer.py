@@ -1,6 +1,7 @@
 """The HF Trainer as trials use it: a lean subclass, its arguments from the trial's resolved training
-settings, and one callback that times steps, reports progress, scores the validation split every
-`eval_every_steps` (the pruner's question) and feeds AdaLoRA's rank allocation."""
+settings, and one callback that times steps, reports progress, scores the validation split at the
+job's evaluation steps (the search's rungs, where the pruner decides, or every eval_every_steps)
+and feeds AdaLoRA's rank allocation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from harness.runner.jobs import TrialJob
 
 
 class Pruned(Exception):
-    pass
+    """The pruner stopped the trial at a rung."""
+
+    def __init__(self, message: str, step: int, value: float):
+        super().__init__(message)
+        self.step, self.value = step, value
 
 
 class Diverged(Exception):
@@ -43,7 +48,7 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
     from transformers import TrainerCallback
 
     metric = job.record_base["objective_metric"]
-    every = job.training.eval_every_steps
+    when = set(job.eval_steps)
 
     class Measure(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -56,14 +61,15 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
         def on_step_end(self, args, state, control, **kw):
             steps.end()
             hooks.progress({"step": state.global_step, "max_steps": state.max_steps})
-            if every and state.global_step % every == 0:
+            if state.global_step in when:
                 t0 = time.perf_counter()
                 scores = validate()
                 validation_s.append(time.perf_counter() - t0)
                 history.append({"step": state.global_step, **{f"validation_{k}": v for k, v in scores.items()}})
                 # A ten-line pruning hook: optuna-integration's callback would add a package for this.
                 if metric in scores and hooks.should_prune(scores[metric], state.global_step):
-                    raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}")
+                    raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}",
+                                 state.global_step, scores[metric])
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:

@@ -126,7 +126,7 @@ class Trial:
                 self.test()
             self.record["status"] = "complete"
         except Pruned as exc:
-            self.record.update(status="pruned", reason=str(exc))
+            self.record.update(status="pruned", reason=str(exc), failed_phase="train")
         except Diverged as exc:
             self.record.update(status="diverged", reason=str(exc), failed_phase=self.phase)
         except Exception as exc:  # any other failure is a record, never a crashed sweep
@@ -185,12 +185,20 @@ class Trial:
 
             trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
             self.memory.start("train")
-            with self.energy.span("train"):
-                result = trainer.train()
-            self.memory.stop("train")
-        self.timing.train_s = float(result.metrics["train_runtime"]) - sum(self.validation_s)
-        self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
-                                      prepared.model_spec.dtype)
+            t0, runtime = time.perf_counter(), None
+            try:
+                with self.energy.span("train"):
+                    runtime = float(trainer.train().metrics["train_runtime"])
+            except Pruned as exc:  # what it spent until the rung that stopped it counts as compute
+                self.record.update(stopped_at_step=exc.step, stopped_value=exc.value)
+                runtime = time.perf_counter() - t0
+                raise
+            finally:
+                self.memory.stop("train")
+                if runtime is not None:
+                    self.timing.train_s = runtime - sum(self.validation_s)
+                    self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
+                                                  prepared.model_spec.dtype)
 
     def validate(self) -> None:
         """What every choice reads: the in-loop score of the last step where there is one."""

@@ -1,0 +1,104 @@
+"""The same question answered twice, with and without multi-fidelity search: rt-polarity
+(../shared/data), MiniLM-L6, 3 methods x 6 trials x 100 steps (batch 16, max length 64), the
+validation-best configuration of each method confirmed with 2 fresh seeds and reported on test.
+Run 1 trains every trial to the end (strategy none); run 2 uses strategy asha (Optuna's
+SuccessiveHalvingPruner; rungs at 10, 30 and 90 steps, reduction factor 3). Prints the compute each
+spent (search train steps and seconds, whole-run wall time), each run's leaderboard, and whether
+the winner is the same, or within the full-budget winner's confidence interval.
+
+    python benchmarks/multifidelity.py [--trials 6] [--steps 100] [--methods lora,bitfit,full]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import DATA, rt_polarity  # noqa: E402
+
+SUITE = """\
+name: mf-{strategy}
+models: [{{source: "builtin:minilm-l6", max_length: 64}}]
+tasks: [{{name: rt-polarity, kind: classification, data: {{files: {files}}}}}]
+methods: [{methods}]
+search: {{trials_per_cell: {trials}, seed: 0, strategy: {strategy}{rung_args}}}
+confirm: {{seeds: 2}}
+training: {{max_steps: {steps}, batch_size: 16, eval_batch_size: 100}}
+references: false
+"""
+
+
+def run(tmp: Path, files: dict, strategy: str, args) -> dict:
+    from harness.cli import main as harness
+    from harness.records.store import RecordStore
+    from harness.report.compute import compute_table
+    from harness.report.leaderboard import leaderboard
+
+    rung_args = f", min_steps: {args.min_steps}, reduction_factor: 3" if strategy != "none" else ""
+    methods = ", ".join(f"{{name: {m}}}" for m in args.methods.split(","))
+    suite = tmp / f"mf-{strategy}.yaml"
+    suite.write_text(SUITE.format(strategy=strategy, rung_args=rung_args, files=json.dumps(files), methods=methods,
+                                  trials=args.trials, steps=args.steps))
+    t0 = time.perf_counter()
+    code = harness(["run", str(suite), "--quiet", "--results", str(tmp / "results"), "--reports", str(tmp / "reports")])
+    wall = time.perf_counter() - t0
+    records = RecordStore(tmp / "results" / f"mf-{strategy}").load_all()
+    compute = compute_table(records)
+    board = leaderboard(records)
+    search = [r for r in records if r.phase == "search"]
+    return {"strategy": strategy, "exit": code, "wall_s": wall, "compute": compute, "board": board,
+            "trials_s": sum(r.timing.total_s for r in records),
+            "search_s": sum(r.timing.total_s for r in search),
+            "pruned": sum(r.status == "pruned" for r in search)}
+
+
+def winner(board):
+    ranked = board[board["rank"] == 1]
+    return ranked.iloc[0] if len(ranked) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--min-steps", type=int, default=10)
+    parser.add_argument("--methods", default="lora,bitfit,full")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"no shared data at {DATA}")
+    tmp = Path(tempfile.mkdtemp(prefix="harness-mf-"))
+    files = rt_polarity(tmp, train=2000, validation=300, test=1000)
+    runs = [run(tmp, files, strategy, args) for strategy in ("none", "asha")]
+    print(f"\nresults in {tmp}")
+    for r in runs:
+        c = r["compute"]
+        print(f"\n=== strategy {r['strategy']}: exit {r['exit']}, whole run {r['wall_s']:.0f} s wall, "
+              f"search trials {r['search_s']:.0f} s, all trials {r['trials_s']:.0f} s")
+        for row in c.itertuples():
+            print(f"  {row.method:8} trials {row.trials} pruned {row.pruned}  train steps {row.steps:5d} / {row.full_steps} "
+                  f"({row.step_share:.0%})  train {row.train_s:6.1f} s  in-loop validation {row.validation_s:5.1f} s")
+        for row in r["board"].itertuples():
+            print(f"  rank {row.rank!s:>4} {row.method:8} test accuracy {row.objective:.4f} "
+                  f"[{row.ci_low:.4f}, {row.ci_high:.4f}] (trial {row.trial}, {row.seeds} seeds)")
+    full, asha = runs
+    steps = (asha["compute"]["steps"].sum(), full["compute"]["steps"].sum())
+    print(f"\ncompute, asha / full budget: search train steps {steps[0]} / {steps[1]} = {steps[0] / steps[1]:.2f}; "
+          f"search trial seconds {asha['search_s'] / full['search_s']:.2f}; whole run wall {asha['wall_s'] / full['wall_s']:.2f}")
+    w_full, w_asha = winner(full["board"]), winner(asha["board"])
+    if w_full is None or w_asha is None:
+        print("no winner in one of the runs")
+        return
+    same = w_full.method == w_asha.method
+    inside = w_full.ci_low <= w_asha.objective <= w_full.ci_high
+    print(f"winner, full budget: {w_full.method} (trial {w_full.trial}) {w_full.objective:.4f} "
+          f"[{w_full.ci_low:.4f}, {w_full.ci_high:.4f}]; asha: {w_asha.method} (trial {w_asha.trial}) "
+          f"{w_asha.objective:.4f} [{w_asha.ci_low:.4f}, {w_asha.ci_high:.4f}] -> "
+          f"{'same winner' if same else 'another winner'}, {'inside' if inside else 'outside'} the full-budget CI")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What a cell's search spent against what its full grid would have spent: under a multi-fidelity
+strategy (search.strategy) pruned trials stop at a rung, and this is the saving a team pays for.
+Steps are counted exactly; the full grid's seconds are an estimate at the cell's own measured
+seconds per training step (confirmation runs train to the end under every strategy and are not in
+these figures)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.records.schema import TrialRecord
+
+
+def _steps(r: TrialRecord) -> int:
+    return int(r.throughput.train_steps or r.stopped_at_step or 0)
+
+
+def compute_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """One row per trained cell: trials, pruned, train steps spent / the full grid's, train and
+    in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent."""
+    cells: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        if r.phase == "search" and r.method_family != "baseline":
+            cells.setdefault(r.cell_id, []).append(r)
+    rows = []
+    for cell_id, trials in cells.items():
+        first = trials[0]
+        max_steps = int(first.config.get("training", {}).get("max_steps") or 0)
+        steps = sum(_steps(r) for r in trials)
+        full_steps = max_steps * len(trials)
+        train_s = sum(r.timing.train_s for r in trials)
+        per_step = train_s / steps if steps else float("nan")
+        rows.append({
+            "cell_id": cell_id, "task": first.task, "model": first.model, "method": first.method,
+            "strategy": first.config.get("search", {}).get("strategy", "none"),
+            "trials": len(trials), "pruned": sum(r.status == "pruned" for r in trials),
+            "steps": steps, "full_steps": full_steps,
+            "step_share": steps / full_steps if full_steps else float("nan"),
+            "train_s": train_s, "validation_s": sum(r.timing.validation_s for r in trials),
+            "full_train_s_est": per_step * full_steps,
+        })
+    return pd.DataFrame(rows)
+
+
+def compute_lines(table: pd.DataFrame) -> list[str]:
+    """The terminal's and the report's summary: one line per task and model."""
+    if table.empty or not (table["pruned"] > 0).any():
+        return []
+    out = []
+    for (task, model), part in table.groupby(["task", "model"], sort=False):
+        steps, full = int(part["steps"].sum()), int(part["full_steps"].sum())
+        out.append(f"{task} · {model}: the search trained {steps:,} of the full grid's {full:,} steps "
+                   f"({steps / full:.0%}), {int(part['pruned'].sum())} of {int(part['trials'].sum())} trials "
+                   f"stopped at a rung; {part['train_s'].sum():.0f} s of training against an estimated "
+                   f"{part['full_train_s_est'].sum():.0f} s")
+    return out
