@@ -2,7 +2,7 @@
 (../shared/data), MiniLM-L6, 3 methods x 6 trials x 100 steps (batch 16, max length 64), the
 validation-best configuration of each method confirmed with 2 fresh seeds and reported on test.
 Run 1 trains every trial to the end (strategy none); run 2 uses strategy asha (Optuna's
-SuccessiveHalvingPruner; rungs at 10, 30 and 90 steps, reduction factor 3). Prints the compute each
+SuccessiveHalvingPruner; rungs at 10 and 30 steps, reduction factor 3). Prints the compute each
 spent (search train steps and seconds, whole-run wall time), each run's leaderboard, and whether
 the winner is the same, or within the full-budget winner's confidence interval.
 

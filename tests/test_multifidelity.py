@@ -44,7 +44,7 @@ def test_rungs_follow_min_steps_and_reduction_factor(write_suite):
     assert rungs(suite) == [2, 6] and evaluation_steps(suite) == (2, 6)
     default = suite.model_copy(update={"search": suite.search.model_copy(update={"min_steps": None}),
                                        "training": suite.training.model_copy(update={"max_steps": 100})})
-    assert rungs(default) == [3, 9, 27, 81]  # max_steps / 3^3, then x3 below max_steps
+    assert rungs(default) == [3, 9, 27]  # max_steps // 3^3, then x3 while a rung leaves 3x its steps
     # without a strategy the loop scores validation only where eval_every_steps asks (curves)
     plain = suite.model_copy(update={"search": suite.search.model_copy(update={"strategy": "none"}),
                                      "training": suite.training.model_copy(update={"eval_every_steps": 5})})
@@ -53,7 +53,7 @@ def test_rungs_follow_min_steps_and_reduction_factor(write_suite):
 
 @pytest.mark.parametrize("old, new, field, words", [
     ("eval_batch_size: 8}", "eval_batch_size: 8, eval_every_steps: 4}", "training.eval_every_steps", "rungs"),
-    ("min_steps: 2", "min_steps: 18", "search.min_steps", "before training.max_steps"),
+    ("min_steps: 2", "min_steps: 7", "search.min_steps", "at most training.max_steps"),
     ("strategy: asha", "pruner: median", "search.pruner", "search.strategy"),
 ])
 def test_validate_explains_rung_settings_that_cannot_work(write_suite, capsys, old, new, field, words):

@@ -140,10 +140,11 @@ def _rung_problems(suite: Suite, lines: LineMap) -> list[Problem]:
         out.append(lines.problem(("training", "eval_every_steps"),
                                  f"search.strategy {search.strategy} scores the validation split at its rungs "
                                  f"(search.min_steps x search.reduction_factor^k); leave eval_every_steps out"))
-    if search.min_steps is not None and search.min_steps >= suite.training.max_steps:
+    if search.min_steps is not None and search.min_steps * search.reduction_factor > suite.training.max_steps:
         out.append(lines.problem(("search", "min_steps"),
-                                 f"the first rung ({search.min_steps} steps) must come before training.max_steps "
-                                 f"({suite.training.max_steps}), or no trial could stop early"))
+                                 f"the first rung ({search.min_steps} steps) x reduction_factor "
+                                 f"({search.reduction_factor}) must be at most training.max_steps "
+                                 f"({suite.training.max_steps}), or no trial could stop early enough to save anything"))
     return out
 
 

@@ -71,12 +71,15 @@ def confirm_seeds(suite: Suite) -> list[int]:
 
 
 def rungs(suite: Suite) -> list[int]:
-    """Where a multi-fidelity search judges every trial: min_steps x reduction_factor^k, below max_steps
-    (the same steps for every method, so early stopping is as even as the budget)."""
+    """Where a multi-fidelity search judges every trial: min_steps x reduction_factor^k (the steps
+    Optuna's successive-halving pruners promote at), the same for every method so early stopping is
+    as even as the budget. Only rungs that leave at least reduction_factor x their steps of
+    training: a trial stopped at 90 of 100 steps saves little, and its validation would be paid by
+    every trial."""
     search, top = suite.search, suite.training.max_steps
     first = search.min_steps or max(1, top // search.reduction_factor ** 3)
     out, step = [], first
-    while step < top:
+    while step * search.reduction_factor <= top:
         out.append(step)
         step *= search.reduction_factor
     return out

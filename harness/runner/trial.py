@@ -1,5 +1,6 @@
 """One trial, top to bottom like a recipe: load the model and apply the method, train with the HF
-Trainer (validation scored every eval_every_steps), evaluate on the test split, return the record.
+Trainer (validation scored at the rungs, or every eval_every_steps), evaluate on the test split,
+return the record.
 Runs inside the trial process. `setup_model` and `phase_memory` are the trial core the bench's bare
 loop shares, so both measure the same thing the same way."""
 
@@ -166,8 +167,9 @@ class Trial:
                                  self.job.device, p.head.name)
 
     def train(self) -> None:
-        """The Trainer's loop over the training split, scoring validation every eval_every_steps
-        (pruning, curves); validation's time and energy are kept out of training's."""
+        """The Trainer's loop over the training split, scoring validation at the job's evaluation steps
+        (the search's rungs, or every eval_every_steps for curves); validation's time and energy are
+        kept out of training's."""
         job, prepared = self.job, self.prepared
         self.phase = "train"
 
