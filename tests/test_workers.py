@@ -167,7 +167,7 @@ def test_a_killed_local_worker_on_sqlite_is_recovered_by_the_other(write_suite, 
 
 
 def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_suite, tmp_path):
-    suite = write_suite(SUITE.format(name="intr", trials=2, seeds=0, steps=150))
+    suite = write_suite(SUITE.format(name="intr", trials=2, seeds=0, steps=600))  # trials of seconds: a window to interrupt
     args = ("run", suite, "--results", tmp_path / "r", "--reports", tmp_path / "p", "--quiet")
     run = _harness(*args)
     import psutil
@@ -176,7 +176,7 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_sui
         for kid in psutil.Process(run.pid).children(recursive=True):
             try:
                 parent = kid.parent()
-                if parent is not None and kid.cmdline() == parent.cmdline() and time.time() - kid.create_time() > 1.0:
+                if parent is not None and kid.cmdline() == parent.cmdline() and time.time() - kid.create_time() > 0.3:
                     return True
             except psutil.Error:
                 continue
@@ -207,7 +207,7 @@ models: [{{source: 'builtin:tiny-bert', max_length: 256}}]
 tasks: [{{name: long, kind: classification, data: {{builtin: sentiment-long, train_size: 64, test_size: 16}}}}]
 methods: [{{name: full}}]
 search: {{sampler: none}}
-training: {{max_steps: 3, batch_size: 16, eval_batch_size: 4}}
+training: {{max_steps: 3, batch_size: 16, eval_batch_size: 2}}
 runner: {{oom_backoff: true, trial_memory_mib: {limit}}}
 references: false
 """
