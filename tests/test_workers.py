@@ -168,11 +168,9 @@ def test_a_killed_local_worker_on_sqlite_is_recovered_by_the_other(write_suite, 
 
 def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="intr", trials=2, seeds=0, steps=600))  # trials of seconds: a window to interrupt
-    args = ("run", suite, "--results", tmp_path / "r", "--reports", tmp_path / "p", "--quiet")
-    run = _harness(*args)
     import psutil
 
-    def trial_running() -> bool:
+    def trial_running(run) -> bool:
         for kid in psutil.Process(run.pid).children(recursive=True):
             try:
                 parent = kid.parent()
@@ -182,13 +180,24 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_sui
                 continue
         return False
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not trial_running():
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGINT)
-    out = run.communicate(timeout=120)[0]
+    # Up to 3 tries, each in a fresh results folder: in CI's full run the watcher once missed every
+    # trial (the sweep finished first); a try that was interrupted must end exactly as below.
+    out = "the watcher never saw a trial running in 3 tries"
+    for attempt in range(3):
+        root = tmp_path / f"try{attempt}"
+        args = ("run", suite, "--results", root / "r", "--reports", root / "p", "--quiet")
+        run = _harness(*args)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None and not trial_running(run):
+            time.sleep(0.05)
+        if run.poll() is not None:  # finished before the watcher saw a trial: not interrupted, try again
+            run.communicate()
+            continue
+        os.killpg(run.pid, signal.SIGINT)
+        out = run.communicate(timeout=120)[0]
+        break
     assert run.returncode == 130, out
-    store = RecordStore(tmp_path / "r" / "intr")
+    store = RecordStore(root / "r" / "intr")
     [interrupted] = [r for r in store.load_all() if r.status == "interrupted"]
     rerun = _harness(*args)
     out = rerun.communicate(timeout=600)[0]
@@ -216,10 +225,17 @@ references: false
 def test_out_of_memory_backoff_recovers_with_a_smaller_micro_batch(write_suite, tmp_path, capsys):
     # 48 MiB above the trial process's size at fork: a micro-batch of 16 x 256 tokens does not fit, 4
     # does (measured here, 4 runs: 16 failed every time, 8 failed 3 times of 4, 4 always fit)
-    code = main(["run", str(write_suite(OOM_SUITE.format(limit=48))), "--results", str(tmp_path / "r"),
-                 "--reports", str(tmp_path / "p"), "--quiet"])
+    # Up to 3 runs: on a loaded CI machine oneDNN once failed to allocate in the validation after a
+    # recovered training (under the same cap); a failure anywhere but validation fails the test.
+    suite = write_suite(OOM_SUITE.format(limit=48))
+    for attempt in range(3):
+        results = tmp_path / f"r{attempt}"
+        code = main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "p"), "--quiet"])
+        [record] = RecordStore(results / "oom").load_all()
+        if code == 0:
+            break
+        assert record.status == "oom" and record.failed_phase == "validation", (record.status, record.reason)
     assert code == 0
-    [record] = RecordStore(tmp_path / "r" / "oom").load_all()
     assert record.status == "complete"
     assert record.attempts and record.attempts[0]["micro_batch_size"] == 16
     assert "out of memory in the train phase at micro-batch size 16" in record.attempts[0]["reason"]
