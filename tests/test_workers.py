@@ -37,7 +37,16 @@ references: false
 
 def _harness(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=_sigint_default,
+                            **kwargs)
+
+
+def _sigint_default() -> None:
+    """SIGINT as a terminal would deliver it, in the worker's child: an ignored or blocked SIGINT is
+    inherited across exec, and in CI's full run (never alone) the Ctrl-C test's `harness run` went
+    on to exit 0 after its SIGINT, as if something earlier had left SIGINT ignored or blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _pg_store(name: str):
