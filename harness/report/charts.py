@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.records.schema import TrialRecord
+from harness.report.compute import search_trials_by_cell
 from harness.report.pages import figure_json
 
 PARETO_AXES = (("peak_mib", "train memory above baseline (MiB)"), ("train_s", "train time (s)"),
@@ -107,12 +108,8 @@ def validation_figures(records: list[TrialRecord]) -> list[dict]:
     points are the rungs, and a pruned trial's line ends where it was stopped (marked x)."""
     import plotly.graph_objects as go
 
-    cells: dict[str, list[TrialRecord]] = {}
-    for r in records:
-        if r.phase == "search" and r.method_family != "baseline":
-            cells.setdefault(r.cell_id, []).append(r)
     figures = []
-    for trials in cells.values():
+    for trials in search_trials_by_cell(records).values():
         metric = trials[0].objective_metric
         key = f"validation_{metric}"
         fig = go.Figure()

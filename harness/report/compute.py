@@ -15,15 +15,20 @@ def _steps(r: TrialRecord) -> int:
     return int(r.throughput.train_steps or r.stopped_at_step or 0)
 
 
-def compute_table(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per trained cell: trials, pruned, train steps spent / the full grid's, train and
-    in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent."""
+def search_trials_by_cell(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
+    """The search trials of each trained cell (baseline rows do not train), in record order."""
     cells: dict[str, list[TrialRecord]] = {}
     for r in records:
         if r.phase == "search" and r.method_family != "baseline":
             cells.setdefault(r.cell_id, []).append(r)
+    return cells
+
+
+def compute_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """One row per trained cell: trials, pruned, train steps spent / the full grid's, train and
+    in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent."""
     rows = []
-    for cell_id, trials in cells.items():
+    for cell_id, trials in search_trials_by_cell(records).items():
         first = trials[0]
         max_steps = int(first.config.get("training", {}).get("max_steps") or 0)
         steps = sum(_steps(r) for r in trials)

@@ -91,12 +91,12 @@ def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, 
 
 
 def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path, storage_url: str | None,
-                 suite_text: str, study_prefix: str = "") -> Path:
+                 suite_text: str, study_prefix: str = "", compute: pd.DataFrame | None = None) -> Path:
     """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
                "curves": curve_figures(records, board), "validation": validation_figures(records)}
-    compute = compute_table(records)
+    compute = compute_table(records) if compute is None else compute
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.records.schema import TrialRecord
 from harness.report.files import write_leaderboard_files
+from harness.report.compute import compute_table
 from harness.report.html import write_report
 from harness.report.leaderboard import leaderboard
 from harness.report.terminal import print_board
@@ -23,8 +24,8 @@ class Publication:
 
 def publish(records: list[TrialRecord], out_dir: Path, storage_url: str | None, suite_text: str,
             elapsed_s: float | None = None, console=None, study_prefix: str = "") -> Publication:
-    board = leaderboard(records)
-    print_board(board, records, elapsed_s, console)
-    page = write_report(records, board, out_dir, storage_url, suite_text, study_prefix)
+    board, compute = leaderboard(records), compute_table(records)
+    print_board(board, records, elapsed_s, console, compute)
+    page = write_report(records, board, out_dir, storage_url, suite_text, study_prefix, compute)
     write_leaderboard_files(board, out_dir)
     return Publication(board, page)

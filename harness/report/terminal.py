@@ -116,7 +116,7 @@ def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None
 
 
 def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
-                console: Console | None = None) -> None:
+                console: Console | None = None, compute: pd.DataFrame | None = None) -> None:
     # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table's cells.
     console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
@@ -127,7 +127,7 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
                       markup=True, highlight=False)
     if records:
         console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
-    for line in compute_lines(compute_table(records)):
+    for line in compute_lines(compute_table(records) if compute is None else compute):
         console.print(line, markup=False, highlight=False)
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
