@@ -149,3 +149,34 @@ def test_host_load_arithmetic(monkeypatch):
     load = host.HostLoad().read()
     assert load["other_cpu_share"] == pytest.approx(1.5 / 2)  # others: 1.5 CPU-seconds of 2 available
     assert host.busy_share(load) > host.BUSY_SHARE
+
+
+def test_weights_in_a_file_mapping_are_resident_before_the_trial_start_is_read(tmp_path):
+    """Weights from safetensors can live in a file mapping, whose pages a forked trial does not
+    inherit as resident: unless brought in before the start is read, training counted them twice
+    (once on first touch, once through the baseline that subtracts the inherited model)."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from harness.measure.memory import current_rss_bytes
+    from harness.runner.trial import fault_in
+
+    size = 64 * 2**20
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\0" * size)
+    mapped = torch.from_numpy(np.memmap(path, dtype=np.float32, mode="c"))  # copy-on-write file mapping
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(mapped, requires_grad=False)
+    float(mapped.sum())  # resident in this process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        before = current_rss_bytes()
+        fault_in(model)
+        os.write(write, str(current_rss_bytes() - before).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    grew = int(os.read(read, 64))
+    assert grew > 0.8 * size  # the child's start now holds the weights it will train with

@@ -44,6 +44,18 @@ def peak_rss_bytes() -> int:
     return peak
 
 
+def release_free_heap() -> None:
+    """Hand the heap memory glibc keeps after frees back to the kernel (malloc_trim), so a phase's
+    resident peak starts from what is live: without it, a quantized method's full-precision load,
+    freed before training, stayed resident and was counted as training memory. No-op off glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_rss() -> bool:
     """Set VmHWM back to the current RSS (Linux >= 4.0). False where the kernel does not allow it."""
     try:
@@ -100,6 +112,7 @@ class PhaseMemory:
             if self.sampler is not None:
                 self.sampler.phase = phase
         elif self._resettable:
+            release_free_heap()
             self._reset()
 
     def _reset(self) -> None:

@@ -49,8 +49,25 @@ def apply_context(job: TrialJob, prepared: Prepared) -> ApplyContext:
 
 
 def phase_memory(job: TrialJob, prepared: Prepared) -> PhaseMemory:
+    if job.device != "cuda":
+        fault_in(prepared.model)
     return PhaseMemory(job.device, job.measure.nvml_period_ms / 1000.0, job.measure.phase_peaks,
                        inherited_model_bytes=prepared.model_bytes)
+
+
+def fault_in(model) -> None:
+    """Make the inherited base model resident before the trial's start is measured. Weights read
+    from safetensors can live in a file mapping, whose pages a forked process does not inherit as
+    resident: they came in at the first forward, inside the train phase, and were counted there on
+    top of the baseline that had already subtracted them (train MiB = 2 x weights + ...). One read
+    per 4 KiB page brings them in (~0.1 s for 500 MiB)."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.device.type == "cpu" and tensor.numel():
+                step = max(4096 // tensor.element_size(), 1)
+                tensor.detach().reshape(-1)[::step].sum()
 
 
 def _release(model) -> None:
