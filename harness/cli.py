@@ -83,6 +83,8 @@ def cmd_run(args) -> int:
     from harness.runner.sweep import cells_verdict, planned_trials, prepare_run, run_sweep
 
     loaded, root = prepare_run(load_suite(args.suite), args.results, args.smoke)
+    if args.gpu_memory:
+        loaded = _with_memory_limit(loaded, args.gpu_memory)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     done = _done_before(loaded, root, args.storage)
     with ProgressView(total=planned_trials(loaded, done), quiet=args.quiet) as view:
@@ -93,6 +95,20 @@ def cmd_run(args) -> int:
                     elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""))
     print(f"records: {outcome.store.root}/records   report: {shown.page}")
     return cells_verdict(outcome, records, smoke=args.smoke)
+
+
+def _with_memory_limit(loaded, text: str):
+    """--gpu-memory: the memory every trial must fit in (runner.memory_limit), for this run."""
+    import dataclasses
+
+    from harness.spec import parse_bytes
+
+    try:
+        parse_bytes(text)
+    except ValueError as exc:
+        raise UserError([Problem("harness run", None, "--gpu-memory", str(exc))])
+    suite = loaded.suite.model_copy(update={"runner": loaded.suite.runner.model_copy(update={"memory_limit": text})})
+    return dataclasses.replace(loaded, suite=suite)
 
 
 def _done_before(loaded, root: Path, storage: str | None) -> int:
@@ -210,6 +226,45 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    """Predicted peak memory, fit and speed of every training cell, from the models' configs alone."""
+    import json
+
+    from harness.estimate import GPUS, parse_bytes, target_for
+    from harness.estimate.suite import estimate_suite, load_calibration, print_calibration, print_estimates
+
+    calibration = load_calibration(args.calibrate) if args.calibrate else None
+    if calibration and not args.json:
+        print_calibration(calibration)
+    if args.suite is None:
+        if calibration is None:
+            raise UserError("harness estimate: give a SUITE, or --calibrate RESULTS_DIR, or both")
+        return 0
+    from harness.config import load_suite
+
+    if args.gpu is not None and args.gpu not in GPUS:
+        raise UserError([Problem("harness estimate", None, "--gpu", f"unknown GPU kind {args.gpu!r}; known: "
+                                                                     f"{', '.join(GPUS)}")])
+    try:
+        gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    except ValueError as exc:
+        raise UserError([Problem("harness estimate", None, "--gpu-memory", str(exc))])
+    loaded = load_suite(args.suite)
+    runner_limit = parse_bytes(loaded.suite.runner.memory_limit) if loaded.suite.runner.memory_limit else None
+    from harness.runner.prepare import pick_device
+
+    target = target_for(pick_device(loaded.suite.training.device), args.gpu, gpu_memory, runner_limit)
+    estimates = estimate_suite(loaded, target, calibration)
+    if args.json:
+        print(json.dumps({"target": {"device": target.device, "gpu": target.gpu_name,
+                                     "memory_limit_bytes": target.memory_limit_bytes,
+                                     "peak_flops": target.peak_flops, "peak_source": target.peak_source},
+                          "cells": [e.to_json() for e in estimates]}, indent=1))
+    else:
+        print_estimates(estimates, target)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from harness.report.compare import run_compare
 
@@ -247,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", help="one worker per local GPU, e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES)")
     p.add_argument("--storage", help="postgresql://USER@HOST/DB: studies and records in PostgreSQL, shared with "
                                      "`harness worker` on other machines (default: SQLite and files in --results)")
+    p.add_argument("--gpu-memory", help="memory each trial must fit in, e.g. 40GiB (overrides runner.memory_limit): "
+                                        "a cell predicted not to fit is recorded as skipped")
     p.add_argument("--smoke", action="store_true",
                    help="one short trial per cell (2 steps, 16 examples a split, the methods' defaults) into "
                         "<name>-smoke: learn in minutes that the whole suite can start")
@@ -286,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-phase-reset", action="store_true",
                    help="CPU: keep the kernel's peak-RSS counter whole (for checks against /usr/bin/time -v)")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("estimate", help="predicted peak training memory (weights, gradients, optimizer states, "
+                                        "activations), fit and speed of every cell, from the models' configs")
+    p.add_argument("suite", nargs="?")
+    p.add_argument("--gpu", help="simulate this GPU kind: h100, h200, a100, a100-40gb, l40s, l4, a10g, rtx4090")
+    p.add_argument("--gpu-memory", help="memory to fit in, e.g. 80GiB (default: runner.memory_limit, the GPU "
+                                        "kind's, or this device's)")
+    p.add_argument("--calibrate", metavar="RESULTS_DIR",
+                   help="fit per-method activation factors (and MFU) from measured records, print how far they "
+                        "moved, write RESULTS_DIR/estimate-calibration.json, and apply them to SUITE")
+    p.add_argument("--json", action="store_true", help='print {"cells": [...]} for scripts')
+    p.set_defaults(func=cmd_estimate)
     p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a "
                                        "regression or a cell missing; tolerances from the baseline's suite")
     p.add_argument("baseline")

@@ -8,14 +8,31 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 def cell_id(task_label: str, model_label: str, method_label: str) -> str:
     """A cell's name on disk and in Optuna: the three labels with anything unsafe in a path as _."""
     return re.sub(r"[^A-Za-z0-9_.@-]+", "_", f"{task_label}--{model_label}--{method_label}")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """'80GiB', '24 GB', '512MiB' or a number of bytes -> bytes; ValueError with the rule otherwise."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise ValueError(f"a memory size must be positive, but got {text}")
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"a memory size is a positive number with a unit (GiB, GB, MiB, MB), e.g. 80GiB, "
+                         f"but got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 class Strict(BaseModel):
@@ -146,8 +163,9 @@ class SearchSpec(Strict):
 class TrainingSpec(Strict):
     max_steps: int = Field(60, gt=0)
     batch_size: int = Field(16, gt=0, description="examples per optimizer step (the effective batch)")
-    micro_batch_size: int | None = Field(None, gt=0, description="examples per forward pass; gradient "
-                                                                 "accumulation makes up batch_size (default: all of it)")
+    micro_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
+        None, description="examples per forward pass; gradient accumulation makes up batch_size (default: "
+                                "all of it); auto: the largest that `harness estimate` predicts to fit")
     eval_batch_size: int = Field(64, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
@@ -167,7 +185,8 @@ class TrialTraining(TrainingSpec):
 
     @property
     def micro_batch(self) -> int:
-        return self.micro_batch_size or self.batch_size
+        """auto is resolved by the sweep before a trial runs (the estimate); unresolved it is the whole batch."""
+        return self.micro_batch_size if isinstance(self.micro_batch_size, int) else self.batch_size
 
     @property
     def accumulation(self) -> int:
@@ -231,6 +250,16 @@ class RunnerSpec(Strict):
                                                  "micro-batch (the same effective batch), down to 1")
     trial_memory_mib: int | None = Field(None, gt=0, description="CPU: cap each trial process's address space "
                                                                  "at its size when forked plus this many MiB")
+    memory_limit: str | None = Field(None, description="memory a trial may use on its device, e.g. 80GiB (default: "
+                                                       "the device's): a cell predicted not to fit is recorded as "
+                                                       "skipped, and micro_batch_size: auto fits under it")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bytes(value)
+        return value
 
 
 class Suite(Strict):

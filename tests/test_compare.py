@@ -253,3 +253,18 @@ def test_speed_from_a_busy_host_is_not_judged(tmp_path, capsys):
     assert v[("sentiment--tiny--lora", "train_tokens_per_s")] == "not judged"
     assert v[("sentiment--tiny--lora", "quality")] == "unchanged"
     assert "host busy 45%" in text
+
+
+def test_a_cell_skipped_as_not_fitting_is_listed_as_skipped(tmp_path, capsys):
+    """A cell predicted not to fit (harness estimate) is a 'skipped' verdict with its reason: a failure
+    where the baseline ran it (the nightly lost a cell), not one where both nights skipped it."""
+    runs = [(1, 0.90, 500, 1000), (2, 0.91, 500, 1000)]
+    base = _night(tmp_path / "b", {"lora": runs, "bitfit": runs})
+    cand = _night(tmp_path / "c", {"lora": runs, "bitfit": "skipped"})
+    code, text = compare(tmp_path, base, cand, capsys)
+    assert code == 1 and "1 skipped" in text and "the baseline ran it; synthetic skipped reason" in text
+    assert verdicts(tmp_path)[("sentiment--tiny--bitfit", "all")] == "regressed"  # junit: a failure
+    both = _night(tmp_path / "b2", {"lora": runs, "bitfit": "skipped"})
+    code, text = compare(tmp_path, both, cand, capsys)
+    assert code == 0 and "1 skipped" in text
+    assert verdicts(tmp_path)[("sentiment--tiny--bitfit", "all")] == "skipped"

@@ -51,6 +51,12 @@ def test_report_never_imports_runner():
     assert offenders("report", lambda m: m.startswith("harness.runner")) == {}
 
 
+def test_estimate_never_publishes():
+    # the estimate predicts (the sweep asks it before a trial); the report reads its records
+    assert files("estimate")
+    assert offenders("estimate", lambda m: m.startswith(("harness.report", "harness.config"))) == {}
+
+
 def test_registries_sit_below_validation():
     # methods, tasks and models check their own entries; none of them reaches up into config/
     for folder in ("methods", "tasks", "models", "records", "measure"):

@@ -119,7 +119,7 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             out.append(lines.problem(("methods", i), f"method {e.display!r} is listed twice: give one a label"))
     out += _cell_id_clashes(suite, lines) + _rung_problems(suite, lines)
     micro = suite.training.micro_batch_size
-    if micro:
+    if isinstance(micro, int):
         sizes = [(("training", "batch_size"), suite.training.batch_size)]
         sizes += [(("methods", i, "params", "batch_size"), e.params["batch_size"]) for i, e in enumerate(suite.methods)
                   if isinstance(e.params.get("batch_size"), int)]

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -18,8 +18,10 @@ SCHEMA_VERSION = 6
 DEFINITIONS = {
     "quality": 2,  # 1: test score of the test-chosen trial (schema 1); 2: test score of the validation-chosen one
     # 1: CPU whole-trial peak RSS of the trial process, GPU reserved above the CUDA baseline, evaluation
-    # included; 2: the train phase's peak above the process before any model weights, on every device
-    "peak_memory": 2,
+    # included; 2: the train phase's peak above the process before any model weights, on every device;
+    # 3: the same, with the inherited weights resident before the start is read (2 counted weights read
+    # from a file mapping twice on CPU) and glibc's free heap handed back at each phase start
+    "peak_memory": 3,
     "throughput": 1,  # non-padding train tokens per second of train time
     "train_time": 1,  # the Trainer's loop with validation taken out
 }
@@ -54,8 +56,13 @@ def _v5_to_v6(data: dict) -> dict:
     return {**data, "stopped_at_step": None, "stopped_value": None}
 
 
+def _v6_to_v7(data: dict) -> dict:
+    """v7 keeps the trial's memory and speed prediction (harness estimate) beside what it measured."""
+    return {**data, "estimate": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def upgrade(data: dict) -> dict:
@@ -71,7 +78,8 @@ def upgrade(data: dict) -> dict:
         version += 1
         data["schema_version"] = version
     return data
-Status = Literal["complete", "pruned", "failed", "oom", "crashed", "timeout", "diverged", "interrupted"]
+# skipped: predicted not to fit in the device's memory (harness estimate), so never started
+Status = Literal["complete", "pruned", "failed", "oom", "crashed", "timeout", "diverged", "interrupted", "skipped"]
 
 
 class Timing(BaseModel):
@@ -157,6 +165,10 @@ class TrialRecord(BaseModel):
     worker: str | None = None  # which worker ran it (harness worker; host:pid)
     stopped_at_step: int | None = None  # a pruned trial: the rung it stopped at
     stopped_value: float | None = None  # ... and its validation score there
+    # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
+    # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
+    # assumptions; {"error": ...} where no prediction could be made
+    estimate: dict[str, Any] | None = None
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str
@@ -204,3 +216,11 @@ class TrialRecord(BaseModel):
         on the validation split (a v1 record's test score, marked by selection == "test")."""
         source = self.metrics if self.selection == "test" else self.validation_metrics
         return source.get(self.objective_metric)
+
+
+def measured_train_bytes(r: TrialRecord) -> int | None:
+    """What the prediction is compared with: on a GPU torch's peak allocated bytes in training (the
+    estimate predicts tensors, not the caching allocator's reserve); on a CPU the train phase's peak
+    resident memory above the baseline."""
+    allocated = r.memory.gpu.get("train_peak_allocated_bytes")
+    return int(allocated) if allocated else r.memory.train_bytes

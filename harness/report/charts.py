@@ -127,3 +127,25 @@ def validation_figures(records: list[TrialRecord]) -> list[dict]:
                               xaxis_title="step", yaxis_title=f"validation {metric}", height=340)
             figures.append({"id": f"validation-{len(figures)}", "figure": figure_json(fig)})
     return figures
+
+
+def estimate_figures(records: list[TrialRecord]) -> list[dict]:
+    """Predicted against measured training memory, one colour per method, with the y = x line."""
+    import plotly.graph_objects as go
+
+    from harness.report.estimates import estimate_points
+
+    points = estimate_points(records)
+    if not points:
+        return []
+    fig = go.Figure()
+    for method in dict.fromkeys(p[0] for p in points):
+        mine = [p for p in points if p[0] == method]
+        fig.add_trace(go.Scatter(x=[p[1] for p in mine], y=[p[2] for p in mine], mode="markers", name=method,
+                                 text=[p[3] for p in mine]))
+    top = max(max(p[1], p[2]) for p in points) * 1.05
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="predicted = measured",
+                             line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(title="training memory: predicted before the trial vs measured (MiB)",
+                      xaxis_title="predicted MiB", yaxis_title="measured MiB", height=380)
+    return [{"id": "estimate-0", "figure": figure_json(fig)}]

@@ -63,7 +63,7 @@ FREE_KEYS = ("search", "confirm", "seeds", "output", "compare", "description", "
 class Verdict:
     cell: str
     metric: str
-    verdict: str  # improved | unchanged | regressed | missing | new | not comparable
+    verdict: str  # improved | unchanged | regressed | missing | skipped | new | not comparable
     baseline: float | None = None
     candidate: float | None = None
     threshold: float | None = None
@@ -83,9 +83,11 @@ class Verdict:
     def change_pct(self) -> float:
         return 100.0 * self.change / abs(self.baseline) if self.baseline else math.nan
 
+    failing_skip: bool = False  # skipped in the candidate where the baseline ran the cell
+
     @property
     def is_failure(self) -> bool:
-        return self.verdict in ("regressed", "missing")
+        return self.verdict in ("regressed", "missing") or (self.verdict == "skipped" and self.failing_skip)
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Comparison:
         return 1 if any(v.is_failure for v in self.verdicts) else 0
 
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in ("regressed", "missing", "improved", "unchanged", "new", "not comparable", "not judged")}
+        out = {k: 0 for k in ("regressed", "missing", "skipped", "improved", "unchanged", "new", "not comparable", "not judged")}
         for v in self.verdicts:
             out[v.verdict] = out.get(v.verdict, 0) + 1
         return out
@@ -210,7 +212,13 @@ def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: Comp
     base, cand = cell_samples(baseline), cell_samples(candidate)
     device_differs = bool(baseline and candidate) and _device(baseline) != _device(candidate)
     verdicts = []
+    skipped = _skipped_cells(candidate)
+    for cell in sorted(set(skipped) - set(cand)):
+        verdicts.append(Verdict(cell, "all", "skipped", failing_skip=cell in base,
+                                reason=("the baseline ran it; " if cell in base else "") + skipped[cell]))
     for cell in sorted(base):
+        if cell in skipped and cell not in cand:
+            continue
         if cell not in cand:
             runs = [r for r in candidate if r.cell_id == cell]
             reasons = sorted({f"{r.status}: {(r.reason or '').splitlines()[0][:200]}" for r in runs}) or [
@@ -222,6 +230,16 @@ def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: Comp
     for cell in sorted(set(cand) - set(base)):
         verdicts.append(Verdict(cell, "all", "new", reason="only the candidate has this cell"))
     return verdicts
+
+
+def _skipped_cells(records: list[TrialRecord]) -> dict[str, str]:
+    """cell -> reason, for cells whose every search trial was skipped (predicted not to fit)."""
+    by_cell: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        if r.phase == "search":
+            by_cell.setdefault(r.cell_id, []).append(r)
+    return {cell: runs[0].reason or "skipped" for cell, runs in by_cell.items()
+            if all(r.status == "skipped" for r in runs)}
 
 
 def _verdict(cell: str, metric: Metric, b: list[TrialRecord], c: list[TrialRecord], tol: CompareSpec,
@@ -308,7 +326,7 @@ def _report_link(folder: Path | str) -> str | None:
 
 
 def write_html(result: Comparison, baseline: Path, candidate: Path, out_dir: Path) -> Path:
-    order = {"regressed": 0, "missing": 0, "not comparable": 1, "not judged": 1, "new": 2, "improved": 3, "unchanged": 4}
+    order = {"regressed": 0, "missing": 0, "skipped": 1, "not comparable": 1, "not judged": 1, "new": 2, "improved": 3, "unchanged": 4}
     rows = sorted(result.verdicts, key=lambda v: (order.get(v.verdict, 9), v.cell, v.metric))
     return write_page("compare.html.j2", out_dir, result=result, rows=[(v, _bar(v)) for v in rows],
                       counts=result.counts(), baseline=str(baseline), candidate=str(candidate),
@@ -325,6 +343,7 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     counts = result.counts()
     # plain lines, never wrapped: CI logs grep them
     print(f"compare {baseline} -> {candidate}: {counts['regressed']} regressed, {counts['missing']} missing, "
+          f"{counts['skipped']} skipped, "
           f"{counts['improved']} improved, {counts['unchanged']} unchanged, {counts['not comparable']} not "
           f"comparable, {counts['not judged']} not judged, {counts['new']} new: exit {result.exit_code}")
     if result.allowed_mismatch:
@@ -332,9 +351,10 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     for what, b, c in result.provenance:
         print(f"  changed: {what}: {b} -> {c}")
     for v in result.verdicts:
-        if v.verdict == "missing":
-            print(f"  missing: {v.cell}: {v.reason}")
-    colours = {"improved": "green", "regressed": "bold red", "missing": "bold red", "not comparable": "yellow",
+        if v.verdict in ("missing", "skipped"):
+            print(f"  {v.verdict}: {v.cell}: {v.reason}")
+    colours = {"improved": "green", "regressed": "bold red", "missing": "bold red", "skipped": "yellow",
+               "not comparable": "yellow",
                "not judged": "yellow"}
     table = Table(title_justify="left")
     for col in ("cell", "metric", "baseline", "candidate", "change", "threshold", "verdict", "why"):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from harness.records.schema import TrialRecord
-from harness.report.charts import curve_figures, pareto_figures, search_figures, validation_figures
+from harness.report.charts import curve_figures, estimate_figures, pareto_figures, search_figures, validation_figures
 from harness.report.compute import compute_lines, compute_table
+from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
 from harness.report.terminal import MEMORY_NOTE, caption, confidence_text, human_count, rank_text, tie_text
@@ -76,6 +77,18 @@ def _compute_rows(table: pd.DataFrame) -> list[dict]:
              "full_s": f"{row.full_train_s_est:.1f}"} for row in table.itertuples()]
 
 
+def _estimate_rows(table: pd.DataFrame) -> list[dict]:
+    def mib(v):
+        return "—" if v is None or pd.isna(v) else f"{v:.0f}"
+
+    def ratio(v):
+        return "—" if v is None or pd.isna(v) else f"{v:.2f}"
+
+    return [{"method": row.method, "records": row.records, "skipped": row.skipped, "predicted": mib(row.predicted_mib),
+             "measured": mib(row.measured_mib), "ratio": ratio(row.ratio), "worst": ratio(row.worst)}
+            for row in table.itertuples()]
+
+
 def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, str]]:
     env = records[0].environment
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
@@ -95,7 +108,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
     """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
-               "curves": curve_figures(records, board), "validation": validation_figures(records)}
+               "curves": curve_figures(records, board), "validation": validation_figures(records),
+               "estimates": estimate_figures(records)}
     compute = compute_table(records) if compute is None else compute
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,
@@ -103,7 +117,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
         memory_source=MEMORY_NOTE + " " + records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
         curves=figures["curves"], validation=figures["validation"], compute_summary=compute_lines(compute),
-        compute=_compute_rows(compute),
+        compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),
+        estimate_chart=figures["estimates"],
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],
         provenance=_provenance(records, suite_text), suite_text=suite_text,

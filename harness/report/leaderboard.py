@@ -131,6 +131,7 @@ def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
         return df
     counts = df[df.phase == "search"].groupby(KEYS, sort=False).agg(
         trials=("status", "size"), complete=("status", lambda s: int((s == "complete").sum())),
+        skipped=("status", lambda s: bool((s == "skipped").all())),
         family=("family", "first"), objective_metric=("objective_metric", "first"),
         direction=("direction", "first"), search_space=("search_space", "first"),
         duplicates=("duplicates", "max")).reset_index()

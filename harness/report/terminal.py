@@ -39,6 +39,8 @@ def rank_text(row) -> str:
     its test score (a record written before validation scores existed)."""
     if row.get("reference"):
         return "ref"
+    if row.get("skipped") is True:
+        return "skipped"  # predicted not to fit (harness estimate): never started
     rank = "" if pd.isna(row.get("rank")) else str(int(row["rank"]))
     return rank + ("*" if row.get("test_selected") is True else "")
 

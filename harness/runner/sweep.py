@@ -5,6 +5,7 @@ never publishes: `harness run` hands the records to report/publish.py."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -120,7 +121,14 @@ def preflight(loaded: LoadedSuite, root: Path, storage_url: str | None) -> None:
 def cells_verdict(outcome: SweepOutcome, records: list[TrialRecord], smoke: bool = False) -> int:
     """Exit 1 where a cell ended with no complete trial (its records say why), 0 otherwise."""
     complete = {r.cell_id for r in records if r.status == "complete" and r.phase == "search"}
-    missing = [c.id for c in outcome.cells if c.id not in complete]
+    search = [r for r in records if r.phase == "search"]
+    # a cell predicted not to fit was never started: listed, and not a failure of the run
+    skipped = [c.id for c in outcome.cells if c.id not in complete
+               and (cell := [r for r in search if r.cell_id == c.id]) and all(r.status == "skipped" for r in cell)]
+    for cell_id in skipped:
+        reason = next(r.reason for r in search if r.cell_id == cell_id)
+        print(f"cell {cell_id} skipped: {reason}", file=sys.stderr)
+    missing = [c.id for c in outcome.cells if c.id not in complete and c.id not in skipped]
     for cell_id in missing:
         reasons = sorted({f"{r.status}: {(r.reason or '').splitlines()[0][:160]}" for r in records
                           if r.cell_id == cell_id and r.status != "complete"}) or ["no trial ran"]
@@ -221,6 +229,9 @@ class Worker:
                                       on_lost=self.record_lost, create_lock=getattr(store, "url", None))
         self.seeds = confirm_seeds(suite)
         self.skipped: set[str] = set()
+        self.target = None  # where the estimate fits cells (the device, its memory), made at the first trial
+        self.estimates: dict[tuple, object] = {}
+        self.estimate_error: dict[str, dict] = {}
 
     def run(self) -> None:
         """Every cell in order, claiming what is left of it; cells other workers still hold are
@@ -318,6 +329,11 @@ class Worker:
         except Exception as exc:  # noqa: BLE001
             return self.stamp(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} failed: "
                                                   f"{type(exc).__name__}: {exc}"[:4000], started, status="failed"))
+        job, predicted = self.predict(job, prepared)
+        if predicted is not None and predicted.fits is False:
+            record = failure_record(job, skipped_reason(predicted), started, status="skipped")
+            record.estimate = predicted.to_json()
+            return self.stamp(record)
         attempts = []
         try:
             while True:
@@ -341,7 +357,54 @@ class Worker:
                 _interrupt(study, trial)
             raise
         record.attempts = attempts
+        record.estimate = predicted.to_json() if predicted is not None else self.estimate_error.get(job.cell.id)
         return self.stamp(record)
+
+    def predict(self, job, prepared):
+        """(the job, its prediction): memory and speed predicted before the trial runs, with
+        micro_batch_size: auto resolved to the largest micro-batch predicted to fit (a divisor of the
+        effective batch, which accumulation keeps). No prediction (None) where the estimate cannot
+        simulate this model: the trial runs as it would have, and its record says why."""
+        if job.training.micro_batch_size != "auto":
+            return job, self.estimate(job, prepared, job.training.micro_batch)
+        first = self.estimate(job, prepared, None)  # at micro-batch 1, with the largest that fits
+        if first is None:
+            return job.with_micro_batch(job.training.batch_size), None
+        batch = job.training.batch_size
+        micro = max((m for m in range(1, batch + 1) if batch % m == 0 and m <= (first.max_micro_batch or 0)),
+                    default=1)
+        chosen = self.estimate(job, prepared, micro) if micro != first.micro_batch else first
+        if chosen is not None:
+            chosen.max_micro_batch = first.max_micro_batch
+        return job.with_micro_batch(micro), chosen or first
+
+    def estimate(self, job, prepared, micro: int | None):
+        """The cell's prediction at this micro-batch (None: at 1, with the largest that fits), made once
+        per memory-relevant parameters; None where it cannot be made (the reason is kept per cell)."""
+        from harness.estimate import estimate
+
+        key = (job.cell.id, micro, json.dumps({k: v for k, v in job.params.items()
+                                               if k not in NOT_MEMORY and k != "micro_batch_size"},
+                                              sort_keys=True, default=str))
+        if key not in self.estimates:
+            try:
+                if self.target is None:
+                    self.target = self.make_target()
+                self.estimates[key] = estimate(
+                    job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
+                    head=prepared.head, num_labels=len(prepared.labels), seq_len=job.cell.model.max_length,
+                    dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None)
+            except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
+                self.estimates[key] = None
+                self.estimate_error[job.cell.id] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        return self.estimates[key]
+
+    def make_target(self):
+        from harness.estimate import target_for
+        from harness.spec import parse_bytes
+
+        limit = self.suite.runner.memory_limit
+        return target_for(self.device, None, None, parse_bytes(limit) if limit else None)
 
     def stamp(self, record: TrialRecord) -> TrialRecord:
         record.worker = self.name
@@ -381,6 +444,17 @@ class Worker:
             seed = self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))]
             return any(r.phase == "confirm" and r.trial_number == best and r.seed == seed for r in records)
         return any(r.phase == "search" and r.trial_number == trial.number for r in records)
+
+
+# training values that change no byte of memory: a cell's prediction is made once for all of them
+NOT_MEMORY = ("learning_rate", "weight_decay", "warmup_ratio")
+
+
+def skipped_reason(predicted) -> str:
+    need = predicted.predicted_peak_bytes + predicted.parts.get("cuda_context", 0)
+    return (f"predicted not to fit: {need / 2**30:.2f} GiB needed at micro-batch {predicted.micro_batch} x "
+            f"{predicted.seq_len} tokens, {predicted.memory_limit_bytes / 2**30:.2f} GiB available "
+            f"(harness estimate; set runner.memory_limit, or training.micro_batch_size: auto)")
 
 
 def _failed():

@@ -1,0 +1,208 @@
+"""Predicted peak training memory and speed of a cell, from the model's config alone.
+
+Memory: one training step simulated on fake tensors (harness/estimate/simulate.py) with the
+method applied as a trial applies it, so activations come from what autograd really saves for
+this architecture, attention implementation, dtype, method (adapter dropout, casts) and
+checkpointing; bitsandbytes' packed weights and 8-bit optimizer states by arithmetic
+(harness/estimate/parts.py). The peak is what the torch allocator would hold (weights + gradients
++ optimizer states + activations, as `max_memory_allocated`); the CUDA context is added apart for
+whether a cell fits.
+
+Time: FLOPs per token from the same count as the MFU (harness/measure/flops.py) over the device's
+peak times an assumed utilization (ASSUMED_MFU, stated in every estimate; `harness estimate
+--calibrate` replaces it with what records measured)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from harness.spec import parse_bytes  # noqa: F401 - harness.estimate.parse_bytes
+from harness.estimate.parts import CUDA_CONTEXT_BYTES, optimizer_bytes, quantized_weight_bytes
+
+# GPU kinds for --gpu: (datasheet name in harness.measure.flops.PEAKS, memory in bytes as the driver reports it)
+GPUS = {
+    "h100": ("H100", 81559 * 2**20), "h100-pcie": ("H100 PCIe", 81559 * 2**20), "h200": ("H200", 143771 * 2**20),
+    "a100": ("A100", 81920 * 2**20), "a100-40gb": ("A100", 40960 * 2**20), "l40s": ("L40S", 46068 * 2**20),
+    "l4": ("L4", 23034 * 2**20), "a10g": ("A10G", 23028 * 2**20), "rtx4090": ("RTX 4090", 24564 * 2**20),
+}
+# Model FLOP utilization assumed for the time estimate: on a GPU, the 36% full fine-tuning of a 1.1B
+# Llama reaches eagerly in bf16 on an H100 (issue 17's measurement); on a CPU, of the float32 matmul
+# peak timed on the host. Calibration from records replaces it per method.
+ASSUMED_MFU = {"cuda": 0.35, "cpu": 0.30}
+
+@dataclass
+class CellEstimate:
+    cell_id: str
+    method: str
+    micro_batch: int
+    seq_len: int
+    device: str
+    predicted_peak_bytes: int  # GPU: what torch allocates at the step peak (no CUDA context); CPU: resident, runtime included
+    parts: dict[str, int]
+    fits: bool | None  # None: no memory limit known
+    max_micro_batch: int | None
+    predicted_tokens_per_s: float | None
+    memory_limit_bytes: int | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the cell would run: the device kind, its memory and its peak FLOP/s."""
+
+    device: str  # cuda or cpu
+    memory_limit_bytes: int | None
+    peak_flops: float | None
+    peak_source: str
+    gpu_name: str | None = None
+    cpu_allocator: Any = None  # CPU: parts.CpuAllocator, resident memory beyond the tensors
+
+
+def target_for(device: str, gpu: str | None, gpu_memory: int | None, runner_limit: int | None) -> Target:
+    """--gpu KIND simulates that GPU; otherwise the suite's device as this host has it. The memory to
+    fit in: --gpu-memory, then the suite's runner.memory_limit, then the GPU kind's or the device's own."""
+    from harness.measure.flops import PEAKS, peak_flops
+
+    if gpu is not None:
+        name, memory = GPUS[gpu]
+        limit = gpu_memory or runner_limit or memory
+        return Target("cuda", limit, PEAKS[name]["bfloat16"], f"{name} datasheet, dense bf16", name)
+    if device == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        peak, source = peak_flops("cuda", props.name, "bfloat16")
+        return Target("cuda", gpu_memory or runner_limit or int(props.total_memory), peak, source, props.name)
+    from harness.estimate.parts import cpu_allocator
+
+    peak, source = peak_flops("cpu", None, "float32")
+    return Target("cpu", gpu_memory or runner_limit or _available_ram(), peak, source,
+                  cpu_allocator=cpu_allocator())
+
+
+def _peak_for(target: Target, dtype: str) -> tuple[float | None, str]:
+    """The target's dense peak at the dtype the cell trains in (float32 on a GPU: TF32, as torch's
+    matmuls run where allowed; on a CPU the timed float32 peak for every dtype, said so)."""
+    from harness.measure.flops import PEAKS
+
+    if target.device == "cuda" and target.gpu_name:
+        for key, peaks in PEAKS.items():
+            if key in target.gpu_name:
+                kind = "tf32" if dtype == "float32" else dtype
+                return peaks.get(kind), f"{key} datasheet, dense {kind}"
+    return target.peak_flops, target.peak_source
+
+
+def _available_ram() -> int | None:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _uses_checkpointing(training, method_params) -> bool:
+    return bool(training.gradient_checkpointing or getattr(method_params, "gradient_checkpointing", False))
+
+
+def predict_memory(config, head, num_labels: int, method, flat: dict, training, *, micro_batch: int,
+                   seq_len: int, dtype: str, device: str, model_type: str, pure_dtype: bool = False,
+                   loss: str = "model", attention: str = "sdpa") -> tuple[int, dict[str, int], Any]:
+    """(predicted peak bytes, its parts, the simulated model) of one training step."""
+    from harness.estimate.simulate import StepShape, simulate
+    from harness.methods import ApplyContext
+
+    method_params, values = method.split(flat)
+    optim = values.get("optim", training.optim)
+    shape = StepShape(micro_batch, seq_len, dtype, optim, _uses_checkpointing(training, method_params),
+                      attention, device, pure_dtype, loss)
+    ctx = ApplyContext(head.peft_task_type, (), model_type, training.max_steps, device)
+    sim = simulate(config, head, num_labels, method, method_params, ctx, shape)
+    parts = {"weights": sim.peak["parameters"], "quantization_constants": 0}
+    if sim.quantized:
+        bits = 4 if method.name == "qlora" else 8
+        double = bool(getattr(method_params, "double_quant", False))
+        dtype_bytes = {"float32": 4, "bfloat16": 2, "float16": 2}
+        compute = "bfloat16" if device == "cuda" else "float32"
+        compute = getattr(method_params, "compute_dtype", "auto").replace("auto", compute)
+        for n_in, n_out in sim.quantized.values():
+            packed, constants = quantized_weight_bytes(n_in * n_out, bits, double, n_out)
+            parts["weights"] += packed - n_in * n_out * dtype_bytes[compute]
+            parts["quantization_constants"] += constants
+    opt, paged = optimizer_bytes(optim, sim.trainable, sim.peak["optimizer"])
+    parts["gradients"] = sim.peak["gradients"]
+    parts["optimizer_states_paged" if paged and device == "cuda" else "optimizer_states"] = opt
+    parts["activations"] = sim.peak["activations"]
+    counted = sum(v for k, v in parts.items() if k != "optimizer_states_paged")
+    return counted, parts, sim.model
+
+
+def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_labels: int, seq_len: int,
+             dtype: str, target: Target, micro_batch: int | None = None, find_max: bool = True,
+             calibration: dict | None = None) -> CellEstimate:
+    """One cell's estimate. micro_batch None: the training's own (auto: 1 to start from)."""
+    from harness.measure.flops import flops_per_token
+
+    micro = micro_batch or (training.micro_batch_size if isinstance(training.micro_batch_size, int)
+                            else training.batch_size if training.micro_batch_size is None else 1)
+    model_type = getattr(config, "model_type", "")
+    factor = (calibration or {}).get("activation_factor", {}).get(method.name)
+    offset = (calibration or {}).get("offset_bytes", {}).get(method.name, 0)
+
+    def predict(micro_batch: int):
+        peak, parts, model = predict_memory(config, head, num_labels, method, flat, training, micro_batch=micro_batch,
+                                            seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type)
+        if factor:  # calibrated from records: the activations this method was measured to need
+            scaled = int(parts["activations"] * factor)
+            peak, parts["activations"] = peak + scaled - parts["activations"], scaled
+            parts["calibration_offset"] = int(offset)
+            peak += int(offset)
+        return peak, parts, model
+
+    peak, parts, model = predict(micro)
+    assumptions = [f"sequences of {seq_len} tokens (the model's max_length), micro-batch {micro}",
+                   "peak = weights + quantization constants + gradients + optimizer states + activations at "
+                   "the step's peak (torch's allocated bytes)"]
+    if factor:
+        assumptions.append(f"activations x {factor:.3f}{f' + {offset / 2**20:.0f} MiB' if offset else ''} "
+                           f"(calibrated for {method.name} from measured records)")
+    per_example = max((predict(2 * micro)[0] - peak) / micro, 1.0) if find_max else None
+    context = CUDA_CONTEXT_BYTES if target.device == "cuda" else 0
+    if context:
+        parts["cuda_context"] = context
+        assumptions.append("CUDA context 512 MiB, counted for fitting only")
+    elif target.cpu_allocator is not None:  # on a CPU the measured peak is resident memory (see parts.CpuAllocator)
+        alloc = target.cpu_allocator
+        grown = parts["gradients"] + parts.get("optimizer_states", 0) + parts["activations"]
+        parts["cpu_runtime"] = alloc.runtime_bytes
+        parts["cpu_allocator"] = int((alloc.factor - 1) * grown)
+        peak += parts["cpu_runtime"] + parts["cpu_allocator"]
+        if per_example is not None:
+            per_example *= alloc.factor
+        assumptions.append(f"CPU resident memory = tensors + {alloc.runtime_bytes / 2**20:.0f} MiB runtime + "
+                           f"{alloc.factor - 1:.0%} of what training allocates (allocator model fitted on this host)")
+    limit = target.memory_limit_bytes
+    fits = None if limit is None else peak + context <= limit
+    max_micro = None
+    if limit is not None and per_example is not None:
+        fixed = peak - per_example * micro
+        max_micro = max(int((limit - context - fixed) // per_example), 0)
+    mfu = (calibration or {}).get("mfu", {}).get(method.name) or ASSUMED_MFU[target.device]
+    tokens_per_s = None
+    peak_flops, peak_source = _peak_for(target, dtype)
+    if peak_flops:
+        per_token = flops_per_token(model, float(seq_len)).per_token
+        tokens_per_s = mfu * peak_flops / per_token if per_token else None
+        assumptions.append(f"throughput at {mfu:.0%} of {peak_source}")
+    return CellEstimate(cell_id, method.name, micro, seq_len, target.device, int(peak), parts, fits, max_micro,
+                        tokens_per_s, limit, assumptions)
+
+
+def with_micro_batch(est: CellEstimate, micro: int) -> CellEstimate:
+    return replace(est, micro_batch=micro)

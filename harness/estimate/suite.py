@@ -1,0 +1,169 @@
+"""`harness estimate`: every training cell of a suite, from each model's config alone; and the
+calibration of the estimate's factors from measured records."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.estimate import CellEstimate, Target, estimate
+
+
+def model_config(spec, base_dir: Path):
+    """The model's config.json: nothing else is read (a folder holding only config.json is enough)."""
+    from transformers import AutoConfig
+
+    from harness.models import resolve
+
+    return AutoConfig.from_pretrained(resolve(spec, base_dir), revision=spec.revision)
+
+
+def cell_head(cell, config):
+    from harness.models import is_decoder
+    from harness.tasks import family_of
+    from harness.tasks.heads import HEADS
+
+    family = family_of(cell.task.kind, cell.task.head)
+    return HEADS.get(family.head_for(is_decoder(config.model_type, getattr(config, "architectures", None) or ())))
+
+
+def training_of(loaded, cell, flat: dict):
+    from harness.spec import TrialTraining
+
+    _, values = cell.method.split(flat)
+    return TrialTraining.model_validate({**loaded.suite.training.model_dump(), **values})
+
+
+def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> list[CellEstimate]:
+    """One estimate per training cell, at the method's default parameters and the suite's fixed ones."""
+    from harness.runner.plan import plan
+
+    configs: dict[Any, Any] = {}
+    out = []
+    for cell in plan(loaded.suite):
+        if not cell.method.trains:
+            continue
+        if cell.model not in configs:
+            configs[cell.model] = model_config(cell.model, loaded.base_dir)
+        config = configs[cell.model]
+        training = training_of(loaded, cell, cell.fixed)
+        out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=cell_head(cell, config),
+                            num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
+                            dtype=cell.model.dtype, target=target, calibration=calibration))
+    return out
+
+
+def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    scale, unit = (2**30, "GiB") if max((e.predicted_peak_bytes for e in estimates), default=0) > 2**31 else (2**20, "MiB")
+
+    def size(n: float | None) -> str:
+        return "-" if n is None else f"{n / scale:,.{2 if unit == 'GiB' else 0}f}"
+
+    limit = f"{size(target.memory_limit_bytes)} {unit}" if target.memory_limit_bytes else "unknown"
+    table = Table(title=f"predicted peak training memory ({unit}) on {target.gpu_name or target.device}, "
+                        f"fitting in {limit}", title_justify="left")
+    for col in ("cell", "micro", "seq", "weights", "quant", "grads", "optim", "activ", "other", "peak", "fits",
+                "max micro", "tokens/s"):
+        table.add_column(col, justify="left" if col == "cell" else "right")
+    for e in estimates:
+        p = e.parts
+        optim = p.get("optimizer_states", p.get("optimizer_states_paged", 0))
+        other = p.get("cpu_runtime", 0) + p.get("cpu_allocator", 0) + p.get("cuda_context", 0)
+        table.add_row(e.cell_id, str(e.micro_batch), str(e.seq_len), size(p["weights"]),
+                      size(p["quantization_constants"]), size(p["gradients"]),
+                      size(optim) + (" paged" if "optimizer_states_paged" in p else ""), size(p["activations"]),
+                      size(other), size(e.predicted_peak_bytes), {True: "yes", False: "NO", None: "?"}[e.fits],
+                      "-" if e.max_micro_batch is None else str(e.max_micro_batch),
+                      "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    if estimates:
+        print("other: the CUDA context (counted for fitting only) or, on a CPU, the runtime and allocator's resident "
+              "memory beyond the tensors")
+        print("assumptions: " + "; ".join(dict.fromkeys(a for e in estimates for a in e.assumptions[1:])))
+
+
+# --- calibration from measured records ---------------------------------------------------------
+
+def calibrate(records) -> dict:
+    """Per method, from complete trials that carry a prediction and a measured train peak: the
+    activations' factor (and, where the records hold three or more distinct activation sizes, a
+    constant offset beside it, fitted by least squares: what a device adds whatever the size) that
+    makes the predictions meet the measurements, the measured MFU (median), and the prediction's
+    median error before and after."""
+    from harness.records.schema import measured_train_bytes
+
+    by_method: dict[str, list] = {}
+    for r in records:
+        est, measured = r.estimate or {}, measured_train_bytes(r)
+        if r.status == "complete" and est.get("predicted_peak_bytes") and measured and est.get("parts"):
+            by_method.setdefault(r.method_name, []).append(r)
+    factors, offsets, mfus, rows = {}, {}, {}, []
+    for method, recs in sorted(by_method.items()):
+        points = []  # (predicted activations, measured - predicted everything else)
+        for r in recs:
+            activations = r.estimate["parts"].get("activations") or 0
+            points.append((activations, measured_train_bytes(r) - (r.estimate["predicted_peak_bytes"] - activations)))
+        factor, offset = _fit(points)
+        errors = {"before": [], "after": []}
+        for r, (activations, _) in zip(recs, points):
+            predicted, measured = r.estimate["predicted_peak_bytes"], measured_train_bytes(r)
+            errors["before"].append(abs(predicted / measured - 1))
+            errors["after"].append(abs((predicted + (factor - 1) * activations + offset) / measured - 1))
+        measured_mfu = [r.throughput.mfu for r in recs if r.throughput.mfu]
+        factors[method], offsets[method] = round(factor, 4), int(offset)
+        if measured_mfu:
+            mfus[method] = round(statistics.median(measured_mfu), 4)
+        rows.append({"method": method, "records": len(recs), "activation_factor": round(factor, 4),
+                     "offset_bytes": int(offset), "moved_by": round(factor - 1, 4),
+                     "median_abs_error_before": round(statistics.median(errors["before"]), 4),
+                     "median_abs_error_after": round(statistics.median(errors["after"]), 4),
+                     "mfu": mfus.get(method)})
+    return {"activation_factor": factors, "offset_bytes": offsets, "mfu": mfus, "methods": rows}
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(factor, offset) with measured_rest = offset + factor x activations: least squares over three
+    or more distinct activation sizes, else the median ratio with no offset."""
+    sizes = {round(a) for a, _ in points if a > 0}
+    if len(sizes) >= 3:
+        n = len(points)
+        mean_a, mean_m = sum(a for a, _ in points) / n, sum(m for _, m in points) / n
+        var = sum((a - mean_a) ** 2 for a, _ in points)
+        factor = sum((a - mean_a) * (m - mean_m) for a, m in points) / var
+        if factor > 0:
+            return factor, mean_m - factor * mean_a
+    ratios = [m / a for a, m in points if a > 0]
+    return (max(statistics.median(ratios), 0.0) if ratios else 1.0), 0.0
+
+
+def load_calibration(results_dir: str) -> dict:
+    from harness.records.store import RecordStore
+
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: results folder not found")
+    records = RecordStore(folder).load_all()
+    calibration = calibrate(records)
+    if not calibration["methods"]:
+        raise UserError(f"{folder}: no complete trial record carries an estimate and a measured train peak to "
+                        f"calibrate from (records written before `harness estimate` existed carry none)")
+    (folder / "estimate-calibration.json").write_text(json.dumps(calibration, indent=1), encoding="utf-8")
+    return calibration
+
+
+def print_calibration(calibration: dict) -> None:
+    print("calibrated activation factors (measured / predicted activations, median per method):")
+    for row in calibration["methods"]:
+        mfu = f", measured MFU {row['mfu']:.1%}" if row.get("mfu") else ""
+        offset = f" + {row['offset_bytes'] / 2**20:+.0f} MiB" if row.get("offset_bytes") else ""
+        print(f"  {row['method']}: x{row['activation_factor']:.3f}{offset} (moved {row['moved_by']:+.1%}; "
+              f"{row['records']} records; median |error| {row['median_abs_error_before']:.1%} -> "
+              f"{row['median_abs_error_after']:.1%}{mfu})")
