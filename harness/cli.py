@@ -77,48 +77,13 @@ def cmd_ls(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.config import load_suite
-    from harness.report.publish import publish
-    from harness.report.terminal import ProgressView
-    from harness.runner.sweep import cells_verdict, planned_trials, prepare_run, run_sweep
+    from harness.api import run
 
-    loaded, root = prepare_run(load_suite(args.suite), args.results, args.smoke)
-    if args.gpu_memory:
-        loaded = _with_memory_limit(loaded, args.gpu_memory)
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    done = _done_before(loaded, root, args.storage)
-    with ProgressView(total=planned_trials(loaded, done), quiet=args.quiet) as view:
-        outcome = run_sweep(loaded, root, view, workers=args.workers, gpus=gpus, storage_url=args.storage)
-    records = outcome.store.load_all()
-    reports = Path(args.reports) if args.reports else Path(loaded.suite.output.reports_dir)
-    shown = publish(records, reports / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
-                    elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""))
-    print(f"records: {outcome.store.root}/records   report: {shown.page}")
-    return cells_verdict(outcome, records, smoke=args.smoke)
-
-
-def _with_memory_limit(loaded, text: str):
-    """--gpu-memory: the memory every trial must fit in (runner.memory_limit), for this run."""
-    import dataclasses
-
-    from harness.spec import parse_bytes
-
-    try:
-        parse_bytes(text)
-    except ValueError as exc:
-        raise UserError([Problem("harness run", None, "--gpu-memory", str(exc))])
-    suite = loaded.suite.model_copy(update={"runner": loaded.suite.runner.model_copy(update={"memory_limit": text})})
-    return dataclasses.replace(loaded, suite=suite)
-
-
-def _done_before(loaded, root: Path, storage: str | None) -> int:
-    """Finished trials already in the results set (a resumed run shows only what is left)."""
-    from harness.records.pg import is_postgres
-
-    if is_postgres(storage):
-        return 0
-    folder = root / loaded.suite.name / "records"
-    return len(list(folder.glob("*/*.json"))) if folder.is_dir() else 0
+    results = run(args.suite, results=args.results, reports=args.reports, quiet=args.quiet, workers=args.workers,
+                  gpus=gpus, storage=args.storage, smoke=args.smoke, gpu_memory=args.gpu_memory)
+    print(f"records: {results.root}/records   report: {results.page}")
+    return results.exit_code
 
 
 def cmd_worker(args) -> int:
@@ -265,6 +230,16 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def cmd_schema(args) -> int:
+    """The suite's JSON Schema on stdout (harness schema > suite.schema.json)."""
+    import json
+
+    from harness.config.schema import suite_schema
+
+    print(json.dumps(suite_schema(), indent=1))
+    return 0
+
+
 def cmd_compare(args) -> int:
     from harness.report.compare import run_compare
 
@@ -354,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "moved, write RESULTS_DIR/estimate-calibration.json, and apply them to SUITE")
     p.add_argument("--json", action="store_true", help='print {"cells": [...]} for scripts')
     p.set_defaults(func=cmd_estimate)
+    p = sub.add_parser("schema", help="the suite's JSON Schema, for editors (harness schema > suite.schema.json)")
+    p.set_defaults(func=cmd_schema)
     p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a "
                                        "regression or a cell missing; tolerances from the baseline's suite")
     p.add_argument("baseline")

@@ -262,6 +262,12 @@ class RunnerSpec(Strict):
         return value
 
 
+class TrackingSpec(Strict):
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers each trial logs to, offline, under "
+                                          "results/<suite>/tracking (pip install -e '.[tracking]')")
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="folder name for results")
     description: str | None = None
@@ -279,6 +285,7 @@ class Suite(Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     compare: CompareSpec = Field(default_factory=CompareSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
 
 class TrainingParams(BaseModel):

@@ -118,6 +118,7 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
         if labels.count(e.display) > 1 and labels.index(e.display) != i:
             out.append(lines.problem(("methods", i), f"method {e.display!r} is listed twice: give one a label"))
     out += _cell_id_clashes(suite, lines) + _rung_problems(suite, lines)
+    out += _tracking_problems(suite, lines)
     micro = suite.training.micro_batch_size
     if isinstance(micro, int):
         sizes = [(("training", "batch_size"), suite.training.batch_size)]
@@ -127,6 +128,21 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             if size % micro:
                 out.append(lines.problem(where, f"batch_size {size} is not a multiple of training.micro_batch_size "
                                                 f"{micro}: the effective batch must be whole micro-batches"))
+    return out
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _tracking_problems(suite: Suite, lines: LineMap) -> list[Problem]:
+    """A tracker named must have its client installed here (the trial would fail at its first step)."""
+    import importlib.util
+
+    out = []
+    for i, name in enumerate(suite.tracking.report_to):
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            extra = "pip install wandb" if name == "wandb" else "pip install -e '.[tracking]'"
+            out.append(lines.problem(("tracking", "report_to", i), f"{name} is not installed here: {extra}"))
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -61,8 +61,13 @@ def _v6_to_v7(data: dict) -> dict:
     return {**data, "estimate": None}
 
 
+def _v7_to_v8(data: dict) -> dict:
+    """v8 keeps the seconds a trial spent in experiment trackers (suite tracking.report_to)."""
+    return {**data, "timing": {**data.get("timing", {}), "tracking_s": 0.0}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
 
 
 def upgrade(data: dict) -> dict:
@@ -89,6 +94,7 @@ class Timing(BaseModel):
     validation_s: float = 0.0  # validation-split scoring, in the loop and at the end
     eval_s: float = 0.0  # test-split evaluation
     total_s: float = 0.0  # the whole trial, as the parent saw it (fork to record)
+    tracking_s: float = 0.0  # inside training and at the end: experiment trackers' callbacks and final logging
 
     @property
     def overhead_s(self) -> float:

@@ -367,7 +367,9 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
     console.print(table)
 
 
-def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict, allow_mismatch: bool = False) -> int:
+def comparison(baseline: str, candidate: str, overrides: dict | None = None,
+               allow_mismatch: bool = False) -> tuple[Comparison, Path | str, Path | str]:
+    """(the verdicts, the two results folders): what `harness compare` and the Python API share."""
     base_dir, cand_dir = results_folder(baseline), results_folder(candidate)
     base_records, cand_records = open_results(base_dir).load_all(), open_results(cand_dir).load_all()
     if not base_records:
@@ -376,9 +378,13 @@ def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict,
     if found and not allow_mismatch:
         raise UserError([f"{base_dir} and {cand_dir} are not comparable: {m}" for m in found] +
                         ["compare them anyway with --allow-mismatch (every output then says so)"])
-    result = Comparison(compare(base_records, cand_records, tolerances(base_dir, overrides)),
-                        provenance_differences(base_records, cand_records), found, bool(found),
-                        tolerances(base_dir, overrides))
+    tol = tolerances(base_dir, overrides or {})
+    return (Comparison(compare(base_records, cand_records, tol), provenance_differences(base_records, cand_records),
+                       found, bool(found), tol), base_dir, cand_dir)
+
+
+def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict, allow_mismatch: bool = False) -> int:
+    result, base_dir, cand_dir = comparison(baseline, candidate, overrides, allow_mismatch)
     print_verdicts(result, str(baseline), str(candidate))
     label = lambda d: f"{d.parent.name}-{d.name}" if isinstance(d, Path) else d.rpartition("#")[2]  # noqa: E731
     out_dir = Path(out) if out else Path("reports") / "compare" / f"{label(base_dir)}__{label(cand_dir)}"

@@ -28,6 +28,15 @@ class TrialJob:
     artifact_dir: str | None = None  # keep the trained adapter here (output.keep_adapters)
     memory_limit_mib: int | None = None  # CPU: the trial process's address space above its size at fork
     eval_steps: tuple[int, ...] = ()  # steps at which the validation split is scored in the loop
+    tracking_root: str | None = None  # results/<suite>/tracking where the suite names trackers
+
+    @property
+    def report_to(self) -> list[str]:
+        return list(self.record_base["config"].get("tracking", [])) if self.tracking_root else []
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.phase}-trial-{self.trial_number:04d}-seed-{self.seed}"
 
     def with_micro_batch(self, micro: int) -> "TrialJob":
         """The same trial with a smaller micro-batch: the effective batch, and so the result, stay."""
@@ -48,13 +57,13 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
         "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
                    "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
                    "search": {"strategy": s.search.strategy, "rungs": rungs(s) if s.search.strategy != "none" else []},
-                   "suite_file": str(loaded.path)},
+                   "suite_file": str(loaded.path), "tracking": list(s.tracking.report_to)},
     }
 
 
 def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,
              sampled: dict[str, Any] | None = None, params: dict[str, Any] | None = None, phase: str = "search",
-             artifact_dir: str | None = None) -> TrialJob:
+             artifact_dir: str | None = None, tracking_root: str | None = None) -> TrialJob:
     """The job of one trial: `params` as given (a confirmation re-runs a trial's), else the cell's fixed
     values with what the sampler chose."""
     sampled = dict(sampled or {})
@@ -67,4 +76,5 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",
                     record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir,
                     memory_limit_mib=suite.runner.trial_memory_mib,
-                    eval_steps=evaluation_steps(suite) if phase == "search" else ())
+                    eval_steps=evaluation_steps(suite) if phase == "search" else (),
+                    tracking_root=tracking_root if suite.tracking.report_to else None)

@@ -185,7 +185,7 @@ def sweep(loaded: LoadedSuite, root: Path, view: Progress, storage_url: str | No
     check_resumable(store, loaded.text)
     store.load_all()  # a results set with a record that cannot be read stops here, before any trial
     save_suite(store, loaded.text)
-    preload()
+    preload(suite.tracking.report_to)
     Worker(loaded, store, view, worker).run()
 
 
@@ -280,7 +280,8 @@ class Worker:
     def job(self, cell: Cell, **kwargs):
         from harness.runner.jobs import make_job
 
-        return make_job(self.loaded, cell, device=self.device, suite_hash=self.suite_hash, **kwargs)
+        return make_job(self.loaded, cell, device=self.device, suite_hash=self.suite_hash,
+                        tracking_root=str(Path(self.store.root) / "tracking"), **kwargs)
 
     def search_trial(self, index: int, cell: Cell, study, got) -> None:
         from harness.runner.trial import TrialHooks
@@ -358,6 +359,10 @@ class Worker:
             raise
         record.attempts = attempts
         record.estimate = predicted.to_json() if predicted is not None else self.estimate_error.get(job.cell.id)
+        if "mlflow" in job.report_to:  # written here, from the record: a trial process never opens the store
+            from harness.runner.tracking import log_to_mlflow
+
+            record.timing.tracking_s += log_to_mlflow(record, job.tracking_root)
         return self.stamp(record)
 
     def predict(self, job, prepared):
@@ -530,8 +535,24 @@ def _pruning_hook(trial):
     return should_prune
 
 
+def key_figures(record: TrialRecord) -> dict:
+    """What optuna-dashboard shows beside each trial (user attributes): the record's status, test
+    scores, memory, speed and size, so a study is readable without the harness."""
+    out = {"status": record.status, "method": record.method, "cell": record.cell_id,
+           "train_mib": round((record.memory.train_bytes or 0) / 2**20, 1),
+           "train_tokens_per_s": round(record.throughput.train_tokens_per_s, 1),
+           "train_s": round(record.timing.train_s, 2), "trainable_params": record.trainable_params}
+    out.update({f"test_{k}": v for k, v in record.metrics.items()})
+    if record.reason:
+        out["reason"] = record.reason.splitlines()[0][:300]
+    return out
+
+
 def _tell(study, trial, record: TrialRecord) -> None:
     import optuna
+
+    for key, value in key_figures(record).items():
+        trial.set_user_attr(key, value)
 
     if record.status == "complete" and record.selection_score is not None:
         study.tell(trial, record.selection_score)  # the validation score: the test split informs no choice

@@ -34,7 +34,8 @@ def training_args(job: TrialJob, out_dir: str):
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         warmup_steps=float(t.warmup_ratio), lr_scheduler_type=t.lr_scheduler,
         per_device_eval_batch_size=t.eval_batch_size, eval_strategy="no",  # validation: our callback
-        logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to="none",
+        logging_steps=max(1, t.max_steps // 10), save_strategy="no", report_to=[n for n in job.report_to if n != "mlflow"] or "none",
+        run_name=job.run_name,
         logging_nan_inf_filter=False,  # a NaN loss must reach the log, where it ends the trial as diverged
         disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,

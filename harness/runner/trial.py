@@ -126,6 +126,7 @@ class Trial:
         self.throughput = Throughput()
         self.phase = "load"
         self.model = None
+        self.tracking = None
         self.record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
                            data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
                            validation_source=prepared.validation_source,
@@ -161,6 +162,18 @@ class Trial:
                                reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
         return self.finish()
 
+    def track(self, record: TrialRecord) -> TrialRecord:
+        """A complete trial's final figures into its tracker runs; the time spent in trackers,
+        callbacks included, into the record."""
+        tracking = self.tracking
+        try:
+            if record.status == "complete":
+                tracking.finish(record)
+        finally:
+            tracking.close()
+        record.timing.tracking_s = tracking.seconds
+        return record
+
     def trivial(self) -> None:
         """No model: the task's trivial predictor on validation and test."""
         family, splits = self.prepared.family, self.prepared.splits
@@ -194,6 +207,14 @@ class Trial:
             with self.energy.span("validation"):
                 return _drop_rates(self.score("validation"))
 
+        if any(name in job.report_to for name in ("tensorboard", "wandb")):
+            from harness.runner.tracking import Tracking
+
+            self.tracking = Tracking(job.report_to, job.tracking_root, job.record_base["suite"], job.cell.id,
+                                     job.run_name, {"harness.suite": job.record_base["suite"],
+                                                    "harness.cell": job.cell.id, "harness.method": job.cell.entry.display,
+                                                    "harness.phase": job.phase, "harness.seed": str(job.seed)})
+            self.tracking.start()
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
             trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
                                       train_dataset=prepared.data["train"],
@@ -203,6 +224,8 @@ class Trial:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
+            if self.tracking is not None:
+                self.tracking.time_callbacks(trainer)
             self.memory.start("train")
             t0, runtime = time.perf_counter(), None
             try:
@@ -263,7 +286,8 @@ class Trial:
             memory=Memory(source=m.source, train_bytes=m.above_baseline("train"), eval_bytes=m.above_baseline("eval"),
                           train_growth_bytes=m.growth("train"), peak_bytes=m.peak_bytes, by_phase_peak_bytes=m.peaks,
                           baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
-        return TrialRecord.model_validate(self.record)
+        record = TrialRecord.model_validate(self.record)
+        return self.track(record) if self.tracking is not None else record
 
 
 def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
