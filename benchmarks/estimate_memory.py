@@ -14,7 +14,6 @@ whichever is larger).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile

@@ -166,7 +166,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         return peak, parts, model
 
     peak, parts, model = predict(micro)
-    assumptions = [f"sequences of {seq_len} tokens (the model's max_length), micro-batch {micro}",
+    assumptions = [f"sequences of {seq_len} tokens, micro-batch {micro}",
                    "peak = weights + quantization constants + gradients + optimizer states + activations at "
                    "the step's peak (torch's allocated bytes)"]
     if factor:

@@ -52,11 +52,13 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _train_mib(r: TrialRecord) -> float:
-    """The train phase's peak above the baseline (memory definition 2); a record of definition 1
-    has only its whole-trial absolute peak."""
-    value = r.memory.train_bytes if r.memory.train_bytes is not None else r.memory.peak_bytes
-    return value / MiB
+def _train_mib(r: TrialRecord) -> float | None:
+    """The train phase's peak above the baseline (memory definitions 2+; none for a row that does
+    not train, such as the untrained and trivial baselines); a record of definition 1 has only its
+    whole-trial absolute peak."""
+    if r.definitions.get("peak_memory", 1) >= 2:
+        return r.memory.train_bytes / MiB if r.memory.train_bytes is not None else None
+    return r.memory.peak_bytes / MiB
 
 
 def _space_text(space: dict | None) -> str:

@@ -232,6 +232,10 @@ class Worker:
         self.target = None  # where the estimate fits cells (the device, its memory), made at the first trial
         self.estimates: dict[tuple, object] = {}
         self.estimate_error: dict[str, dict] = {}
+        if "mlflow" in suite.tracking.report_to:
+            from harness.runner.tracking import prepare_mlflow
+
+            prepare_mlflow(str(Path(store.root) / "tracking"), suite.name)
 
     def run(self) -> None:
         """Every cell in order, claiming what is left of it; cells other workers still hold are
@@ -369,7 +373,11 @@ class Worker:
         """(the job, its prediction): memory and speed predicted before the trial runs, with
         micro_batch_size: auto resolved to the largest micro-batch predicted to fit (a divisor of the
         effective batch, which accumulation keeps). No prediction (None) where the estimate cannot
-        simulate this model: the trial runs as it would have, and its record says why."""
+        simulate this model: the trial runs as it would have, and its record says why. Baseline
+        rows train nothing and get none."""
+        if not job.cell.method.trains:
+            return (job.with_micro_batch(job.training.batch_size) if job.training.micro_batch_size == "auto"
+                    else job), None
         if job.training.micro_batch_size != "auto":
             return job, self.estimate(job, prepared, job.training.micro_batch)
         first = self.estimate(job, prepared, None)  # at micro-batch 1, with the largest that fits
@@ -397,7 +405,7 @@ class Worker:
                     self.target = self.make_target()
                 self.estimates[key] = estimate(
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
-                    head=prepared.head, num_labels=len(prepared.labels), seq_len=job.cell.model.max_length,
+                    head=prepared.head, num_labels=len(prepared.labels), seq_len=longest_sequence(prepared, job),
                     dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None)
             except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
                 self.estimates[key] = None
@@ -451,15 +459,30 @@ class Worker:
         return any(r.phase == "search" and r.trial_number == trial.number for r in records)
 
 
+def longest_sequence(prepared, job) -> int:
+    """The sequence length a prediction assumes in a sweep: the longest training example as tokenized
+    (a batch is padded to its longest, and some batch holds the longest one), at most max_length.
+    `harness estimate`, which reads no data, assumes max_length."""
+    try:
+        longest = max(len(ids) for ids in prepared.data["train"]["input_ids"])
+    except (KeyError, TypeError, ValueError):
+        return job.cell.model.max_length
+    return max(min(longest, job.cell.model.max_length), 1)
+
+
 # training values that change no byte of memory: a cell's prediction is made once for all of them
 NOT_MEMORY = ("learning_rate", "weight_decay", "warmup_ratio")
 
 
 def skipped_reason(predicted) -> str:
     need = predicted.predicted_peak_bytes + predicted.parts.get("cuda_context", 0)
-    return (f"predicted not to fit: {need / 2**30:.2f} GiB needed at micro-batch {predicted.micro_batch} x "
-            f"{predicted.seq_len} tokens, {predicted.memory_limit_bytes / 2**30:.2f} GiB available "
+    return (f"predicted not to fit: {_size(need)} needed at micro-batch {predicted.micro_batch} x "
+            f"{predicted.seq_len} tokens, {_size(predicted.memory_limit_bytes)} available "
             f"(harness estimate; set runner.memory_limit, or training.micro_batch_size: auto)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _failed():

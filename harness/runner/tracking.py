@@ -18,10 +18,8 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 INTEGRATIONS = {"tensorboard": "TensorBoardCallback", "wandb": "WandbCallback"}  # run inside the trial
-IN_TRIAL = tuple(INTEGRATIONS)
 
 
 def figures(record) -> dict[str, float]:
@@ -41,15 +39,28 @@ def run_name(record) -> str:
     return f"{record.cell_id}/{record.phase}-trial-{record.trial_number:04d}-seed-{record.seed}"
 
 
-def log_to_mlflow(record, root: str) -> float:
-    """One MLflow run for a finished trial record (any status); the seconds it took."""
-    t0 = time.perf_counter()
+def _mlflow_client(root: str):
     import mlflow
-    from mlflow.entities import Metric, Param
 
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(folder / 'mlflow.db').resolve()}")
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{(folder / 'mlflow.db').resolve()}")
+
+
+def prepare_mlflow(root: str, suite: str) -> None:
+    """Create the store and the suite's experiment once, in the sweep process before any trial
+    (the SQLite store's first opening runs MLflow's migrations, ~1 s)."""
+    client = _mlflow_client(root)
+    if client.get_experiment_by_name(suite) is None:
+        client.create_experiment(suite)
+
+
+def log_to_mlflow(record, root: str) -> float:
+    """One MLflow run for a finished trial record (any status); the seconds it took."""
+    t0 = time.perf_counter()
+    from mlflow.entities import Metric, Param
+
+    client = _mlflow_client(root)
     experiment = client.get_experiment_by_name(record.suite)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(record.suite)
     run = client.create_run(experiment_id, run_name=run_name(record), tags={
@@ -65,12 +76,14 @@ def log_to_mlflow(record, root: str) -> float:
         client.log_batch(run.info.run_id, metrics=metrics[start:start + 1000], params=params if start == 0 else [])
     client.set_terminated(run.info.run_id, "FINISHED" if record.status == "complete" else "FAILED")
     return time.perf_counter() - t0
+
+
 class Tracking:
     """One trial's tracker runs; every call is timed into `seconds`."""
 
-    def __init__(self, report_to: list[str], root: str, suite: str, cell: str, run_name: str, tags: dict[str, Any]):
+    def __init__(self, report_to: list[str], root: str, suite: str, cell: str, run_name: str):
         self.report_to, self.root, self.suite, self.cell = list(report_to), Path(root), suite, cell
-        self.run_name, self.tags = run_name, tags
+        self.run_name = run_name
         self.seconds = 0.0
         self._saved_env: dict[str, str | None] = {}
 

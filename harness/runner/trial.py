@@ -211,9 +211,7 @@ class Trial:
             from harness.runner.tracking import Tracking
 
             self.tracking = Tracking(job.report_to, job.tracking_root, job.record_base["suite"], job.cell.id,
-                                     job.run_name, {"harness.suite": job.record_base["suite"],
-                                                    "harness.cell": job.cell.id, "harness.method": job.cell.entry.display,
-                                                    "harness.phase": job.phase, "harness.seed": str(job.seed)})
+                                     job.run_name)
             self.tracking.start()
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
             trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
