@@ -95,7 +95,10 @@ class PhaseMemory:
             self.sampler.start()
         else:
             # The first reset drops what the process held before the trial began: in inline mode
-            # that is the sweep process's own history, earlier trials included.
+            # that is the sweep process's own history, earlier trials included. The free heap the
+            # process inherited goes back to the kernel first: each phase start hands it back too,
+            # and a start that still held it would sit above every phase's peak by as much.
+            release_free_heap()
             self._resettable = phase_reset and reset_peak_rss()
             self.start_bytes = current_rss_bytes()
             self.baseline_bytes = max(self.start_bytes - inherited_model_bytes, 0)
