@@ -104,7 +104,7 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
         speed = f"{row['tokens_per_s']:.0f}" + (f" busy {busy:.0%}" if busy > BUSY_SHARE else "") if has else "—"
         table.add_row(rank, str(row["method"]), *vals, *extra, trainable,
                       f"{row['train_s']:.1f}" if has else "—", speed,
-                      f"{row['peak_mib']:.0f}" if has else "—",
+                      "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}",
                       "—" if pd.isna(row.get("eval_mib")) else f"{row['eval_mib']:.0f}",
                       f"{int(row['complete'])}/{int(row['trials'])}")
     return table

@@ -24,9 +24,14 @@ PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sw
 
 def _limit_address_space(extra_mib: int) -> None:
     """Cap this (trial) process's virtual memory at its size now plus extra_mib: an allocation past it
-    fails as the CPU allocator's out-of-memory error, which the trial records as `oom`."""
+    fails as the CPU allocator's out-of-memory error, which the trial records as `oom`. The free heap
+    inherited from the sweep process is handed back first (the trial's memory measurement does the
+    same), so the cap does not grow by what the trial gives back later."""
     import resource
 
+    from harness.measure.memory import release_free_heap
+
+    release_free_heap()
     with open("/proc/self/status", encoding="utf-8") as f:
         size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
     resource.setrlimit(resource.RLIMIT_AS, (size + extra_mib * 2**20, resource.RLIM_INFINITY))
