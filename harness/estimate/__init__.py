@@ -72,11 +72,9 @@ def target_for(device: str, gpu: str | None, gpu_memory: int | None, runner_limi
         limit = gpu_memory or runner_limit or memory
         return Target("cuda", limit, PEAKS[name]["bfloat16"], f"{name} datasheet, dense bf16", name)
     if device == "cuda":
-        import torch
-
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        peak, source = peak_flops("cuda", props.name, "bfloat16")
-        return Target("cuda", gpu_memory or runner_limit or int(props.total_memory), peak, source, props.name)
+        name, total = _visible_gpu()
+        peak, source = peak_flops("cuda", name, "bfloat16")
+        return Target("cuda", gpu_memory or runner_limit or total, peak, source, name)
     from harness.estimate.parts import cpu_allocator
 
     peak, source = peak_flops("cpu", None, "float32")
@@ -95,6 +93,21 @@ def _peak_for(target: Target, dtype: str) -> tuple[float | None, str]:
                 kind = "tf32" if dtype == "float32" else dtype
                 return peaks.get(kind), f"{key} datasheet, dense {kind}"
     return target.peak_flops, target.peak_source
+
+
+def _visible_gpu() -> tuple[str | None, int | None]:
+    """(name, total memory) of the first GPU this process may use, from NVML: asking torch would
+    create a CUDA context in the sweep process, and trial processes forked from it could not use CUDA."""
+    import os
+
+    import pynvml
+
+    pynvml.nvmlInit()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    handle = (pynvml.nvmlDeviceGetHandleByUUID(visible) if visible.startswith("GPU-")
+              else pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0))
+    name = pynvml.nvmlDeviceGetName(handle)
+    return (name.decode() if isinstance(name, bytes) else name), int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
 
 
 def _available_ram() -> int | None:

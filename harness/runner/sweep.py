@@ -229,9 +229,13 @@ class Worker:
                                       on_lost=self.record_lost, create_lock=getattr(store, "url", None))
         self.seeds = confirm_seeds(suite)
         self.skipped: set[str] = set()
-        self.target = None  # where the estimate fits cells (the device, its memory), made at the first trial
+        self.target = None  # where the estimate fits cells (the device, its memory)
         self.estimates: dict[tuple, object] = {}
         self.estimate_error: dict[str, dict] = {}
+        try:  # before any claim: the CPU's allocator probe takes seconds once per host, unheartbeaten
+            self.target = self.make_target()
+        except Exception:  # noqa: BLE001 - no estimate then; trials run as they would have
+            self.target = None
         if "mlflow" in suite.tracking.report_to:
             from harness.runner.tracking import prepare_mlflow
 
@@ -335,6 +339,7 @@ class Worker:
             return self.stamp(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} failed: "
                                                   f"{type(exc).__name__}: {exc}"[:4000], started, status="failed"))
         job, predicted = self.predict(job, prepared)
+        hooks.tick()  # a first prediction of a large model takes seconds; the claim stays alive
         if predicted is not None and predicted.fits is False:
             record = failure_record(job, skipped_reason(predicted), started, status="skipped")
             record.estimate = predicted.to_json()
@@ -402,7 +407,7 @@ class Worker:
         if key not in self.estimates:
             try:
                 if self.target is None:
-                    self.target = self.make_target()
+                    raise RuntimeError("the device's memory and peak could not be read")
                 self.estimates[key] = estimate(
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
                     head=prepared.head, num_labels=len(prepared.labels), seq_len=longest_sequence(prepared, job),
@@ -574,8 +579,14 @@ def key_figures(record: TrialRecord) -> dict:
 def _tell(study, trial, record: TrialRecord) -> None:
     import optuna
 
-    for key, value in key_figures(record).items():
-        trial.set_user_attr(key, value)
+    # the trial's last heartbeat may be seconds old (its record was being written): one more, so that
+    # no other worker takes it for lost while its figures are stored
+    study._storage.record_heartbeat(trial._trial_id)
+    try:
+        for key, value in key_figures(record).items():
+            trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another worker already closed it as lost; its record (written above) stands
 
     if record.status == "complete" and record.selection_score is not None:
         study.tell(trial, record.selection_score)  # the validation score: the test split informs no choice
