@@ -169,7 +169,10 @@ def simulate(config, head, num_labels: int, method, method_params, ctx, shape: S
         _restore_stand_in_dtype(model, quantized)
     if shape.pure_dtype:
         model.to(getattr(torch, shape.dtype))
-    if shape.gradient_checkpointing and not getattr(model, "is_gradient_checkpointing", False):
+    already = getattr(model, "is_activation_checkpointing", None)  # transformers 5 name; 4.x: is_gradient_checkpointing
+    if already is None:
+        already = getattr(model, "is_gradient_checkpointing", False)
+    if shape.gradient_checkpointing and not already:
         model.gradient_checkpointing_enable()  # what the Trainer calls for training.gradient_checkpointing
         if hasattr(model, "enable_input_require_grads") and not any(
                 p.requires_grad for n, p in model.named_parameters() if "embed" in n):
