@@ -192,7 +192,10 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         assumptions.append("CUDA context 512 MiB, counted for fitting only")
     elif target.cpu_allocator is not None:  # on a CPU the measured peak is resident memory (see parts.CpuAllocator)
         alloc = target.cpu_allocator
-        grown = parts["gradients"] + parts.get("optimizer_states", 0) + parts["activations"]
+        # calibration was fitted against predictions that held this allocator part already: it scales
+        # the simulated activations only, so the allocator part stays the uncalibrated one's
+        activations = parts["activations"] / factor if factor else parts["activations"]
+        grown = parts["gradients"] + parts.get("optimizer_states", 0) + activations
         parts["cpu_runtime"] = alloc.runtime_bytes
         parts["cpu_allocator"] = int((alloc.factor - 1) * grown)
         peak += parts["cpu_runtime"] + parts["cpu_allocator"]
