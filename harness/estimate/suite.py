@@ -131,9 +131,10 @@ def calibrate(records) -> dict:
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """(factor, offset) with measured_rest = offset + factor x activations: least squares over three
-    or more distinct activation sizes, else the median ratio with no offset."""
+    or more distinct activation sizes spanning at least 1.5x (closer sizes, such as one length with
+    different adapter ranks, leave the slope ill-posed), else the median ratio with no offset."""
     sizes = {round(a) for a, _ in points if a > 0}
-    if len(sizes) >= 3:
+    if len(sizes) >= 3 and max(sizes) >= 1.5 * min(sizes):
         n = len(points)
         mean_a, mean_m = sum(a for a, _ in points) / n, sum(m for _, m in points) / n
         var = sum((a - mean_a) ** 2 for a, _ in points)
