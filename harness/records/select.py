@@ -43,3 +43,14 @@ def chosen_ids(records: list[TrialRecord]) -> set[int]:
             ids.add(id(best))
             ids |= {id(r) for r in rs if r.phase == "confirm" and r.trial_number == best.trial_number}
     return ids
+
+
+def skipped_cells(records: list[TrialRecord]) -> dict[str, str]:
+    """cell -> reason, for cells whose every search trial was skipped (predicted not to fit): never
+    started, so listed as skipped rather than as failed, by the sweep's exit code and by compare."""
+    by_cell: dict[str, list[TrialRecord]] = {}
+    for r in records:
+        if r.phase == "search":
+            by_cell.setdefault(r.cell_id, []).append(r)
+    return {cell: runs[0].reason or "skipped" for cell, runs in by_cell.items()
+            if all(r.status == "skipped" for r in runs)}

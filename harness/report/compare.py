@@ -17,7 +17,7 @@ import yaml
 from harness.errors import UserError
 from harness.measure.host import BUSY_SHARE, busy_share
 from harness.records.schema import TrialRecord
-from harness.records.select import chosen_runs
+from harness.records.select import chosen_runs, skipped_cells
 from harness.records.store import RecordStore
 from harness.report.pages import write_page
 from harness.report.verdicts import LEVEL, Side, judge, side
@@ -212,7 +212,7 @@ def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: Comp
     base, cand = cell_samples(baseline), cell_samples(candidate)
     device_differs = bool(baseline and candidate) and _device(baseline) != _device(candidate)
     verdicts = []
-    skipped = _skipped_cells(candidate)
+    skipped = skipped_cells(candidate)
     for cell in sorted(set(skipped) - set(cand)):
         verdicts.append(Verdict(cell, "all", "skipped", failing_skip=cell in base,
                                 reason=("the baseline ran it; " if cell in base else "") + skipped[cell]))
@@ -230,16 +230,6 @@ def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: Comp
     for cell in sorted(set(cand) - set(base)):
         verdicts.append(Verdict(cell, "all", "new", reason="only the candidate has this cell"))
     return verdicts
-
-
-def _skipped_cells(records: list[TrialRecord]) -> dict[str, str]:
-    """cell -> reason, for cells whose every search trial was skipped (predicted not to fit)."""
-    by_cell: dict[str, list[TrialRecord]] = {}
-    for r in records:
-        if r.phase == "search":
-            by_cell.setdefault(r.cell_id, []).append(r)
-    return {cell: runs[0].reason or "skipped" for cell, runs in by_cell.items()
-            if all(r.status == "skipped" for r in runs)}
 
 
 def _verdict(cell: str, metric: Metric, b: list[TrialRecord], c: list[TrialRecord], tol: CompareSpec,

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.measure.provenance import text_hash
 from harness.records.schema import TrialRecord
-from harness.records.select import best_search_trial
+from harness.records.select import best_search_trial, skipped_cells
 from harness.records.store import RecordStore
 from harness.runner import claims
 from harness.runner.plan import Cell, confirm_seeds, distributions, plan, rungs, search_seed, smoke_suite
@@ -121,13 +121,11 @@ def preflight(loaded: LoadedSuite, root: Path, storage_url: str | None) -> None:
 def cells_verdict(outcome: SweepOutcome, records: list[TrialRecord], smoke: bool = False) -> int:
     """Exit 1 where a cell ended with no complete trial (its records say why), 0 otherwise."""
     complete = {r.cell_id for r in records if r.status == "complete" and r.phase == "search"}
-    search = [r for r in records if r.phase == "search"]
     # a cell predicted not to fit was never started: listed, and not a failure of the run
-    skipped = [c.id for c in outcome.cells if c.id not in complete
-               and (cell := [r for r in search if r.cell_id == c.id]) and all(r.status == "skipped" for r in cell)]
-    for cell_id in skipped:
-        reason = next(r.reason for r in search if r.cell_id == cell_id)
-        print(f"cell {cell_id} skipped: {reason}", file=sys.stderr)
+    skipped = skipped_cells(records)
+    for cell in outcome.cells:
+        if cell.id in skipped:
+            print(f"cell {cell.id} skipped: {skipped[cell.id]}", file=sys.stderr)
     missing = [c.id for c in outcome.cells if c.id not in complete and c.id not in skipped]
     for cell_id in missing:
         reasons = sorted({f"{r.status}: {(r.reason or '').splitlines()[0][:160]}" for r in records
