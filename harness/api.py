@@ -122,15 +122,20 @@ def with_memory_limit(loaded, text: str):
     """The memory every trial must fit in (runner.memory_limit), for this run (--gpu-memory)."""
     import dataclasses
 
+    memory_option(text, "harness run")
+    suite = loaded.suite.model_copy(update={"runner": loaded.suite.runner.model_copy(update={"memory_limit": text})})
+    return dataclasses.replace(loaded, suite=suite)
+
+
+def memory_option(text: str, command: str) -> int:
+    """--gpu-memory's bytes; a clean error naming the command and the option where it is no size."""
     from harness.errors import Problem, UserError
     from harness.spec import parse_bytes
 
     try:
-        parse_bytes(text)
+        return parse_bytes(text)
     except ValueError as exc:
-        raise UserError([Problem("harness run", None, "--gpu-memory", str(exc))])
-    suite = loaded.suite.model_copy(update={"runner": loaded.suite.runner.model_copy(update={"memory_limit": text})})
-    return dataclasses.replace(loaded, suite=suite)
+        raise UserError([Problem(command, None, "--gpu-memory", str(exc))])
 
 
 def _done_before(loaded, root: Path, storage: str | None) -> int:

@@ -195,7 +195,7 @@ def cmd_estimate(args) -> int:
     """Predicted peak memory, fit and speed of every training cell, from the models' configs alone."""
     import json
 
-    from harness.estimate import GPUS, parse_bytes, target_for
+    from harness.estimate import GPUS, target_for
     from harness.estimate.suite import estimate_suite, load_calibration, print_calibration, print_estimates
 
     calibration = load_calibration(args.calibrate) if args.calibrate else None
@@ -210,15 +210,14 @@ def cmd_estimate(args) -> int:
     if args.gpu is not None and args.gpu not in GPUS:
         raise UserError([Problem("harness estimate", None, "--gpu", f"unknown GPU kind {args.gpu!r}; known: "
                                                                      f"{', '.join(GPUS)}")])
-    try:
-        gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
-    except ValueError as exc:
-        raise UserError([Problem("harness estimate", None, "--gpu-memory", str(exc))])
+    from harness.api import memory_option
+
+    gpu_memory = memory_option(args.gpu_memory, "harness estimate") if args.gpu_memory else None
     loaded = load_suite(args.suite)
-    runner_limit = parse_bytes(loaded.suite.runner.memory_limit) if loaded.suite.runner.memory_limit else None
     from harness.runner.prepare import pick_device
 
-    target = target_for(pick_device(loaded.suite.training.device), args.gpu, gpu_memory, runner_limit)
+    target = target_for(pick_device(loaded.suite.training.device), args.gpu, gpu_memory,
+                        loaded.suite.runner.memory_limit)
     estimates = estimate_suite(loaded, target, calibration)
     if args.json:
         print(json.dumps({"target": {"device": target.device, "gpu": target.gpu_name,

@@ -14,10 +14,9 @@ peak times an assumed utilization (ASSUMED_MFU, stated in every estimate; `harne
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.spec import parse_bytes  # noqa: F401 - harness.estimate.parse_bytes
 from harness.estimate.parts import CUDA_CONTEXT_BYTES, optimizer_bytes, quantized_weight_bytes
 
 # GPU kinds for --gpu: (datasheet name in harness.measure.flops.PEAKS, memory in bytes as the driver reports it)
@@ -62,10 +61,14 @@ class Target:
     cpu_allocator: Any = None  # CPU: parts.CpuAllocator, resident memory beyond the tensors
 
 
-def target_for(device: str, gpu: str | None, gpu_memory: int | None, runner_limit: int | None) -> Target:
+def target_for(device: str, gpu: str | None, gpu_memory: int | None, memory_limit: str | None) -> Target:
     """--gpu KIND simulates that GPU; otherwise the suite's device as this host has it. The memory to
-    fit in: --gpu-memory, then the suite's runner.memory_limit, then the GPU kind's or the device's own."""
+    fit in: --gpu-memory, then the suite's runner.memory_limit (as the suite writes it, e.g. 40GiB),
+    then the GPU kind's or the device's own."""
     from harness.measure.flops import PEAKS, peak_flops
+    from harness.spec import parse_bytes
+
+    runner_limit = parse_bytes(memory_limit) if memory_limit else None
 
     if gpu is not None:
         name, memory = GPUS[gpu]
@@ -83,15 +86,13 @@ def target_for(device: str, gpu: str | None, gpu_memory: int | None, runner_limi
 
 
 def _peak_for(target: Target, dtype: str) -> tuple[float | None, str]:
-    """The target's dense peak at the dtype the cell trains in (float32 on a GPU: TF32, as torch's
-    matmuls run where allowed; on a CPU the timed float32 peak for every dtype, said so)."""
-    from harness.measure.flops import PEAKS
-
+    """The target's dense peak at the dtype the cell trains in, as the trial's MFU reads it
+    (measure.flops.peak_flops: float32 on a GPU counts as TF32 only where torch allows it); on a CPU
+    the timed float32 peak for every dtype, said so."""
     if target.device == "cuda" and target.gpu_name:
-        for key, peaks in PEAKS.items():
-            if key in target.gpu_name:
-                kind = "tf32" if dtype == "float32" else dtype
-                return peaks.get(kind), f"{key} datasheet, dense {kind}"
+        from harness.measure.flops import peak_flops
+
+        return peak_flops("cuda", target.gpu_name, dtype)
     return target.peak_flops, target.peak_source
 
 
@@ -219,6 +220,3 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     return CellEstimate(cell_id, method.name, micro, seq_len, target.device, int(peak), parts, fits, max_micro,
                         tokens_per_s, limit, assumptions)
 
-
-def with_micro_batch(est: CellEstimate, micro: int) -> CellEstimate:
-    return replace(est, micro_batch=micro)

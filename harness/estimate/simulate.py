@@ -48,10 +48,12 @@ class Simulated:
 
 def build_meta_model(config, head, num_labels: int, dtype: str, attention: str):
     """The model with its task head from the config alone, on the meta device (no weights read)."""
+    import copy
+
     import torch
     import transformers
 
-    config = _copy_config(config)
+    config = copy.deepcopy(config)  # the caller's config (the sweep's loaded model's) stays as it was
     if head.labelled:
         config.num_labels = max(num_labels, 2)
         if getattr(config, "pad_token_id", None) is None:
@@ -62,12 +64,6 @@ def build_meta_model(config, head, num_labels: int, dtype: str, attention: str):
             return auto.from_config(config, dtype=getattr(torch, dtype), attn_implementation=attention)
         except (ValueError, ImportError):  # an attention kernel this host lacks (flash_attention_2): sdpa's memory
             return auto.from_config(config, dtype=getattr(torch, dtype), attn_implementation="sdpa")
-
-
-def _copy_config(config):
-    import copy
-
-    return copy.deepcopy(config)
 
 
 def _stand_in_quantized(model, kept: tuple[str, ...], compute_dtype) -> dict[str, tuple[int, int]]:

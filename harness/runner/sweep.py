@@ -227,17 +227,21 @@ class Worker:
                                       on_lost=self.record_lost, create_lock=getattr(store, "url", None))
         self.seeds = confirm_seeds(suite)
         self.skipped: set[str] = set()
-        self.target = None  # where the estimate fits cells (the device, its memory)
         self.estimates: dict[tuple, object] = {}
+        self.longest: dict[str, int] = {}  # cell -> the sequence length its predictions assume
         self.estimate_error: dict[str, dict] = {}
-        try:  # before any claim: the CPU's allocator probe takes seconds once per host, unheartbeaten
+        # where the estimate fits cells (the device, its memory), read before any claim: the CPU's
+        # allocator probe takes seconds once per host, with no heartbeat running
+        self.target, self.target_error = None, ""
+        try:
             self.target = self.make_target()
-        except Exception:  # noqa: BLE001 - no estimate then; trials run as they would have
-            self.target = None
+        except Exception as exc:  # noqa: BLE001 - no estimate then; trials run as they would have
+            self.target_error = f"{type(exc).__name__}: {exc}"
+        self.tracking_root = str(Path(store.root) / "tracking")
         if "mlflow" in suite.tracking.report_to:
             from harness.runner.tracking import prepare_mlflow
 
-            prepare_mlflow(str(Path(store.root) / "tracking"), suite.name)
+            prepare_mlflow(self.tracking_root, suite.name)
 
     def run(self) -> None:
         """Every cell in order, claiming what is left of it; cells other workers still hold are
@@ -287,7 +291,7 @@ class Worker:
         from harness.runner.jobs import make_job
 
         return make_job(self.loaded, cell, device=self.device, suite_hash=self.suite_hash,
-                        tracking_root=str(Path(self.store.root) / "tracking"), **kwargs)
+                        tracking_root=self.tracking_root, **kwargs)
 
     def search_trial(self, index: int, cell: Cell, study, got) -> None:
         from harness.runner.trial import TrialHooks
@@ -405,10 +409,12 @@ class Worker:
         if key not in self.estimates:
             try:
                 if self.target is None:
-                    raise RuntimeError("the device's memory and peak could not be read")
+                    raise RuntimeError(f"the device's memory and peak could not be read: {self.target_error}")
+                if job.cell.id not in self.longest:  # a walk over the training split: once per cell
+                    self.longest[job.cell.id] = longest_sequence(prepared, job)
                 self.estimates[key] = estimate(
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
-                    head=prepared.head, num_labels=len(prepared.labels), seq_len=longest_sequence(prepared, job),
+                    head=prepared.head, num_labels=len(prepared.labels), seq_len=self.longest[job.cell.id],
                     dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None)
             except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
                 self.estimates[key] = None
@@ -417,10 +423,8 @@ class Worker:
 
     def make_target(self):
         from harness.estimate import target_for
-        from harness.spec import parse_bytes
 
-        limit = self.suite.runner.memory_limit
-        return target_for(self.device, None, None, parse_bytes(limit) if limit else None)
+        return target_for(self.device, None, None, self.suite.runner.memory_limit)
 
     def stamp(self, record: TrialRecord) -> TrialRecord:
         record.worker = self.name
