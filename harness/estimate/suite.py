@@ -21,25 +21,12 @@ def model_config(spec, base_dir: Path):
     return AutoConfig.from_pretrained(resolve(spec, base_dir), revision=spec.revision)
 
 
-def cell_head(cell, config):
-    from harness.models import is_decoder
-    from harness.tasks import family_of
-    from harness.tasks.heads import HEADS
-
-    family = family_of(cell.task.kind, cell.task.head)
-    return HEADS.get(family.head_for(is_decoder(config.model_type, getattr(config, "architectures", None) or ())))
-
-
-def training_of(loaded, cell, flat: dict):
-    from harness.spec import TrialTraining
-
-    _, values = cell.method.split(flat)
-    return TrialTraining.model_validate({**loaded.suite.training.model_dump(), **values})
-
-
 def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> list[CellEstimate]:
     """One estimate per training cell, at the method's default parameters and the suite's fixed ones."""
+    from harness.runner.jobs import trial_training
     from harness.runner.plan import plan
+    from harness.runner.prepare import head_for
+    from harness.tasks import family_of
 
     configs: dict[Any, Any] = {}
     out = []
@@ -49,8 +36,9 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
         if cell.model not in configs:
             configs[cell.model] = model_config(cell.model, loaded.base_dir)
         config = configs[cell.model]
-        training = training_of(loaded, cell, cell.fixed)
-        out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=cell_head(cell, config),
+        training = trial_training(loaded.suite, cell.method.split(cell.fixed)[1])
+        head = head_for(family_of(cell.task.kind, cell.task.head), config)
+        out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=head,
                             num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
                             dtype=cell.model.dtype, target=target, calibration=calibration))
     return out

@@ -61,6 +61,11 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
     }
 
 
+def trial_training(suite, training_values: dict[str, Any]) -> TrialTraining:
+    """A trial's training settings: the suite's, with the values its method entry or the search fixed."""
+    return TrialTraining.model_validate({**suite.training.model_dump(), **training_values})
+
+
 def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,
              sampled: dict[str, Any] | None = None, params: dict[str, Any] | None = None, phase: str = "search",
              artifact_dir: str | None = None, tracking_root: str | None = None) -> TrialJob:
@@ -70,7 +75,7 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
     flat = dict(params) if params is not None else {**cell.fixed, **sampled}
     method_params, training_values = cell.method.split(flat)
     suite = loaded.suite
-    training = TrialTraining.model_validate({**suite.training.model_dump(), **training_values})
+    training = trial_training(suite, training_values)
     return TrialJob(cell=cell, trial_number=trial_number, seed=seed, params=flat, sampled=sampled,
                     method_params=method_params, training=training,
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",

@@ -43,6 +43,11 @@ class Prepared:
         return model
 
 
+def head_for(family: TaskFamily, config) -> Head:
+    """The head a task family puts on this model: its encoder or its decoder head, by the config."""
+    return HEADS.get(family.head_for(is_decoder(config.model_type, getattr(config, "architectures", None) or ())))
+
+
 def pick_device(requested: str) -> str:
     import torch
 
@@ -101,7 +106,7 @@ class Preparer:
         splits, validation_source = load_splits(task.data, family.fields, self.base_dir, seed=self.seed,
                                                 optional=family.optional_fields, cap=self.max_examples)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
-        head = HEADS.get(family.head_for(is_decoder(config.model_type, config.architectures)))
+        head = head_for(family, config)
         labels = []
         if family.label_field:
             # every split's labels: a small or unlucky training sample may lack a class the test set has
