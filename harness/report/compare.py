@@ -217,7 +217,7 @@ def compare(baseline: list[TrialRecord], candidate: list[TrialRecord], tol: Comp
         verdicts.append(Verdict(cell, "all", "skipped", failing_skip=cell in base,
                                 reason=("the baseline ran it; " if cell in base else "") + skipped[cell]))
     for cell in sorted(base):
-        if cell in skipped and cell not in cand:
+        if cell in skipped:  # listed above (a skipped cell has no complete run to compare)
             continue
         if cell not in cand:
             runs = [r for r in candidate if r.cell_id == cell]
