@@ -51,13 +51,13 @@ def main() -> None:
         method = METHODS.get(name)
         flat = {**method.defaults, **{k: v for k, v in params.items() if k in method.params.model_fields},
                 "optim": "adamw_torch_fused"}  # 32-bit states in the parameters' dtype, for QLoRA too
-        training = TrialTraining(batch_size=8, gradient_checkpointing=checkpointing, optim="adamw_torch_fused")
+        training = TrialTraining(batch_size=8, optim="adamw_torch_fused")
         got = {}
         t0 = time.perf_counter()
         for reading, (pure, loss) in readings.items():
             peak, parts, _ = predict_memory(config, head, 0, method, flat, training, micro_batch=8, seq_len=1024,
                                             dtype="bfloat16", device="cuda", model_type="llama", pure_dtype=pure,
-                                            loss=loss)
+                                            loss=loss, gradient_checkpointing=checkpointing)
             got[reading] = peak / 2**30
         within = [r for r, v in got.items() if abs(v - measured) <= 0.15 * measured]
         inside.update(within)

@@ -161,7 +161,8 @@ def _saved_reports_dir(suite_text: str) -> Path:
 # Where each part of the bench's one-cell suite comes from on the command line.
 BENCH_FLAGS = {"models[0].source": "--model", "models[0].max_length": "--max-length", "models[0].dtype": "--dtype",
                "tasks[0].data": "--data", "methods[0]": "--method/--param", "training.max_steps": "--steps",
-               "training.batch_size": "--batch-size"}
+               "training.batch_size": "--batch-size", "training.eval_batch_size": "--eval-batch-size",
+               "tasks[0].head": "--head", "acceleration": "--accelerate"}
 
 
 def _bench_problem(problem: Problem) -> Problem:
@@ -174,16 +175,21 @@ def cmd_bench(args) -> int:
     from harness.config.yaml_lines import LineMap
     from harness.runner.bench import bench_raw, print_bench, run_bench
 
-    params = {}
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError([_bench_problem(Problem("", None, "--param", f"{item!r}: write it as key=value"))])
+    def pairs(items: list[str], flag: str) -> dict:
         import yaml
 
-        params[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
+        out = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UserError([_bench_problem(Problem("", None, flag, f"{item!r}: write it as key=value"))])
+            out[key] = yaml.safe_load(value)  # 16 -> int, all-linear -> str, true -> bool
+        return out
+
     raw = bench_raw(args.model, args.method, args.steps, args.batch_size, args.max_length, args.data,
-                    args.dtype, params, phase_peaks=not args.no_phase_reset)
+                    args.dtype, pairs(args.param, "--param"), phase_peaks=not args.no_phase_reset, head=args.head,
+                    acceleration=pairs(args.accelerate, "--accelerate"), eval_batch_size=args.eval_batch_size,
+                    test_size=args.test_size)
     suite, problems = check_raw(raw, Path.cwd(), lines=LineMap("harness bench"))
     if problems:
         raise UserError([_bench_problem(p) for p in problems])
@@ -306,11 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--data", default="sentiment-long",
-                   help="built-in classification data set (default sentiment-long: ~1,100-word texts cut at "
-                        "--max-length, so every step trains batch x max-length tokens; `sentiment` is ~12 "
-                        "tokens a text, where fixed per-step costs dominate)")
+                   help="built-in data set (default sentiment-long: ~1,100-word texts cut at --max-length, so "
+                        "every step trains batch x max-length tokens; `sentiment` is ~12 tokens a text, where "
+                        "fixed per-step costs dominate; dialogsum-mini and medqa-mini are decoder tasks of mixed "
+                        "lengths, for packing)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--param", action="append", default=[], help="method parameter key=value (repeatable)")
+    p.add_argument("--head", default="classification", choices=["classification", "causal-lm"],
+                   help="causal-lm: a decoder trains its LM head (logits over every position), as causal-LM "
+                        "fine-tuning does; the test split is scored by option likelihood (eval samples/s)")
+    p.add_argument("--accelerate", action="append", default=[],
+                   help="an acceleration option key=value, e.g. compile=true, gradient_checkpointing=true, "
+                        "kernels=liger, packing=true, attention=sdpa (repeatable; both paths use it)")
+    p.add_argument("--eval-batch-size", type=_at_least_one, default=64, help="prompts scored at once on the test split")
+    p.add_argument("--test-size", type=_at_least_one, help="cap the test split (evaluation samples/s)")
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
     p.add_argument("--repeats", type=_at_least_one, default=5, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")

@@ -129,11 +129,48 @@ class ParamSpace(Strict):
         return out
 
 
+class AccelerationSpec(Strict):
+    """Speed and memory options applied to every method alike (at suite level, per method, or as an
+    axis of the sweep): each maps onto the library that implements it."""
+
+    kernels: Literal["none", "liger"] = Field("none", description="liger: Liger's fused Triton kernels through "
+                                                                  "the Trainer (use_liger_kernel; CUDA only)")
+    compile: bool = Field(False, description="torch.compile the model (the Trainer's torch_compile); compile time "
+                                             "is recorded apart and left out of train time and tokens/s")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (the Trainer's "
+                                                            "activation checkpointing, non-reentrant)")
+    packing: bool = Field(False, description="padding-free batches: each micro-batch as one row with position ids "
+                                             "(DataCollatorWithFlattening); decoder causal-LM tasks only")
+    attention: Literal["sdpa", "flash_attention_2", "eager"] | None = Field(
+        None, description="attention implementation (default: the model's own choice)")
+
+    def label(self) -> str:
+        """Short name of what is on: eager where nothing is (the baseline of a speed-up table)."""
+        parts = [self.kernels] if self.kernels != "none" else []
+        parts += [short for name, short in (("compile", "compile"), ("gradient_checkpointing", "ckpt"),
+                                            ("packing", "packing")) if getattr(self, name)]
+        if self.attention is not None:
+            parts.append(f"attn={self.attention}")
+        return "+".join(parts) or "eager"
+
+    def options(self) -> dict:
+        """The options in force, for the record."""
+        return {**self.model_dump(), "label": self.label()}
+
+    def merged(self, over: "AccelerationSpec | None") -> "AccelerationSpec":
+        """These options with the ones `over` sets explicitly on top."""
+        if over is None:
+            return self
+        return self.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
+
+
 class MethodEntry(Strict):
     name: str = Field(description="registered method name (harness ls methods)")
     label: str | None = Field(None, description="row label; set it to compare two variants of one method")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed method or training params")
     search: dict[str, ParamSpace] = Field(default_factory=dict, description="search-space overrides")
+    acceleration: AccelerationSpec | None = Field(None, description="options for this method over the suite's "
+                                                                    "acceleration (only the keys given)")
 
     @property
     def display(self) -> str:
@@ -173,7 +210,6 @@ class TrainingSpec(Strict):
     optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
     eval_every_steps: int | None = Field(None, gt=0, description="score the validation split every N steps "
                                                                   "(pruning, curves); it is always scored at the end")
-    gradient_checkpointing: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -203,6 +239,9 @@ MOVED_KEYS = {
     ("training", "gradient_accumulation_steps"): "training.gradient_accumulation_steps is derived: batch_size is "
                                                  "the effective batch, micro_batch_size what runs at once, and "
                                                  "accumulation makes up the rest",
+    ("training", "gradient_checkpointing"): "training.gradient_checkpointing is now acceleration.gradient_checkpointing "
+                                            "(beside kernels, compile, packing and attention; per method under "
+                                            "methods[].acceleration, or as a sweep axis with acceleration_axis)",
     ("training", "learning_rate"): "training.learning_rate is not used: each method starts from its own default "
                                    "learning rate (harness ls methods) and searches the same factor around it. Fix "
                                    "one per method in methods[].params.learning_rate, or set a range in "
@@ -286,6 +325,10 @@ class Suite(Strict):
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     compare: CompareSpec = Field(default_factory=CompareSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    acceleration: AccelerationSpec = Field(default_factory=AccelerationSpec)
+    acceleration_axis: list[AccelerationSpec] | None = Field(
+        None, min_length=1, description="one cell per entry (over acceleration, under each method's own): a "
+                                        "dimension of the sweep, like train_sizes; the report compares each with eager")
 
 
 class TrainingParams(BaseModel):

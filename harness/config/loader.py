@@ -97,6 +97,71 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
                                              f"method {entry.name} cannot be used with model {label}: {reason}"))
     if suite is not None:
         out += _suite_problems(suite, lines)
+        out += _acceleration_problems(suite, dict(infos), lines)
+    return out
+
+
+def _cuda_here(requested: str) -> bool:
+    """Whether trials of this suite will run on a CUDA device, asked as the runner asks (no context)."""
+    if requested == "cpu":
+        return False
+    from harness.runner.prepare import pick_device
+
+    return pick_device("auto") == "cuda"
+
+
+def _acceleration_problems(suite: Suite, infos: dict, lines: LineMap) -> list[Problem]:
+    """Acceleration options that cannot run where the suite will run, at the key that asks for them:
+    Liger's kernels and flash attention need CUDA and their package; torch.compile on a CPU needs a
+    C++ compiler (inductor writes C++); packing needs a decoder whose task trains a token-level head."""
+    import importlib.util
+    import shutil
+
+    from harness.tasks.heads import HEADS
+
+    sources = [(("acceleration",), suite.acceleration)]
+    sources += [(("acceleration_axis", j), option) for j, option in enumerate(suite.acceleration_axis or [])]
+    sources += [(("methods", i, "acceleration"), e.acceleration) for i, e in enumerate(suite.methods)
+                if e.acceleration is not None]
+    out, cuda = [], None
+    for where, option in sources:
+        need_cuda = [(key, why, package) for key, on, why, package in (
+            ("kernels", option.kernels == "liger", "Liger's kernels are Triton (CUDA) kernels", "liger_kernel"),
+            ("attention", option.attention == "flash_attention_2", "flash attention 2 runs on CUDA only", "flash_attn"),
+        ) if on]
+        for key, why, package in need_cuda:
+            cuda = _cuda_here(suite.training.device) if cuda is None else cuda
+            if not cuda:
+                out.append(lines.problem(where + (key,), f"{why}, and this suite runs on the CPU here "
+                                                         f"(training.device {suite.training.device}): leave it out "
+                                                         f"or run on a GPU"))
+            elif importlib.util.find_spec(package) is None:
+                out.append(lines.problem(where + (key,), f"{package} is not installed here: "
+                                                         f"pip install {package.replace('_', '-')}"))
+        if option.compile and not _cuda_here(suite.training.device) and not any(
+                shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+            out.append(lines.problem(where + ("compile",), "torch.compile on the CPU needs a C++ compiler (inductor "
+                                                           "writes C++), and none is on PATH: install g++"))
+        if option.packing:
+            for i, entry in enumerate(suite.methods):
+                method = METHODS.get(entry.name) if entry.name in METHODS else None
+                packs = suite.acceleration.merged(option).merged(entry.acceleration).packing
+                if method is not None and method.no_packing and packs and (where[0] != "methods" or where[1] == i):
+                    out.append(lines.problem(where + ("packing",), f"method {entry.display}: {method.no_packing}"))
+            for task in suite.tasks:
+                try:
+                    family = family_of(task.kind, task.head)
+                except KeyError:
+                    continue  # reported with the task
+                for label, info in infos.items():
+                    if info is None or (task.models is not None and label not in task.models):
+                        continue
+                    head = family.head_for(info.is_decoder)
+                    if not info.is_decoder or head is None or not HEADS.get(head).packable:
+                        out.append(lines.problem(where + ("packing",), (
+                            f"packing needs a decoder LM training a token-level head (position ids restart per "
+                            f"example); model {label} on task {task.name} is "
+                            f"{'a decoder with the ' + str(head) + ' head' if info.is_decoder else 'an encoder'}")))
     return out
 
 

@@ -121,20 +121,22 @@ def _available_ram() -> int | None:
     return None
 
 
-def _uses_checkpointing(training, method_params) -> bool:
-    return bool(training.gradient_checkpointing or getattr(method_params, "gradient_checkpointing", False))
+def _uses_checkpointing(checkpointing: bool, method_params) -> bool:
+    """The cell's acceleration.gradient_checkpointing, or QLoRA's own (peft's k-bit preparation)."""
+    return bool(checkpointing or getattr(method_params, "gradient_checkpointing", False))
 
 
 def predict_memory(config, head, num_labels: int, method, flat: dict, training, *, micro_batch: int,
                    seq_len: int, dtype: str, device: str, model_type: str, pure_dtype: bool = False,
-                   loss: str = "model", attention: str = "sdpa") -> tuple[int, dict[str, int], Any]:
+                   loss: str = "model", attention: str = "sdpa",
+                   gradient_checkpointing: bool = False) -> tuple[int, dict[str, int], Any]:
     """(predicted peak bytes, its parts, the simulated model) of one training step."""
     from harness.estimate.simulate import StepShape, simulate
     from harness.methods import ApplyContext
 
     method_params, values = method.split(flat)
     optim = values.get("optim", training.optim)
-    shape = StepShape(micro_batch, seq_len, dtype, optim, _uses_checkpointing(training, method_params),
+    shape = StepShape(micro_batch, seq_len, dtype, optim, _uses_checkpointing(gradient_checkpointing, method_params),
                       attention, device, pure_dtype, loss)
     ctx = ApplyContext(head.peft_task_type, (), model_type, training.max_steps, device)
     sim = simulate(config, head, num_labels, method, method_params, ctx, shape)
@@ -159,7 +161,7 @@ def predict_memory(config, head, num_labels: int, method, flat: dict, training, 
 
 def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_labels: int, seq_len: int,
              dtype: str, target: Target, micro_batch: int | None = None, find_max: bool = True,
-             calibration: dict | None = None) -> CellEstimate:
+             calibration: dict | None = None, gradient_checkpointing: bool = False) -> CellEstimate:
     """One cell's estimate. micro_batch None: the training's own (auto: 1 to start from)."""
     from harness.measure.flops import flops_per_token
 
@@ -171,7 +173,8 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
 
     def predict(micro_batch: int):
         peak, parts, model = predict_memory(config, head, num_labels, method, flat, training, micro_batch=micro_batch,
-                                            seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type)
+                                            seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type,
+                                            gradient_checkpointing=gradient_checkpointing)
         if factor:  # calibrated from records: the activations this method was measured to need
             scaled = int(parts["activations"] * factor)
             peak, parts["activations"] = peak + scaled - parts["activations"], scaled

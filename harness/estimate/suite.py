@@ -40,7 +40,8 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
         head = head_for(family_of(cell.task.kind, cell.task.head), config)
         out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=head,
                             num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
-                            dtype=cell.model.dtype, target=target, calibration=calibration))
+                            dtype=cell.model.dtype, target=target, calibration=calibration,
+                            gradient_checkpointing=cell.acceleration.gradient_checkpointing))
     return out
 
 

@@ -42,18 +42,21 @@ def _needs_cache(info: ModelInfo, head: str) -> str | None:
     return None
 
 
+_SOFT_PROMPT_PACKING = ("peft's soft prompts ignore position ids, so packed examples would attend to each other: "
+                        "leave packing off for this method (methods[].acceleration.packing: false)")
+
 register(MethodSpec(
-    name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"),
+    name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"), no_packing=_SOFT_PROMPT_PACKING,
     summary="prompt tuning (peft): trained virtual-token embeddings prepended to the input",
     params=SoftPromptParams, training={"learning_rate": 3e-2},
 ))
 register(MethodSpec(
-    name="prefix_tuning", family="additive", apply=peft_method("PrefixTuningConfig"), check=_needs_cache,
+    name="prefix_tuning", family="additive", apply=peft_method("PrefixTuningConfig"), check=_needs_cache, no_packing=_SOFT_PROMPT_PACKING,
     summary="prefix tuning (peft): trained key/value prefixes in every attention layer",
     params=SoftPromptParams, training={"learning_rate": 1e-2},
 ))
 register(MethodSpec(
-    name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"),
+    name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"), no_packing=_SOFT_PROMPT_PACKING,
     summary="P-tuning (peft): virtual tokens produced by a small trained prompt encoder (MLP)",
     params=PTuningParams, training={"learning_rate": 1e-2},
 ))

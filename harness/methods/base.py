@@ -73,6 +73,9 @@ class MethodSpec:
     # Called after each optimizer step, before gradients are cleared (AdaLoRA's rank allocation).
     on_optimizer_step: Callable[[Any, int], None] | None = None
     can_merge: bool = False  # the trained update folds into the base weights (merge_and_unload)
+    # why packed batches (acceleration.packing) break this method, or None where they do not
+    # (peft's soft prompts drop position ids, so packed examples would attend to each other)
+    no_packing: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

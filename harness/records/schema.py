@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -66,8 +66,19 @@ def _v7_to_v8(data: dict) -> dict:
     return {**data, "timing": {**data.get("timing", {}), "tracking_s": 0.0}}
 
 
+def _v8_to_v9(data: dict) -> dict:
+    """v9 keeps the acceleration options in force (kernels, compile, checkpointing, packing, attention)
+    and the seconds spent compiling; before it, training.gradient_checkpointing was the only such option."""
+    checkpointing = bool(data.get("config", {}).get("training", {}).get("gradient_checkpointing", False))
+    options = {"kernels": "none", "compile": False, "gradient_checkpointing": checkpointing, "packing": False,
+               "attention": None, "label": "ckpt" if checkpointing else "eager", "axis_index": None,
+               "base_method": data.get("method")}
+    return {**data, "acceleration": options, "timing": {**data.get("timing", {}), "compile_s": 0.0}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
-UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8}
+UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
+                                               8: _v8_to_v9}
 
 
 def upgrade(data: dict) -> dict:
@@ -95,6 +106,9 @@ class Timing(BaseModel):
     eval_s: float = 0.0  # test-split evaluation
     total_s: float = 0.0  # the whole trial, as the parent saw it (fork to record)
     tracking_s: float = 0.0  # inside training and at the end: experiment trackers' callbacks and final logging
+    # torch.compile's own wall time (dynamo + inductor, forward and backward, recompiles included),
+    # measured by torch._dynamo's counters; taken out of train_s, so tokens/s is the compiled steady state
+    compile_s: float = 0.0
 
     @property
     def overhead_s(self) -> float:
@@ -171,6 +185,9 @@ class TrialRecord(BaseModel):
     worker: str | None = None  # which worker ran it (harness worker; host:pid)
     stopped_at_step: int | None = None  # a pruned trial: the rung it stopped at
     stopped_value: float | None = None  # ... and its validation score there
+    # the acceleration options in force (kernels, compile, gradient_checkpointing, packing, attention),
+    # their label, the suite's acceleration_axis entry (None: no axis) and the method entry's own label
+    acceleration: dict[str, Any] = Field(default_factory=dict)
     # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
     # assumptions; {"error": ...} where no prediction could be made

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from harness.measure.host import BUSY_SHARE
 from harness.records.schema import TrialRecord
+from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.compute import compute_lines, compute_table
 from harness.report.leaderboard import leaderboard, metric_columns
 
@@ -117,6 +118,19 @@ def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None
     return board
 
 
+def acceleration_view(rows: list[dict]) -> Table:
+    table = Table(title="acceleration: each option against the axis's first entry (medians over complete trials)",
+                  title_justify="left")
+    keys = ("task", "model", "method", "option", "trials", "tokens_per_s", "speedup", "train_mib",
+            "memory_change", "compile_s", "baseline")
+    for key, head in zip(keys, ("task", "model", "method", "option", "trials", "tokens/s", "speed-up",
+                                "train MiB", "memory", "compile s", "against")):
+        table.add_column(head, justify="left" if key in ("task", "model", "method", "option", "baseline") else "right")
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in keys))
+    return table
+
+
 def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
                 console: Console | None = None, compute: pd.DataFrame | None = None) -> None:
     # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table's cells.
@@ -131,6 +145,9 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
         console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
     for line in compute_lines(compute_table(records) if compute is None else compute):
         console.print(line, markup=False, highlight=False)
+    accel = acceleration_rows(acceleration_table(records))
+    if accel:
+        console.print(acceleration_view(accel))
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
 

@@ -19,14 +19,27 @@ from harness.spec import LoadedSuite, Suite
 
 
 def bench_raw(model: str, method: str, steps: int, batch_size: int, max_length: int, data: str,
-              dtype: str = "float32", params: dict | None = None, phase_peaks: bool = True) -> dict:
-    """The one-cell suite a bench runs, as the dict a suite file would hold."""
+              dtype: str = "float32", params: dict | None = None, phase_peaks: bool = True,
+              head: str = "classification", acceleration: dict | None = None, eval_batch_size: int = 64,
+              test_size: int | None = None) -> dict:
+    """The one-cell suite a bench runs, as the dict a suite file would hold. head causal-lm: a decoder
+    trains its language-modelling head (the classification task's verbalizer: the text as the
+    prompt, the label word as the answer), so every step pays the LM head's logits over all
+    positions, as a causal-LM fine-tune does."""
+    from harness.tasks.builtin_data import BUILTIN_DATA
+
+    kind = BUILTIN_DATA.get(data).kind if data in BUILTIN_DATA else "classification"  # else validate names it
+    task = {"name": "bench", "kind": kind, "data": {"builtin": data}}
+    if head == "causal-lm" and kind == "classification":
+        task["head"] = "verbalizer"
+    if test_size:
+        task["data"]["test_size"] = test_size
     return {
         "name": "bench", "models": [{"source": model, "max_length": max_length, "dtype": dtype}],
-        "tasks": [{"name": "bench", "kind": "classification", "data": {"builtin": data}}],
-        "methods": [{"name": method, "params": params or {}}], "search": {"trials_per_cell": 1, "strategy": "none"},
-        "references": False,
-        "training": {"max_steps": steps, "batch_size": batch_size}, "measure": {"phase_peaks": phase_peaks},
+        "tasks": [task], "methods": [{"name": method, "params": params or {}}],
+        "search": {"trials_per_cell": 1, "strategy": "none"}, "references": False,
+        "training": {"max_steps": steps, "batch_size": batch_size, "eval_batch_size": eval_batch_size},
+        "measure": {"phase_peaks": phase_peaks}, "acceleration": acceleration or {},
     }
 
 
@@ -43,41 +56,54 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
 
     from harness.measure.speed import StepTimer
 
+    from harness.runner.trial import compile_clock, compile_seconds, no_cache_in_training
+
     set_seed(job.seed)
     memory = phase_memory(job, prepared)
     memory.start("load")
     model, _ = setup_model(job, prepared)
     model.train()
     memory.stop("load")
+    accel = job.acceleration
+    if accel.kernels == "liger":  # the call the Trainer makes for use_liger_kernel
+        from transformers.integrations.liger import apply_liger_kernel
+
+        apply_liger_kernel(model, None)
+    if accel.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    forward = torch.compile(model) if accel.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=job.training.learning_rate, weight_decay=job.training.weight_decay)
     schedule = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=job.training.max_steps)
     generator = torch.Generator().manual_seed(job.seed)
     loader = DataLoader(prepared.data["train"], batch_size=job.training.batch_size,
                         sampler=RandomSampler(prepared.data["train"], generator=generator),
-                        collate_fn=prepared.head.collator(prepared.tokenizer))
+                        collate_fn=prepared.head.collator(prepared.tokenizer, packing=accel.packing))
     timer, tokens, step = StepTimer(cuda=job.device == "cuda"), 0, 0
     memory.start("train")
+    compiled_before = compile_clock() if accel.compile else 0.0
     t0 = time.perf_counter()
-    while step < job.training.max_steps:
-        for batch in loader:
-            timer.begin()
-            batch = {k: v.to(job.device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the Trainer does (max_grad_norm=1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens += int(batch["attention_mask"].sum())
-            timer.end()
-            step += 1
-            if step == job.training.max_steps:
-                break
-    train_s = time.perf_counter() - t0
+    with no_cache_in_training(model):
+        while step < job.training.max_steps:
+            for batch in loader:
+                timer.begin()
+                batch = {k: v.to(job.device) for k, v in batch.items()}
+                loss = forward(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the Trainer does (max_grad_norm=1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                tokens += int(batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel())
+                timer.end()
+                step += 1
+                if step == job.training.max_steps:
+                    break
+    compile_s = compile_seconds() - compiled_before if accel.compile else 0.0
+    train_s = time.perf_counter() - t0 - compile_s  # as the harness counts it: compilation apart
     memory.stop("train")
     memory.close()
-    return {"train_tokens": tokens, "train_s": train_s, "tokens_per_s": tokens / train_s,
+    return {"train_tokens": tokens, "train_s": train_s, "tokens_per_s": tokens / train_s, "compile_s": compile_s,
             "median_step_s": timer.median_after_warmup(), "peak_bytes": memory.peak_bytes,
             "train_peak_bytes": memory.peaks.get("train", 0), "train_bytes": memory.above_baseline("train") or 0,
             "memory_source": memory.source, "gpu": memory.gpu}
@@ -112,7 +138,9 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
             "gpu": record.memory.gpu, "train_joules": record.energy.train_joules,
             "joules_per_step": record.energy.train_joules / record.throughput.train_steps
             if record.energy.train_joules is not None and record.throughput.train_steps else None,
-            "mfu": record.throughput.mfu, "achieved_tflops": record.throughput.achieved_tflops}
+            "mfu": record.throughput.mfu, "achieved_tflops": record.throughput.achieved_tflops,
+            "compile_s": record.timing.compile_s, "eval_samples_per_s": record.throughput.eval_samples_per_s,
+            "eval_s": record.timing.eval_s}
 
 
 def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
@@ -127,7 +155,9 @@ def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None
     device = pick_device(suite.training.device)
     job = make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
     out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
-                 "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats}
+                 "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats,
+                 "head": prepared.head.name, "acceleration": cell.acceleration.label(),
+                 "eval_batch_size": suite.training.eval_batch_size}
     runs: dict[str, list[dict]] = {"harness": [], "bare": []}
     for _ in range(repeats):  # interleaved, so a slow spell of the machine hits both paths alike
         if only in (None, "harness"):
@@ -148,7 +178,8 @@ def print_bench(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bench: {out['model']} · {out['method']} · {out['steps']} steps x batch {out['batch_size']} "
+    table = Table(title=f"bench: {out['model']} · {out['method']} · {out.get('head', '')} head · "
+                        f"{out.get('acceleration', 'eager')} · {out['steps']} steps x batch {out['batch_size']} "
                         f"on {out['device']}", title_justify="left")
     peak = "torch reserved" if out["device"] == "cuda" else "RSS"
     for col in ("path", "tokens", "train s", "tokens/s", "median step ms", "train MiB (above baseline)",
@@ -177,6 +208,14 @@ def print_bench(out: dict) -> None:
             if r.get("mfu") is not None:
                 line += f"; MFU {100 * r['mfu']:.1f}% ({r['achieved_tflops']:.0f} TFLOP/s)"
             console.print(line)
+    for path in ("harness", "bare"):
+        r = out.get(path, {})
+        if r.get("compile_s"):
+            console.print(f"{path}: torch.compile took {r['compile_s']:.1f} s (left out of train s and tokens/s)")
+    if out.get("harness", {}).get("eval_samples_per_s"):
+        h = out["harness"]
+        console.print(f"evaluation (test split, eval batch {out.get('eval_batch_size')}): "
+                      f"{h['eval_samples_per_s']:.1f} samples/s ({h['eval_s']:.1f} s)")
     if "harness" in out and "bare" in out:
         extra_ms = 1000 * (out["harness"]["median_step_s"] - out["bare"]["median_step_s"])
         console.print(f"median step: harness {1000 * out['harness']['median_step_s']:.1f} ms, bare "

@@ -31,6 +31,10 @@ class TrialJob:
     tracking_root: str | None = None  # results/<suite>/tracking where the suite names trackers
 
     @property
+    def acceleration(self):
+        return self.cell.acceleration
+
+    @property
     def report_to(self) -> list[str]:
         return list(self.record_base["config"].get("tracking", [])) if self.tracking_root else []
 
@@ -50,9 +54,10 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
     s = loaded.suite
     return {
         "suite": s.name, "suite_hash": suite_hash, "cell_id": cell.id, "model": cell.model.label,
-        "task": cell.task_label, "task_kind": cell.task.kind, "method": cell.entry.display,
+        "task": cell.task_label, "task_kind": cell.task.kind, "method": cell.method_label,
         "method_name": cell.method.name, "method_family": cell.method.family, "phase": phase,
         "objective_metric": cell.metric, "objective_direction": cell.direction,
+        "acceleration": {**cell.acceleration.options(), "axis_index": cell.axis_index, "base_method": cell.entry.display},
         "environment": environment(),
         "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
                    "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},

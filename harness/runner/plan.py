@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.spec import TRAINING_PARAMS, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
+from harness.spec import TRAINING_PARAMS, AccelerationSpec, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
 from harness.methods import METHODS, MethodSpec
 
 
@@ -20,6 +20,8 @@ class Cell:
     budget: int  # trials; the same for every method
     metric: str = "accuracy"  # the objective
     direction: str = "maximize"
+    acceleration: AccelerationSpec = AccelerationSpec()  # the options in force: suite's, axis entry's, method's
+    axis_index: int | None = None  # its entry in the suite's acceleration_axis, where the suite has one
 
     @property
     def confirms(self) -> bool:
@@ -32,8 +34,15 @@ class Cell:
         return f"{self.task.name}@{self.task.data.train_size}" if self.task.train_sizes else self.task.name
 
     @property
+    def method_label(self) -> str:
+        """The method as results name it: with the acceleration options where the suite sweeps them."""
+        if self.axis_index is None:
+            return self.entry.display
+        return f"{self.entry.display}+{self.acceleration.label()}"
+
+    @property
     def id(self) -> str:
-        return cell_id(self.task_label, self.model.label, self.entry.display)
+        return cell_id(self.task_label, self.model.label, self.method_label)
 
 
 def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
@@ -52,6 +61,16 @@ def task_variants(task: TaskSpec) -> list[TaskSpec]:
         return [task]
     return [task.model_copy(update={"data": task.data.model_copy(update={"train_size": n})})
             for n in task.train_sizes]
+
+
+def acceleration_variants(suite: Suite, entry: MethodEntry) -> list[tuple[AccelerationSpec, int | None]]:
+    """(options, axis index) per cell of a method entry: the suite's options under each axis entry
+    (the axis as a sweep dimension, like train_sizes), the method's own on top; one cell without an axis.
+    Baseline rows train nothing, so they get one cell whatever the axis."""
+    if not suite.acceleration_axis or not METHODS.get(entry.name).trains:
+        return [(suite.acceleration.merged(entry.acceleration), None)]
+    return [(suite.acceleration.merged(option).merged(entry.acceleration), i)
+            for i, option in enumerate(suite.acceleration_axis)]
 
 
 def search_seed(suite: Suite) -> int:
@@ -143,7 +162,9 @@ def plan(suite: Suite) -> list[Cell]:
                 budget = suite.search.trials_per_cell
                 if suite.search.sampler == "none" or not method.trains:  # fixed: defaults and params only
                     space, budget = {}, 1
-                cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction))
+                for options, axis_index in acceleration_variants(suite, entry):
+                    cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction,
+                                      options, axis_index))
     return cells
 
 

@@ -415,7 +415,8 @@ class Worker:
                 self.estimates[key] = estimate(
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
                     head=prepared.head, num_labels=len(prepared.labels), seq_len=self.longest[job.cell.id],
-                    dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None)
+                    dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None,
+                    gradient_checkpointing=job.acceleration.gradient_checkpointing)
             except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
                 self.estimates[key] = None
                 self.estimate_error[job.cell.id] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}

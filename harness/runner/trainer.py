@@ -27,7 +27,7 @@ class Diverged(Exception):
 def training_args(job: TrialJob, out_dir: str):
     from transformers import TrainingArguments
 
-    t = job.training
+    t, a = job.training, job.acceleration
     return TrainingArguments(
         output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.micro_batch,
         gradient_accumulation_steps=t.accumulation,
@@ -39,7 +39,10 @@ def training_args(job: TrialJob, out_dir: str):
         logging_nan_inf_filter=False,  # a NaN loss must reach the log, where it ends the trial as diverged
         disable_tqdm=True, use_cpu=job.device == "cpu", seed=job.seed, data_seed=job.seed,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
-        gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
+        optim=t.optim,
+        # acceleration options, each through the Trainer's own switch (harness/spec.py AccelerationSpec)
+        activation_checkpointing=a.gradient_checkpointing, torch_compile=a.compile,
+        use_liger_kernel=a.kernels == "liger",
     )
 
 
@@ -102,6 +105,16 @@ def trainer_class():
 
         _non_embedding_params: int | None = None
         _trainable: list | None = None
+
+        def _track_num_input_tokens(self, inputs):
+            """A packed micro-batch (one row with position ids, no attention mask) has no padding:
+            every token counts. The Trainer would count tokens that are not the pad id, and miss the
+            end-of-sequence tokens of models whose pad id is their eos, which the padded run counts."""
+            if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" not in inputs \
+                    and "position_ids" in inputs and "input_ids" in inputs:
+                self.state.num_input_tokens_seen += int(inputs["input_ids"].numel())
+                return
+            return super()._track_num_input_tokens(inputs)
 
         def floating_point_ops(self, inputs) -> int:
             main = getattr(self.model, "main_input_name", "input_ids")

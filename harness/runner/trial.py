@@ -11,6 +11,7 @@ import math
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,8 +95,11 @@ def setup_model(job: TrialJob, prepared: Prepared):
     method's own quantized load, its task head re-initialised from this trial's seed, the method
     applied. Returns (model, trainable parameter count)."""
     method, ctx = job.cell.method, apply_context(job, prepared)
+    attention = job.acceleration.attention
     if method.load_kwargs is not None:
         extra = method.load_kwargs(job.method_params, ctx)
+        if attention is not None:
+            extra["attn_implementation"] = attention
         if job.device == "cuda":
             extra["device_map"] = {"": 0}
         if not job.copy_model:
@@ -103,6 +107,8 @@ def setup_model(job: TrialJob, prepared: Prepared):
         model = prepared.load_variant(**extra)
     else:
         model = copy.deepcopy(prepared.model) if job.copy_model else prepared.model
+        if attention is not None:
+            model.set_attn_implementation(attention)
     _reinit_head(model, prepared.head_names)
     model = method.build(model, job.method_params, ctx)
     if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
@@ -216,7 +222,8 @@ class Trial:
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
             trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
                                       train_dataset=prepared.data["train"],
-                                      data_collator=prepared.head.collator(prepared.tokenizer),
+                                      data_collator=prepared.head.collator(prepared.tokenizer,
+                                                                           packing=job.acceleration.packing),
                                       callbacks=callbacks(job, in_loop_validation, self.hooks, self.history,
                                                           self.validation_s, self.steps))
             from transformers.trainer_callback import PrinterCallback
@@ -225,9 +232,10 @@ class Trial:
             if self.tracking is not None:
                 self.tracking.time_callbacks(trainer)
             self.memory.start("train")
+            compiled_before = compile_clock() if job.acceleration.compile else 0.0
             t0, runtime = time.perf_counter(), None
             try:
-                with self.energy.span("train"):
+                with self.energy.span("train"), no_cache_in_training(self.model):
                     runtime = float(trainer.train().metrics["train_runtime"])
             except Pruned as exc:  # what it spent until the rung that stopped it counts as compute
                 self.record.update(stopped_at_step=exc.step, stopped_value=exc.value)
@@ -236,7 +244,9 @@ class Trial:
             finally:
                 self.memory.stop("train")
                 if runtime is not None:
-                    self.timing.train_s = runtime - sum(self.validation_s)
+                    if job.acceleration.compile:
+                        self.timing.compile_s = compile_seconds() - compiled_before
+                    self.timing.train_s = runtime - sum(self.validation_s) - self.timing.compile_s
                     self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
                                                   prepared.model_spec.dtype)
 
@@ -286,6 +296,41 @@ class Trial:
                           baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
         record = TrialRecord.model_validate(self.record)
         return self.track(record) if self.tracking is not None else record
+
+
+@contextmanager
+def no_cache_in_training(model):
+    """Decoders build a KV cache in every forward unless told not to, in training too; transformers
+    then reads position ids as one sequence, so a packed micro-batch's examples would attend to each
+    other. Off while training (as HF's training recipes set it); evaluation asks for the cache itself."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "use_cache", None)
+    if before:
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if before:
+            config.use_cache = before
+
+
+def compile_clock() -> float:
+    """compile_seconds() before a compiled run, with inductor set to compile in this process: a worker
+    pool's CPU time would read as other processes' load (harness/measure/host.py) and mark the
+    trial's speed as not its own."""
+    import torch._inductor.config
+
+    torch._inductor.config.compile_threads = 1
+    return compile_seconds()
+
+
+def compile_seconds() -> float:
+    """Wall seconds torch.compile has spent in this process so far: dynamo's frame compiles and the
+    backward graphs' compiles, recompiles included (torch._dynamo's own timers; no public API has them)."""
+    from torch._dynamo.utils import calculate_time_spent
+
+    spent = calculate_time_spent()
+    return float(spent.get("entire_frame_compile", 0.0) + spent.get("entire_backward_compile", 0.0))
 
 
 def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:

@@ -38,14 +38,67 @@ def option_example(tokenizer, user_text: str, options: list[str], answer: int, m
             "answer_index": answer}
 
 
-def pick_options(model, prompts, options, device: str) -> list[int]:
-    """The index of the likeliest option for each prompt (length-normalized log-likelihood)."""
+def pick_options(model, prompts, options, device: str, batch_size: int = 1) -> list[int]:
+    """The index of the likeliest option for each prompt (length-normalized log-likelihood), scored
+    `batch_size` prompts at a time where the prompt's KV cache can be shared (option_scores_batch)."""
     model.eval()
+    prompts, options = [list(p) for p in prompts], [[list(o) for o in opts] for opts in options]
+    shared = _can_share_prompt_cache(model) and all(prompts) and all(all(opts) for opts in options)
     picks = []
-    for prompt, opts in zip(prompts, options):
-        s = option_scores(model, list(prompt), [list(o) for o in opts], device)
-        picks.append(max(range(len(s)), key=s.__getitem__))
+    step = max(batch_size, 1) if shared else 1
+    for start in range(0, len(prompts), step):
+        chunk_p, chunk_o = prompts[start:start + step], options[start:start + step]
+        if shared:
+            scored = option_scores_batch(model, chunk_p, chunk_o, device)
+        else:
+            scored = [option_scores(model, p, o, device) for p, o in zip(chunk_p, chunk_o)]
+        picks += [max(range(len(s)), key=s.__getitem__) for s in scored]
     return picks
+
+
+def option_scores_batch(model, prompts: list[list[int]], options: list[list[list[int]]],
+                        device: str) -> list[list[float]]:
+    """option_scores for several prompts in two forwards: the prompts left-padded into one batch
+    (position ids from the attention mask, so each prompt sees the positions it would alone), then
+    every prompt's options against its own rows of the shared KV cache. Written by hand: transformers
+    scores options only through generate's beam machinery, and lm-eval reruns the prompt per option."""
+    import torch
+
+    pad = 0
+    width = max(len(p) for p in prompts)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    counts = [len(opts) for opts in options]
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # left padding: the last column is each prompt's end
+        flat = [o for opts in options for o in opts]
+        owner = torch.tensor([i for i, n in enumerate(counts) for _ in range(n)], device=device)
+        longest = max(len(o) for o in flat)
+        logprobs = None
+        if longest > 1:
+            key = "cache" if getattr(out, "cache", None) is not None else "past_key_values"
+            cache = getattr(out, key)
+            cache.batch_select_indices(owner)
+            option_ids = torch.tensor([o + [pad] * (longest - len(o)) for o in flat], device=device)
+            option_mask = torch.tensor([[1] * len(o) + [0] * (longest - len(o)) for o in flat], device=device)
+            full_mask = torch.cat([mask[owner], option_mask], dim=1)
+            starts = torch.tensor([len(prompts[i]) for i in owner.tolist()], device=device)
+            option_positions = starts[:, None] + torch.arange(longest, device=device)[None, :]
+            logits = model(input_ids=option_ids, attention_mask=full_mask, position_ids=option_positions,
+                           use_cache=True, **{key: cache}).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+    scores, row = [], 0
+    for i, opts in enumerate(options):
+        mine = []
+        for option in opts:
+            # position k of the option pass predicts option token k+1
+            total = float(first[i, option[0]]) + sum(float(logprobs[row, k - 1, option[k]]) for k in range(1, len(option)))
+            mine.append(total / len(option))
+            row += 1
+        scores.append(mine)
+    return scores
 
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,

@@ -18,6 +18,9 @@ class Head:
     new_modules: tuple[str, ...] = ()  # attributes of a freshly initialised head: they always train
     labelled: bool = False  # one output per label (the task's label set sizes the head)
     pad_labels: bool = False  # the collator pads `labels` with -100 (token-level targets)
+    # a micro-batch can be packed into one row with position ids (acceleration.packing): token-level
+    # targets only; a head that reads one position per example (classification) cannot
+    packable: bool = False
 
     def load(self, source: str, revision: str | None, dtype, labels: list[str], **kwargs):
         import transformers
@@ -28,10 +31,16 @@ class Head:
                           label2id={label: i for i, label in enumerate(labels)})
         return auto.from_pretrained(source, revision=revision, dtype=dtype, **kwargs)
 
-    def collator(self, tokenizer):
-        """Pads a batch; token-level labels with -100, so padding adds nothing to the loss."""
-        from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+    def collator(self, tokenizer, packing: bool = False):
+        """Pads a batch; token-level labels with -100, so padding adds nothing to the loss. Packed:
+        the examples end to end in one row, position ids restarting at each, labels -100 at each
+        start (transformers' padding-free collator; its attention keeps the examples apart)."""
+        from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding
 
+        if packing:
+            if not self.packable:
+                raise ValueError(f"the {self.name} head cannot pack examples")
+            return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
         if self.pad_labels:
             return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         return DataCollatorWithPadding(tokenizer)
@@ -46,6 +55,6 @@ for _head in (
     Head("sequence_classification", "a classification head on the last (decoders) or [CLS] (encoders) state",
          "AutoModelForSequenceClassification", "SEQ_CLS", new_modules=("classifier", "score"), labelled=True),
     Head("causal_lm", "the language-modelling head: next-token prediction", "AutoModelForCausalLM", "CAUSAL_LM",
-         pad_labels=True),
+         pad_labels=True, packable=True),
 ):
     HEADS.register(_head.name, _head)

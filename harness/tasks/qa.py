@@ -94,7 +94,7 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str)
         from harness.tasks.classification import evaluate as classify
 
         return classify(model, tokenizer, dataset, batch_size, device)
-    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device)
+    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size)
     return scores(picks, list(dataset["answer_index"]))
 
 

@@ -37,7 +37,7 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str):
 
 
 def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str) -> dict[str, float]:
-    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device)
+    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size)
     return scores(picks, list(dataset["answer_index"]))
 
 
