@@ -7,8 +7,11 @@ run by the same command; absolute CPU figures say nothing about a GPU.
 - checkpointing: SmolLM2-135M, causal-LM head, 4 x 512 tokens, LoRA and full fine-tuning, eager
   against acceleration gradient_checkpointing (`harness bench`: the harness's trial path and a bare
   loop, each in its own process): training peak RSS above the baseline, and tokens/s.
-- packing: SmolLM2-135M on the built-in dialogsum-mini (SFT of dialogues of mixed lengths), LoRA,
-  micro-batch 8: non-padding tokens/s padded against packed.
+- packing: SmolLM2-135M on DialogSum's real dialogues (../shared/data; ~100-600 tokens), LoRA,
+  micro-batch 8 up to 512 tokens, through `harness run` with acceleration_axis [{}, {packing: true}]:
+  non-padding tokens/s padded against packed (rows of several examples, none longer than the
+  batch's longest). The built-in sets are too even in length for packing to matter (SmolLM2:
+  medqa-mini 68-123 tokens, dialogsum-mini 137-187: no two examples fit in one row).
 - compile: MiniLM-L6 on the built-in sentiment set, LoRA and full fine-tuning, 30 steps: compile
   time, and tokens/s with the compile time left out.
 - scoring: SmolLM2-135M scoring PubMedQA's yes/no/maybe over its abstracts (../shared/data,
@@ -62,19 +65,38 @@ def checkpointing(out: Path) -> None:
 
 
 def packing(out: Path) -> None:
-    print("\n## packing: SmolLM2-135M on dialogsum-mini (mixed lengths), LoRA, micro-batch 8, 8 steps")
-    print("| path | padded tok/s | packed tok/s | speed-up | padded train MiB | packed train MiB |")
+    """A suite with the axis [{}, {packing: true}] on DialogSum's real dialogues (../shared/data:
+    ~100-600 tokens, so short ones share a row), through `harness run` and its acceleration table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from shared_data import DATA, dialogsum
+
+    if not (DATA / "dialogsum").exists():
+        print("\n## packing: skipped, ../shared/data/dialogsum is absent")
+        return
+    files = dialogsum(out)
+    suite = out / "packing.yaml"
+    suite.write_text(f"name: packing\nmodels: [{{source: '{SMOLLM2}', max_length: 512}}]\n"
+                     f"tasks: [{{name: dialogsum, kind: summarization, data: {{files: {json.dumps(files)}, "
+                     f"train_size: 96, validation_size: 4, test_size: 4}}}}]\n"
+                     f"methods: [{{name: lora}}]\nsearch: {{trials_per_cell: 1, sampler: none}}\n"
+                     f"training: {{max_steps: 6, batch_size: 8, eval_batch_size: 4}}\nreferences: false\n"
+                     f"acceleration_axis: [{{}}, {{packing: true}}]\n")
+    done = subprocess.run(["harness", "run", str(suite), "--results", str(out / "results"), "--reports",
+                           str(out / "reports")], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"packing run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    from harness.records.store import RecordStore
+
+    records = {r.acceleration["label"]: r for r in RecordStore(out / "results" / "packing").load_all()}
+    padded, packed = records["eager"], records["packing"]
+    print("\n## packing: SmolLM2-135M, LoRA, DialogSum dialogues (../shared/data), micro-batch 8 up to 512 tokens, 6 steps")
+    print("| option | non-padding tokens | train s | tok/s | train MiB | busy |")
     print("| --- | --- | --- | --- | --- | --- |")
-    common = ["--model", SMOLLM2, "--data", "dialogsum-mini", "--max-length", "512", "--batch-size", "8",
-              "--steps", "8", "--method", "lora", "--test-size", "4"]
-    padded = bench(out, "pack-padded", *common)
-    packed = bench(out, "pack-packed", *common, "--accelerate", "packing=true")
-    for path in ("harness", "bare"):
-        p, q = padded[path], packed[path]
-        assert p["train_tokens"] == q["train_tokens"], (p["train_tokens"], q["train_tokens"])
-        print(f"| {path} | {p['tokens_per_s']:.0f} | {q['tokens_per_s']:.0f} | {q['tokens_per_s'] / p['tokens_per_s']:.2f}x | "
-              f"{mib(p['train_bytes'])} | {mib(q['train_bytes'])} |", flush=True)
-    print(f"(both trained the same {padded['harness']['train_tokens']:,} non-padding tokens)")
+    for name, r in (("padded", padded), ("packed", packed)):
+        print(f"| {name} | {r.throughput.train_tokens:,} | {r.timing.train_s:.1f} | {r.throughput.train_tokens_per_s:.0f} | "
+              f"{r.memory.train_bytes / 2**20:,.0f} | {r.host.get('other_cpu_share', 0):.0%} |")
+    print(f"speed-up: {packed.throughput.train_tokens_per_s / padded.throughput.train_tokens_per_s:.2f}x "
+          f"(the same non-padding tokens: {packed.throughput.train_tokens == padded.throughput.train_tokens})")
 
 
 def compile_(out: Path) -> None:

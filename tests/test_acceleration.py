@@ -103,50 +103,88 @@ def test_the_axis_is_a_sweep_dimension_and_methods_override_it(write_suite):
     assert [c.axis_index for c in cells if c.entry.name == "lora"] == [0, 1, 2]
 
 
+QA = DECODER.replace("{{name: dialogsum, kind: summarization, data: {{builtin: dialogsum-mini, train_size: 48, "
+                     "validation_size: 8, test_size: 8}}}}",
+                     "{{name: medqa, kind: qa, data: {{builtin: medqa-mini, train_size: 48, validation_size: 8, "
+                     "test_size: 24}}}}")
+
+
+def test_row_packer_fills_rows_no_longer_than_the_longest_example():
+    from harness.tasks.packing import RowPacker
+
+    lengths = [250, 40, 40, 60, 100, 120, 30, 200]
+    rows = RowPacker.rows(lengths)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= max(lengths) for row in rows)
+    assert len(rows) == 4  # 250 | 200+40 | 120+100+30 | 60+40: half the padded rows
+    assert RowPacker.rows([7, 7, 7]) == [[0], [1], [2]]  # equal lengths: nothing to pack
+
+
 def test_packing_trains_the_same_tokens_as_padding_with_the_same_loss(write_suite, tmp_path):
-    """Packed micro-batches (one row, position ids) see exactly the non-padding tokens a padded
-    batch has, and their loss equals the padded one: the examples do not attend to each other."""
+    """Packed micro-batches (rows of several examples, position ids restarting at each) see exactly
+    the non-padding tokens a padded batch has, and their loss equals the padded one: the examples
+    do not attend to each other."""
     import torch
 
     from harness.runner.prepare import Preparer
     from harness.runner.trial import no_cache_in_training
+    from harness.tasks.packing import REAL_TOKENS
 
-    text = DECODER.format(name="pack") + "acceleration_axis: [{}, {packing: true}]\n"
+    text = QA.format(name="pack") + "acceleration_axis: [{}, {packing: true}]\n"
     loaded = load_suite(write_suite(text))
     cell = plan(loaded.suite)[0]
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
 
     def losses(prepared):
-        features = [prepared.data["train"][i] for i in range(6)]
+        train = prepared.data["train"]
+        by_length = sorted(range(len(train)), key=lambda i: len(train[i]["input_ids"]))
+        features = [train[i] for i in [by_length[-1], *by_length[:7]]]  # a long one and short ones: rows to share
         padded = prepared.head.collator(prepared.tokenizer)(features)
         packed = prepared.head.collator(prepared.tokenizer, packing=True)(features)
+        real = int(packed.pop(REAL_TOKENS))
         model = prepared.model.eval()  # no dropout: the same forward twice
         with torch.no_grad():
             with no_cache_in_training(model):
                 no_cache = float(model(**packed).loss), float(model(**padded).loss)
             cached = float(model(**packed).loss)
-        return {"lengths": {len(f["input_ids"]) for f in features}, "rows": packed["input_ids"].shape[0],
-                "mask": "attention_mask" in packed, "packed_tokens": packed["input_ids"].numel(),
-                "padded_tokens": int(padded["attention_mask"].sum()), "no_cache": no_cache, "cached": cached}
+        return {"lengths": sorted(len(f["input_ids"]) for f in features), "shape": tuple(packed["input_ids"].shape),
+                "padded_shape": tuple(padded["input_ids"].shape), "mask": "attention_mask" in packed,
+                "real": real, "padded_tokens": int(padded["attention_mask"].sum()), "no_cache": no_cache,
+                "cached": cached}
 
     got = in_child(losses, prepared)
-    assert len(got["lengths"]) > 1  # mixed lengths: padding to remove
-    assert got["rows"] == 1 and not got["mask"] and got["packed_tokens"] == got["padded_tokens"]
+    assert len(set(got["lengths"])) > 1  # mixed lengths: padding to remove
+    assert got["shape"][0] < got["padded_shape"][0] and got["shape"][1] == got["padded_shape"][1], got
+    assert not got["mask"] and got["real"] == got["padded_tokens"] == sum(got["lengths"])
     packed_loss, padded_loss = got["no_cache"]
     assert packed_loss == pytest.approx(padded_loss, abs=1e-5)
-    # with the cache on, transformers reads the packed row as one sequence: the examples mix
+    # with the cache on, transformers reads each packed row as one sequence: its examples mix
     assert got["cached"] != pytest.approx(padded_loss, abs=1e-5)
 
     assert _run(loaded.path, tmp_path) == 0
     records = {r.acceleration["label"]: r for r in RecordStore(tmp_path / "results" / "pack").load_all()
-               if r.method == "lora+eager" or r.method == "lora+packing"}
+               if r.method in ("lora+eager", "lora+packing")}
     eager, packing = records["eager"], records["packing"]
     assert eager.status == packing.status == "complete"
     assert packing.throughput.train_tokens == eager.throughput.train_tokens  # every non-padding token, once
     losses = lambda r: [h["loss"] for h in r.history if "loss" in h]  # noqa: E731
-    assert losses(packing) == pytest.approx(losses(eager), abs=1e-3)
+    # the first step's loss to float rounding; later ones drift by rounding carried through the updates
+    assert losses(packing)[0] == pytest.approx(losses(eager)[0], abs=1e-4)
+    assert losses(packing) == pytest.approx(losses(eager), rel=1e-3)
     assert packing.acceleration["packing"] and packing.acceleration["axis_index"] == 1
     assert packing.acceleration["base_method"] == "lora"
+
+
+def test_flash_attention_packs_the_micro_batch_into_one_row():
+    from transformers import DataCollatorWithFlattening
+
+    from harness.tasks.heads import HEADS
+
+    collate = HEADS.get("causal_lm").collator(None, packing=True, attention="flash_attention_2")
+    assert isinstance(collate, DataCollatorWithFlattening)
+    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
+    assert batch["input_ids"].shape == (1, 5) and batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5]  # the varlen kernel's sequence boundaries
 
 
 def test_checkpointing_reaches_the_trainer_and_trains_the_same_steps(write_suite, tmp_path):
@@ -173,6 +211,27 @@ def test_checkpointing_reaches_the_trainer_and_trains_the_same_steps(write_suite
     assert "Acceleration: speed-up and memory change" in page and "full" in page
 
 
+def test_attention_implementation_reaches_the_trial_model(write_suite):
+    from harness.runner.jobs import make_job
+    from harness.runner.prepare import Preparer
+    from harness.runner.trial import setup_model
+
+    text = DECODER.format(name="attn").replace("{name: full}", "{name: full, acceleration: {attention: eager}}")
+    text += "runner: {isolation: inline}\n"
+    loaded = load_suite(write_suite(text))
+    cells = {c.method_label: c for c in plan(loaded.suite)}
+    assert cells["full"].acceleration.attention == "eager" and cells["lora"].acceleration.attention is None
+    prepared = Preparer(loaded.base_dir, seed=0).get(cells["full"].model, cells["full"].task)
+    job = make_job(loaded, cells["full"], trial_number=0, seed=0, device="cpu", suite_hash="x")
+
+    def implementations(job, prepared):  # inline: a copy of the shared base (a big copy starts OpenMP: in a child)
+        model, _ = setup_model(job, prepared)
+        return model.config._attn_implementation, prepared.model.config._attn_implementation
+
+    trial_model, shared_base = in_child(implementations, job, prepared)
+    assert trial_model == "eager" and shared_base == "sdpa"  # the shared base is untouched
+
+
 def test_compile_runs_end_to_end_with_its_time_kept_apart(write_suite, tmp_path):
     """torch.compile through the Trainer (inductor: C++ on the CPU). The compile time is on record and
     out of train time, so tokens/s is the compiled steady state."""
@@ -192,9 +251,7 @@ def test_batched_option_scoring_picks_what_one_prompt_at_a_time_picks(write_suit
     from harness.runner.prepare import Preparer
     from harness.tasks.generative import option_scores, option_scores_batch, pick_options
 
-    text = DECODER.format(name="qa").replace(
-        "{name: dialogsum, kind: summarization, data: {builtin: dialogsum-mini, train_size: 48, validation_size: 8, "
-        "test_size: 8}}", "{name: medqa, kind: qa, data: {builtin: medqa-mini, test_size: 24}}")
+    text = QA.format(name="qa")
     loaded = load_suite(write_suite(text))
     cell = plan(loaded.suite)[0]
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)

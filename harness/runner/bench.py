@@ -56,6 +56,7 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
 
     from harness.measure.speed import StepTimer
 
+    from harness.tasks.packing import REAL_TOKENS
     from harness.runner.trial import compile_clock, compile_seconds, no_cache_in_training
 
     set_seed(job.seed)
@@ -78,7 +79,8 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
     generator = torch.Generator().manual_seed(job.seed)
     loader = DataLoader(prepared.data["train"], batch_size=job.training.batch_size,
                         sampler=RandomSampler(prepared.data["train"], generator=generator),
-                        collate_fn=prepared.head.collator(prepared.tokenizer, packing=accel.packing))
+                        collate_fn=prepared.head.collator(prepared.tokenizer, packing=accel.packing,
+                                                          attention=accel.attention))
     timer, tokens, step = StepTimer(cuda=job.device == "cuda"), 0, 0
     memory.start("train")
     compiled_before = compile_clock() if accel.compile else 0.0
@@ -88,13 +90,15 @@ def bare_loop(job: TrialJob, prepared: Prepared) -> dict:
             for batch in loader:
                 timer.begin()
                 batch = {k: v.to(job.device) for k, v in batch.items()}
+                real = batch.pop(REAL_TOKENS, None)  # a packed batch's non-padding tokens (not a model input)
                 loss = forward(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)  # as the Trainer does (max_grad_norm=1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                tokens += int(batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel())
+                tokens += int(real if real is not None else batch["attention_mask"].sum() if "attention_mask" in batch
+                              else batch["input_ids"].numel())
                 timer.end()
                 step += 1
                 if step == job.training.max_steps:

@@ -106,13 +106,26 @@ def trainer_class():
         _non_embedding_params: int | None = None
         _trainable: list | None = None
 
+        _real_tokens: int | None = None
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            """A packed micro-batch brings its non-padding token count (tasks/packing.py), which is
+            not a model input: taken out here, counted in _track_num_input_tokens."""
+            from harness.tasks.packing import REAL_TOKENS
+
+            if REAL_TOKENS in inputs:
+                self._real_tokens = int(inputs.pop(REAL_TOKENS))
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
         def _track_num_input_tokens(self, inputs):
-            """A packed micro-batch (one row with position ids, no attention mask) has no padding:
-            every token counts. The Trainer would count tokens that are not the pad id, and miss the
-            end-of-sequence tokens of models whose pad id is their eos, which the padded run counts."""
+            """Packed micro-batches have no attention mask; the Trainer would count the tokens that
+            are not the pad id, which misses the end-of-sequence tokens of models whose pad id is
+            their eos (the padded run counts them) and counts a packed row's filler. Their own count
+            instead: the row packer's, or every token of a flattened row (it has no filler)."""
             if self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" not in inputs \
                     and "position_ids" in inputs and "input_ids" in inputs:
-                self.state.num_input_tokens_seen += int(inputs["input_ids"].numel())
+                real, self._real_tokens = self._real_tokens, None
+                self.state.num_input_tokens_seen += int(inputs["input_ids"].numel()) if real is None else real
                 return
             return super()._track_num_input_tokens(inputs)
 

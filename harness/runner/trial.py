@@ -223,7 +223,8 @@ class Trial:
             trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
                                       train_dataset=prepared.data["train"],
                                       data_collator=prepared.head.collator(prepared.tokenizer,
-                                                                           packing=job.acceleration.packing),
+                                                                           packing=job.acceleration.packing,
+                                                                           attention=job.acceleration.attention),
                                       callbacks=callbacks(job, in_loop_validation, self.hooks, self.history,
                                                           self.validation_s, self.steps))
             from transformers.trainer_callback import PrinterCallback

@@ -44,15 +44,20 @@ def pick_options(model, prompts, options, device: str, batch_size: int = 1) -> l
     model.eval()
     prompts, options = [list(p) for p in prompts], [[list(o) for o in opts] for opts in options]
     shared = _can_share_prompt_cache(model) and all(prompts) and all(all(opts) for opts in options)
-    picks = []
     step = max(batch_size, 1) if shared else 1
-    for start in range(0, len(prompts), step):
-        chunk_p, chunk_o = prompts[start:start + step], options[start:start + step]
+    # longest first, so a batch holds prompts of similar lengths and pads little (as lm-eval orders
+    # its requests); the picks go back to the prompts' own order
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    picks = [0] * len(prompts)
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        chunk_p, chunk_o = [prompts[i] for i in chunk], [options[i] for i in chunk]
         if shared:
             scored = option_scores_batch(model, chunk_p, chunk_o, device)
         else:
             scored = [option_scores(model, p, o, device) for p, o in zip(chunk_p, chunk_o)]
-        picks += [max(range(len(s)), key=s.__getitem__) for s in scored]
+        for i, s in zip(chunk, scored):
+            picks[i] = max(range(len(s)), key=s.__getitem__)
     return picks
 
 

@@ -31,16 +31,18 @@ class Head:
                           label2id={label: i for i, label in enumerate(labels)})
         return auto.from_pretrained(source, revision=revision, dtype=dtype, **kwargs)
 
-    def collator(self, tokenizer, packing: bool = False):
+    def collator(self, tokenizer, packing: bool = False, attention: str | None = None):
         """Pads a batch; token-level labels with -100, so padding adds nothing to the loss. Packed:
-        the examples end to end in one row, position ids restarting at each, labels -100 at each
-        start (transformers' padding-free collator; its attention keeps the examples apart)."""
-        from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, DataCollatorWithPadding
+        padding-free rows with position ids restarting at each example (harness/tasks/packing.py;
+        the layout depends on the attention implementation)."""
+        from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
         if packing:
             if not self.packable:
                 raise ValueError(f"the {self.name} head cannot pack examples")
-            return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+            from harness.tasks.packing import packing_collator
+
+            return packing_collator(tokenizer, attention)
         if self.pad_labels:
             return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
         return DataCollatorWithPadding(tokenizer)
