@@ -58,7 +58,7 @@ run() {  # name, then harness bench arguments
     tail -n 4 "$out/$name.txt" | sed 's/^/    /'
   fi
 }
-lora=(--method lora --param r=16 --param target_modules=all-linear --param dropout=0.0)
+lora=(--method lora --param r=16 --param target_modules=all-linear --param lora_dropout=0.0)
 
 if [[ "$mode" == all || "$mode" == --acceleration ]]; then
   for method in lora full; do
@@ -74,7 +74,7 @@ fi
 if [[ "$mode" == all || "$mode" == --methods ]]; then
   run full      --method full
   run lora      "${lora[@]}"
-  run qlora     --method qlora --param r=16 --param target_modules=all-linear --param dropout=0.0
+  run qlora     --method qlora --param r=16 --param target_modules=all-linear --param lora_dropout=0.0
   run ia3       --method ia3
   run ln_tuning --method ln_tuning
 fi
