@@ -162,7 +162,7 @@ def _saved_reports_dir(suite_text: str) -> Path:
 BENCH_FLAGS = {"models[0].source": "--model", "models[0].max_length": "--max-length", "models[0].dtype": "--dtype",
                "tasks[0].data": "--data", "methods[0]": "--method/--param", "training.max_steps": "--steps",
                "training.batch_size": "--batch-size", "training.eval_batch_size": "--eval-batch-size",
-               "tasks[0].head": "--head", "acceleration": "--accelerate"}
+               "tasks[0].head": "--head", "tasks[0]": "--data", "acceleration": "--accelerate"}
 
 
 def _bench_problem(problem: Problem) -> Problem:

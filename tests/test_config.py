@@ -145,7 +145,7 @@ def test_shipped_suites_validate(suite):
 
 
 @pytest.mark.parametrize("argv, flag, words", [
-    (["--data", "dialogsum-mini"], "--data", "column 'text'"),
+    (["--data", "dialogsum-mini"], "--data", "needs a decoder LM"),  # the data set's own task kind, on an encoder
     (["--data", "nope"], "--data", "unknown builtin data set"),
     (["--steps", "0"], "--steps", "greater than 0"),
     (["--model", "builtin:tiny-llama", "--method", "bitfit"], "--method/--param", "no bias terms"),
