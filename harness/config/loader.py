@@ -138,8 +138,8 @@ def _acceleration_problems(suite: Suite, infos: dict, lines: LineMap) -> list[Pr
             elif importlib.util.find_spec(package) is None:
                 out.append(lines.problem(where + (key,), f"{package} is not installed here: "
                                                          f"pip install {package.replace('_', '-')}"))
-        if option.compile and not _cuda_here(suite.training.device) and not any(
-                shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        if option.compile and not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")) \
+                and not _cuda_here(suite.training.device):
             out.append(lines.problem(where + ("compile",), "torch.compile on the CPU needs a C++ compiler (inductor "
                                                            "writes C++), and none is on PATH: install g++"))
         if option.packing:
