@@ -44,6 +44,13 @@ def bench(out: Path, name: str, *args: str) -> dict:
     return result
 
 
+def against_eager(out: Path, name: str, common: list[str], option: str) -> list[tuple[str, dict, dict]]:
+    """(path, eager run, run with the option) for the harness path and the bare loop: one bench each."""
+    eager = bench(out, f"{name}-eager", *common)
+    other = bench(out, f"{name}-{option.split('=')[0]}", *common, "--accelerate", option)
+    return [(path, eager[path], other[path]) for path in ("harness", "bare")]
+
+
 def mib(n) -> str:
     return f"{n / 2**20:,.0f}"
 
@@ -55,10 +62,7 @@ def checkpointing(out: Path) -> None:
     for method in ("lora", "full"):
         common = ["--model", SMOLLM2, "--head", "causal-lm", "--data", "sentiment-long", "--max-length", "512",
                   "--batch-size", "4", "--steps", "3", "--method", method, "--test-size", "8"]
-        eager = bench(out, f"ckpt-{method}-eager", *common)
-        ckpt = bench(out, f"ckpt-{method}-ckpt", *common, "--accelerate", "gradient_checkpointing=true")
-        for path in ("harness", "bare"):
-            e, c = eager[path], ckpt[path]
+        for path, e, c in against_eager(out, f"ckpt-{method}", common, "gradient_checkpointing=true"):
             print(f"| {method} | {path} | {mib(e['train_bytes'])} | {mib(c['train_bytes'])} | "
                   f"{c['train_bytes'] / e['train_bytes'] - 1:+.0%} | {e['tokens_per_s']:.0f} | {c['tokens_per_s']:.0f} | "
                   f"{c['tokens_per_s'] / e['tokens_per_s']:.2f}x |", flush=True)
@@ -106,10 +110,7 @@ def compile_(out: Path) -> None:
     for method in ("lora", "full"):
         common = ["--model", MINILM, "--data", "sentiment", "--max-length", "128", "--batch-size", "16",
                   "--steps", "30", "--method", method]
-        eager = bench(out, f"compile-{method}-eager", *common)
-        compiled = bench(out, f"compile-{method}-compiled", *common, "--accelerate", "compile=true")
-        for path in ("harness", "bare"):
-            e, c = eager[path], compiled[path]
+        for path, e, c in against_eager(out, f"compile-{method}", common, "compile=true"):
             print(f"| {method} | {path} | {c['compile_s']:.1f} | {e['tokens_per_s']:.0f} | {c['tokens_per_s']:.0f} | "
                   f"{c['tokens_per_s'] / e['tokens_per_s']:.2f}x | {mib(e['train_bytes'])} | {mib(c['train_bytes'])} |",
                   flush=True)
