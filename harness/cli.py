@@ -56,7 +56,7 @@ def cmd_ls(args) -> int:
         for name in TASKS:
             t = TASKS.get(name)
             metrics = " ".join(f"{k}{'↑' if up else '↓'}" for k, up in t.metrics.items())
-            kind = t.name + (f" (head: {t.variant})" if t.variant else "")
+            kind = t.name + (f" (objective: {t.objective})" if t.objective else f" (head: {t.variant})" if t.variant else "")
             heads = f"encoders: {t.encoder_head or '-'}, decoders: {t.decoder_head or '-'}"
             rows.append((kind, f"fields: {','.join(t.fields)}", f"metrics: {metrics}", heads, t.summary))
         for name in BUILTIN_DATA:

@@ -87,6 +87,11 @@ class TaskSpec(Strict):
     labels: list[str] | None = Field(None, description="label names in order; read from the data if absent")
     metric: str | None = Field(None, description="this task's objective metric (overrides search.objective.metric)")
     train_sizes: list[int] | None = Field(None, description="one cell per training-set size (data.train_size caps each)")
+    objective: Literal["reward", "dpo", "orpo", "simpo"] | None = Field(
+        None, description="preference tasks: what trains on the pairs (TRL's trainers): reward (a reward model), "
+                          "dpo, orpo or simpo (the policy itself); default dpo")
+    beta: float | None = Field(None, gt=0, description="preference tasks: the objective's beta (DPO: strength of "
+                                                       "the pull to the reference; default TRL's own)")
 
 
 class ParamSpace(Strict):

@@ -154,6 +154,56 @@ def make_dialogues(sizes: dict[str, int], seed: int = 21) -> list[dict]:
     return rows
 
 
+HELPFUL = [
+    " I am sorry your {item} {issue}. I have arranged {fix} for order {order}; it will be sorted {when}.",
+    " Sorry about that. For order {order} I can offer {fix}, sorted {when}.",
+    " Thank you for telling us, {customer}. Your {item} {issue}, so I have set up {fix} for order {order}. "
+    "You will get a confirmation email today and it will be sorted {when}.",
+    " That should not happen. I have booked {fix} for your {item}; expect it {when}.",
+]
+UNHELPFUL = [
+    # the right shape and the wrong remedy: only what is said tells it apart
+    " I am sorry your {item} {issue}. I have arranged {wrong_fix} for order {order}; it will be sorted {when}.",
+    " Sorry about that. For order {order} I can offer {wrong_fix}, sorted {when}.",
+    # asks for what the customer already gave
+    " Before I can do anything I need your order number. Please send it and we will see.",
+    " Could you tell me which product this is about and when you ordered it? Then I can look into it.",
+    # deflects, or blames the customer
+    " Thanks for reaching out. We value your feedback and our team will look into it at some point.",
+    " This is usually caused by how the {item} was handled after delivery, so there is nothing we can do. "
+    "Please read the manual again.",
+    " Please check the help pages on our website, where most questions about orders like {order} are answered.",
+]
+
+
+def make_preferences(sizes: dict[str, int], seed: int = 45) -> list[dict]:
+    """Support questions with a helpful answer (chosen: the right remedy for the problem, with a
+    time) and an unhelpful one (rejected: the wrong remedy in the same words, a question already
+    answered, a deflection or blame). Half the pairs have the longer answer rejected, so a
+    length heuristic scores chance."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    for split, size in sizes.items():
+        while sum(r["split"] == split for r in rows) < size:
+            customer = rng.choice(NAMES)
+            item, (issue, fix), when = rng.choice(ITEMS), rng.choice(ISSUES), rng.choice(DELAYS)
+            wrong_fix = rng.choice([f for i, f in ISSUES if f != fix])
+            order = rng.randint(1000, 9999)
+            fields = dict(customer=customer, item=item, issue=issue, fix=fix, wrong_fix=wrong_fix, order=order,
+                          when=when)
+            prompt = f"Customer: Hi, I am {customer}. My {item} from order {order} {issue}. Can you help?\nAgent:"
+            chosen = rng.choice(HELPFUL).format(**fields)
+            rejected = rng.choice(UNHELPFUL).format(**fields)
+            want_chosen_longer = sum(r["split"] == split for r in rows) % 2 == 0
+            if (len(chosen) > len(rejected)) != want_chosen_longer or len(chosen) == len(rejected):
+                continue
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "split": split})
+    return rows
+
+
 DRUGS = ["amoxil", "betacor", "cardizol", "dexafen", "elvanta", "fluxamin", "glucorin", "hemostat", "irbenol"]
 CONDITIONS = ["hypertension", "type 2 diabetes", "chronic migraine", "asthma", "osteoarthritis", "insomnia",
               "atrial fibrillation", "anaemia"]
@@ -218,4 +268,5 @@ if __name__ == "__main__":
     write_jsonl("sentiment", make_sentiment({"train": 400, "validation": 100, "test": 200}))
     write_jsonl("dialogsum-mini", make_dialogues({"train": 200, "validation": 40, "test": 60}))
     write_jsonl("medqa-mini", make_medqa({"train": 300, "validation": 60, "test": 100}))
+    write_jsonl("preference-support", make_preferences({"train": 240, "validation": 40, "test": 80}))
     print("wrote", sorted(p.name for p in OUT.glob("*.jsonl")))

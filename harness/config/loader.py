@@ -13,7 +13,7 @@ from harness.config.yaml_lines import LineMap, read_yaml
 from harness.errors import Problem, UserError
 from harness.methods import METHODS
 from harness.spec import MOVED_KEYS, LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id
-from harness.tasks import TASKS, family_of
+from harness.tasks import TASKS, family_for
 
 
 def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
@@ -60,15 +60,18 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         out += at(("models", i), found)
         infos.append((model.label, None if found else models.model_info(model, base_dir)))
     heads: dict[str, set[str]] = {}  # model label -> heads its tasks need
+    families: dict = {}  # task name -> its family
     labels = [label for label, _ in infos]
     for i, task in _items(raw, "tasks", TaskSpec):
         try:
-            family = family_of(task.kind, task.head)
+            family = family_for(task)
         except KeyError as exc:
             known_kind = "/" not in task.kind and task.kind in TASKS
-            out.append(lines.problem(("tasks", i, "head" if known_kind else "kind"), exc.args[0]))
+            key = ("objective" if "objective" in exc.args[0] else "head") if known_kind else "kind"
+            out.append(lines.problem(("tasks", i, key), exc.args[0]))
             continue
         out += at(("tasks", i), family.problems(task, base_dir))
+        families[task.name] = family
         for j, name in enumerate(task.models or []):
             if name not in labels:
                 out.append(lines.problem(("tasks", i, "models", j), f"no model is labelled {name!r}; the suite's "
@@ -89,12 +92,17 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
         method = METHODS.get(entry.name)
         found = method.problems(entry.params, entry.search)
         out += at(("methods", i), found)
+        messages = []
         for label, info in ([] if found else infos):
             for head in sorted(heads.get(label, set()) - {None}) if info else ():
                 reason = method.check(info, head)
                 if reason:
-                    out.append(lines.problem(("methods", i, "name"),
-                                             f"method {entry.name} cannot be used with model {label}: {reason}"))
+                    messages.append(f"method {entry.name} cannot be used with model {label}: {reason}")
+        for task in families:
+            reason = families[task].method_problem(method)
+            if reason and not found:
+                messages.append(f"method {entry.name} cannot run task {task}: {reason}")
+        out += [lines.problem(("methods", i, "name"), m) for m in dict.fromkeys(messages)]  # each once
     if suite is not None:
         out += _suite_problems(suite, lines)
         out += _acceleration_problems(suite, dict(infos), lines)
@@ -150,9 +158,14 @@ def _acceleration_problems(suite: Suite, infos: dict, lines: LineMap) -> list[Pr
                     out.append(lines.problem(where + ("packing",), f"method {entry.display}: {method.no_packing}"))
             for task in suite.tasks:
                 try:
-                    family = family_of(task.kind, task.head)
+                    family = family_for(task)
                 except KeyError:
                     continue  # reported with the task
+                if family.trainer is not None:
+                    out.append(lines.problem(where + ("packing",), (
+                        f"task {task.name} ({family.key}) trains through TRL's own trainer, which pads chosen and "
+                        f"rejected answers side by side in its own batches: packing cannot apply")))
+                    continue
                 for label, info in infos.items():
                     if info is None or (task.models is not None and label not in task.models):
                         continue
@@ -171,7 +184,7 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     metric = suite.search.objective.metric
     for i, task in enumerate(suite.tasks):
         try:
-            family = family_of(task.kind, task.head)
+            family = family_for(task)
         except KeyError:
             continue  # reported above
         if task.metric is None and metric is not None and metric not in family.metrics:

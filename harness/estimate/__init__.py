@@ -159,10 +159,20 @@ def predict_memory(config, head, num_labels: int, method, flat: dict, training, 
     return counted, parts, sim.model
 
 
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
 def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_labels: int, seq_len: int,
              dtype: str, target: Target, micro_batch: int | None = None, find_max: bool = True,
-             calibration: dict | None = None, gradient_checkpointing: bool = False) -> CellEstimate:
-    """One cell's estimate. micro_batch None: the training's own (auto: 1 to start from)."""
+             calibration: dict | None = None, gradient_checkpointing: bool = False, pairs: bool = False,
+             holds_reference: bool = False) -> CellEstimate:
+    """One cell's estimate. micro_batch None: the training's own (auto: 1 to start from). pairs: each
+    example is two sequences in one batch (preference: chosen and rejected); holds_reference: a frozen
+    reference model sits beside the policy (DPO), a copy of the weights unless the method is a peft
+    adapter (switched off to score the reference)."""
     from harness.measure.flops import flops_per_token
 
     micro = micro_batch or (training.micro_batch_size if isinstance(training.micro_batch_size, int)
@@ -172,9 +182,13 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     offset = (calibration or {}).get("offset_bytes", {}).get(method.name, 0)
 
     def predict(micro_batch: int):
-        peak, parts, model = predict_memory(config, head, num_labels, method, flat, training, micro_batch=micro_batch,
+        peak, parts, model = predict_memory(config, head, num_labels, method, flat, training,
+                                            micro_batch=micro_batch * (2 if pairs else 1),
                                             seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type,
                                             gradient_checkpointing=gradient_checkpointing)
+        if holds_reference and not _is_peft(model):
+            parts["reference_model"] = parts["weights"]
+            peak += parts["weights"]
         if factor:  # calibrated from records: the activations this method was measured to need
             scaled = int(parts["activations"] * factor)
             peak, parts["activations"] = peak + scaled - parts["activations"], scaled
@@ -186,6 +200,11 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     assumptions = [f"sequences of {seq_len} tokens, micro-batch {micro}",
                    "peak = weights + quantization constants + gradients + optimizer states + activations at "
                    "the step's peak (torch's allocated bytes)"]
+    if pairs:
+        assumptions.append("preference pairs: chosen and rejected answers in one batch (2 x micro-batch sequences)")
+    if "reference_model" in parts:
+        assumptions.append("a frozen reference copy of the weights beside the policy (in weights; its no-grad forward's "
+                           "activations not counted)")
     if factor:
         assumptions.append(f"activations x {factor:.3f}{f' + {offset / 2**20:.0f} MiB' if offset else ''} "
                            f"(calibrated for {method.name} from measured records)")

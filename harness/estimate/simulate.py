@@ -54,8 +54,8 @@ def build_meta_model(config, head, num_labels: int, dtype: str, attention: str):
     import transformers
 
     config = copy.deepcopy(config)  # the caller's config (the sweep's loaded model's) stays as it was
-    if head.labelled:
-        config.num_labels = max(num_labels, 2)
+    if head.labelled or head.num_labels is not None:
+        config.num_labels = head.num_labels or max(num_labels, 2)
         if getattr(config, "pad_token_id", None) is None:
             config.pad_token_id = 0  # decoders find each sequence's last token through it
     auto = getattr(transformers, head.auto_class)
@@ -188,7 +188,9 @@ def simulate(config, head, num_labels: int, method, method_params, ctx, shape: S
         optimizer = _optimizer(params, shape)
 
         def step():
-            if shape.loss == "bare" and not head.labelled:
+            if head.num_labels is not None and not head.labelled:  # a score per sequence (reward model)
+                loss = model(input_ids=batch["input_ids"]).logits.float().sum()
+            elif shape.loss == "bare" and not head.labelled:
                 logits = model(input_ids=batch["input_ids"]).logits[:, -shape.seq_len:]
                 loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
             else:

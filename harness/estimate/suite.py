@@ -26,7 +26,7 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
     from harness.runner.jobs import trial_training
     from harness.runner.plan import plan
     from harness.runner.prepare import head_for
-    from harness.tasks import family_of
+    from harness.tasks import family_for
 
     configs: dict[Any, Any] = {}
     out = []
@@ -37,8 +37,10 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
             configs[cell.model] = model_config(cell.model, loaded.base_dir)
         config = configs[cell.model]
         training = trial_training(loaded.suite, cell.method.split(cell.fixed)[1])
-        head = head_for(family_of(cell.task.kind, cell.task.head), config)
+        family = family_for(cell.task)
+        head = head_for(family, config)
         out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=head,
+                            pairs=family.pairs, holds_reference=family.holds_reference,
                             num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
                             dtype=cell.model.dtype, target=target, calibration=calibration,
                             gradient_checkpointing=cell.acceleration.gradient_checkpointing))
@@ -66,7 +68,7 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
         p = e.parts
         optim = p.get("optimizer_states", p.get("optimizer_states_paged", 0))
         other = p.get("cpu_runtime", 0) + p.get("cpu_allocator", 0) + p.get("cuda_context", 0)
-        table.add_row(e.cell_id, str(e.micro_batch), str(e.seq_len), size(p["weights"]),
+        table.add_row(e.cell_id, str(e.micro_batch), str(e.seq_len), size(p["weights"] + p.get("reference_model", 0)),
                       size(p["quantization_constants"]), size(p["gradients"]),
                       size(optim) + (" paged" if "optimizer_states_paged" in p else ""), size(p["activations"]),
                       size(other), size(e.predicted_peak_bytes), {True: "yes", False: "NO", None: "?"}[e.fits],

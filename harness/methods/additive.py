@@ -46,7 +46,7 @@ _SOFT_PROMPT_PACKING = ("peft's soft prompts ignore position ids, so packed exam
                         "leave packing off for this method (methods[].acceleration.packing: false)")
 
 register(MethodSpec(
-    name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"), no_packing=_SOFT_PROMPT_PACKING,
+    name="prompt_tuning", family="additive", apply=peft_method("PromptTuningConfig"), no_packing=_SOFT_PROMPT_PACKING, soft_prompt=True,
     summary="prompt tuning (peft): trained virtual-token embeddings prepended to the input",
     params=SoftPromptParams, training={"learning_rate": 3e-2},
 ))
@@ -56,7 +56,7 @@ register(MethodSpec(
     params=SoftPromptParams, training={"learning_rate": 1e-2},
 ))
 register(MethodSpec(
-    name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"), no_packing=_SOFT_PROMPT_PACKING,
+    name="p_tuning", family="additive", apply=peft_method("PromptEncoderConfig"), no_packing=_SOFT_PROMPT_PACKING, soft_prompt=True,
     summary="P-tuning (peft): virtual tokens produced by a small trained prompt encoder (MLP)",
     params=PTuningParams, training={"learning_rate": 1e-2},
 ))

@@ -76,6 +76,7 @@ class MethodSpec:
     # why packed batches (acceleration.packing) break this method, or None where they do not
     # (peft's soft prompts drop position ids, so packed examples would attend to each other)
     no_packing: str | None = None
+    soft_prompt: bool = False  # trains virtual tokens before the input, so the outputs get longer (not prefix tuning)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

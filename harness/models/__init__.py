@@ -80,7 +80,7 @@ def _tiny(name: str) -> Callable[[], Path]:
     def locate() -> Path:
         from harness.models.tiny import build_tiny
 
-        folder = cache_dir() / "models" / f"{name}-v4"  # v4: the harder sentiment set's words; widths bitsandbytes' packed kernel takes
+        folder = cache_dir() / "models" / f"{name}-v5"  # v5: the preference pairs' words; v4: widths bitsandbytes' packed kernel takes
         if not (folder / "config.json").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
             build_tiny(name, folder)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -76,9 +76,14 @@ def _v8_to_v9(data: dict) -> dict:
     return {**data, "acceleration": options, "timing": {**data.get("timing", {}), "compile_s": 0.0}}
 
 
+def _v9_to_v10(data: dict) -> dict:
+    """v10 says, for preference tasks, the objective, its beta and what the reference model was."""
+    return {**data, "preference": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
-                                               8: _v8_to_v9}
+                                               8: _v8_to_v9, 9: _v9_to_v10}
 
 
 def upgrade(data: dict) -> dict:
@@ -188,6 +193,9 @@ class TrialRecord(BaseModel):
     # the acceleration options in force (kernels, compile, gradient_checkpointing, packing, attention),
     # their label, the suite's acceleration_axis entry (None: no axis) and the method entry's own label
     acceleration: dict[str, Any] = Field(default_factory=dict)
+    # preference tasks: the objective, its beta, and the reference the policy was held to ("the base with
+    # adapters disabled (no copy)" or "a frozen copy of the model ...", with the copy's bytes)
+    preference: dict[str, Any] | None = None
     # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
     # assumptions; {"error": ...} where no prediction could be made

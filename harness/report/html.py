@@ -11,6 +11,7 @@ import pandas as pd
 from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, estimate_figures, pareto_figures, search_figures, validation_figures
 from harness.report.acceleration import acceleration_rows, acceleration_table
+from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
@@ -120,6 +121,7 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         curves=figures["curves"], validation=figures["validation"], compute_summary=compute_lines(compute),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),
         estimate_chart=figures["estimates"], acceleration=acceleration_rows(acceleration_table(records)),
+        preference=preference_rows(records),
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],
         provenance=_provenance(records, suite_text), suite_text=suite_text,

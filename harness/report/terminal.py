@@ -12,6 +12,7 @@ from rich.table import Table
 from harness.measure.host import BUSY_SHARE
 from harness.records.schema import TrialRecord
 from harness.report.acceleration import acceleration_rows, acceleration_table
+from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table
 from harness.report.leaderboard import leaderboard, metric_columns
 
@@ -148,6 +149,10 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
     accel = acceleration_rows(acceleration_table(records))
     if accel:
         console.print(acceleration_view(accel))
+    for row in preference_rows(records):
+        if row["reference_mib"] != "—":
+            console.print(f"{row['task']} · {row['method']}: {row['objective']} reference = {row['reference']}"
+                          f" ({row['reference_mib']} MiB); train MiB {row['train_mib']}", markup=False, highlight=False)
     if elapsed_s is not None:
         console.print(f"sweep took {elapsed_s:.0f} s")
 

@@ -47,9 +47,9 @@ class Cell:
 
 def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
     """(metric, direction) a task's cells optimize: the task's own, the suite's, or the family's main one."""
-    from harness.tasks import family_of
+    from harness.tasks import family_for
 
-    family = family_of(task.kind, task.head)
+    family = family_for(task)
     metric = task.metric or suite.search.objective.metric or family.main_metric
     higher = family.metrics.get(metric, True)
     return metric, suite.search.objective.direction or ("maximize" if higher else "minimize")

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.models import is_decoder, resolve
 from harness.spec import ModelSpec, TaskSpec
-from harness.tasks import TaskFamily, family_of
+from harness.tasks import TaskFamily, family_for
 from harness.tasks.data import fingerprint, load_splits, train_test_duplicates
 from harness.tasks.heads import HEADS, Head
 
@@ -31,6 +31,7 @@ class Prepared:
     validation_source: dict = None  # where the validation split came from, with its size
     train_test_duplicates: int = 0
     model_bytes: int = 0  # the base model's weights and buffers, as loaded in the sweep process
+    task: TaskSpec | None = None  # the suite's task entry (objective settings a family reads)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -68,7 +69,7 @@ def load_model(source: str, spec: ModelSpec, head: Head | str, labels: list[str]
     if tokenizer.pad_token is None:  # decoder LMs often ship without one
         tokenizer.pad_token = tokenizer.eos_token
     model = head.load(source, spec.revision, getattr(torch, spec.dtype), labels, **kwargs)
-    if head.labelled:
+    if head.labelled or head.num_labels is not None:  # a classifier on decoders reads the last non-pad token
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
@@ -101,7 +102,7 @@ class Preparer:
     def _prepare(self, model_spec: ModelSpec, task: TaskSpec) -> Prepared:
         from transformers import AutoConfig
 
-        family = family_of(task.kind, task.head)
+        family = family_for(task)
         source = resolve(model_spec, self.base_dir)
         splits, validation_source = load_splits(task.data, family.fields, self.base_dir, seed=self.seed,
                                                 optional=family.optional_fields, cap=self.max_examples)
@@ -127,4 +128,4 @@ class Preparer:
                         model_bytes=sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())),
                         model_type=model.config.model_type, source=source, model_spec=model_spec,
                         family=family, head=head, splits=splits, validation_source=validation_source,
-                        train_test_duplicates=duplicates)
+                        train_test_duplicates=duplicates, task=task)

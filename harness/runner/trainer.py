@@ -27,8 +27,13 @@ class Diverged(Exception):
 def training_args(job: TrialJob, out_dir: str):
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_kwargs(job, out_dir))
+
+
+def training_kwargs(job: TrialJob, out_dir: str) -> dict:
+    """The trial's TrainingArguments as keywords, for TrainingArguments or a subclass of it (TRL's configs)."""
     t, a = job.training, job.acceleration
-    return TrainingArguments(
+    return dict(
         output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.micro_batch,
         gradient_accumulation_steps=t.accumulation,
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
@@ -86,10 +91,12 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
     return [Measure()]
 
 
-def trainer_class():
-    from transformers import Trainer
+def trainer_class(base=None):
+    """HarnessTrainer over the HF Trainer, or over a subclass of it (`base`: TRL's preference trainers)."""
+    if base is None:
+        from transformers import Trainer as base
 
-    class HarnessTrainer(Trainer):
+    class HarnessTrainer(base):
         """The HF Trainer without the per-step walks over every module and parameter that a
         single-device run does not need. Written by hand because neither transformers nor accelerate
         offers a switch for them, and on a small model they cost 10-25% of each step in

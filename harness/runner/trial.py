@@ -27,7 +27,7 @@ from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
 from harness.runner.jobs import TrialJob
 from harness.runner.prepare import Prepared
-from harness.runner.trainer import Diverged, Pruned, callbacks, trainer_class, training_args
+from harness.runner.trainer import Diverged, Pruned, callbacks, trainer_class, training_args, training_kwargs
 
 
 @dataclass
@@ -133,6 +133,9 @@ class Trial:
         self.phase = "load"
         self.model = None
         self.tracking = None
+        family = prepared.family
+        # what `evaluate` takes beside the usual arguments (preference: beta, the reference model)
+        self.eval_extra = family.eval_options(prepared.task, prepared.model_spec) if family.eval_options else {}
         self.record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
                            data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
                            validation_source=prepared.validation_source,
@@ -200,7 +203,7 @@ class Trial:
     def score(self, split: str) -> dict[str, float]:
         p = self.prepared
         return p.family.evaluate(self.model, p.tokenizer, p.data[split], self.job.training.eval_batch_size,
-                                 self.job.device, p.head.name)
+                                 self.job.device, p.head.name, **self.eval_extra)
 
     def train(self) -> None:
         """The Trainer's loop over the training split, scoring validation at the job's evaluation steps
@@ -220,13 +223,18 @@ class Trial:
                                      job.run_name)
             self.tracking.start()
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
-            trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
-                                      train_dataset=prepared.data["train"],
-                                      data_collator=prepared.head.collator(prepared.tokenizer,
-                                                                           packing=job.acceleration.packing,
-                                                                           attention=job.acceleration.attention),
-                                      callbacks=callbacks(job, in_loop_validation, self.hooks, self.history,
-                                                          self.validation_s, self.steps))
+            measure = callbacks(job, in_loop_validation, self.hooks, self.history, self.validation_s, self.steps)
+            if prepared.family.trainer is not None:  # a family with its own trainer (TRL's preference trainers)
+                trainer, extra, self.record["preference"] = prepared.family.trainer(
+                    job, prepared, self.model, training_kwargs(job, out_dir), measure)
+                self.eval_extra.update(extra)
+            else:
+                trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
+                                          train_dataset=prepared.data["train"],
+                                          data_collator=prepared.head.collator(prepared.tokenizer,
+                                                                               packing=job.acceleration.packing,
+                                                                               attention=job.acceleration.attention),
+                                          callbacks=measure)
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)  # logs go into the record's history, not stdout
@@ -350,7 +358,14 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
     times tokens/s, against the peak of this device at this dtype."""
     tokens = int(trainer.state.num_input_tokens_seen)
     samples = trainer.state.global_step * job.training.micro_batch * job.training.accumulation
-    per_token = flops_per_token(model, tokens / max(samples, 1)).per_token
+    from harness.tasks import family_for
+
+    family = family_for(job.cell.task)
+    sequences = samples * (2 if family.pairs else 1)  # a preference pair: two sequences
+    flops = flops_per_token(model, tokens / max(sequences, 1))
+    per_token = flops.per_token
+    if family.holds_reference:  # DPO: each sequence also goes through the reference, forward
+        per_token += flops.forward * flops.positions_per_token
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
     peak, source = peak_flops(job.device, gpus[0] if gpus else None, dtype)

@@ -20,12 +20,26 @@ def register(family: TaskFamily) -> TaskFamily:
     return TASKS.register(family.key, family)
 
 
-def family_of(kind: str, head: str | None = None) -> TaskFamily:
+def family_for(task) -> TaskFamily:
+    """The family a suite's task entry names (its kind, head and objective)."""
+    return family_of(task.kind, task.head, getattr(task, "objective", None))
+
+
+def family_of(kind: str, head: str | None = None, objective: str | None = None) -> TaskFamily:
     """The family a task entry names: its kind, and its head where the kind has variants
-    (classification with head: verbalizer). KeyError with the valid choices otherwise."""
+    (classification with head: verbalizer) or its objective (preference: reward, dpo, ...).
+    KeyError with the valid choices otherwise."""
     if "/" in kind or kind not in TASKS:
         raise KeyError(TASKS.unknown_message(kind, [n for n in TASKS.names() if "/" not in n]))
     default = TASKS.get(kind)
+    objectives = {TASKS.get(k).objective for k in TASKS.names() if k.split("/")[0] == kind} - {None}
+    if objective is not None or objectives:
+        if objective is None or objective == default.objective:
+            return default
+        if objective not in objectives:
+            valid = f"valid: {', '.join(sorted(objectives))}" if objectives else "it takes none"
+            raise KeyError(f"task kind {kind} has no objective {objective!r}; {valid}")
+        return TASKS.get(f"{kind}/{objective}")
     if head is None or head in default.heads:
         return default
     if f"{kind}/{head}" in TASKS:
@@ -42,4 +56,4 @@ def _discover() -> None:
 
 _discover()
 
-__all__ = ["TASKS", "TaskFamily", "family_of", "register"]
+__all__ = ["TASKS", "TaskFamily", "family_for", "family_of", "register"]

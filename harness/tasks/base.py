@@ -29,6 +29,20 @@ class TaskFamily:
     # every metric of the family lies in this range (accuracy, F1, ROUGE are fractions); the
     # leaderboard clips its seed intervals to it, since a t-interval knows no bounds
     metric_range: tuple[float, float] | None = (0.0, 1.0)
+    objective: str | None = None  # preference families: what trains on the pairs (the task's `objective:`)
+    # A family that trains through its own trainer (TRL's preference trainers) instead of the harness's
+    # HarnessTrainer: (job, prepared, model, training_kwargs, callbacks) -> (trainer, evaluation extras,
+    # the record's `preference` note). The extras (the reference model) go to `evaluate` as keywords.
+    trainer: Callable[..., Any] | None = None
+    # (task spec, model spec) -> keyword arguments `evaluate` takes beside the usual ones (beta, max_length)
+    eval_options: Callable[[Any], dict[str, Any]] | None = None
+    # training holds a frozen reference model beside the policy (DPO): a copy of the weights, unless the
+    # method is a peft adapter that can be switched off (harness estimate counts it)
+    holds_reference: bool = False
+    # a training example is a pair whose two sequences go through the model in one batch
+    pairs: bool = False
+    # (method spec) -> why the method cannot run under this family, or None
+    method_problem: Callable[[Any], str | None] = lambda method: None
 
     @property
     def key(self) -> str:
@@ -53,6 +67,9 @@ class TaskFamily:
 
         out = [(("data",) + rel, msg)
                for rel, msg in data_problems(task.data, self.fields, base_dir, tuple(self.optional_fields))]
+        if (task.objective is not None or task.beta is not None) and self.objective is None:
+            key = "objective" if task.objective is not None else "beta"
+            out.append(((key,), f"task {task.name} ({self.name}) takes no {key}: only preference tasks do"))
         if task.metric is not None and task.metric not in self.metrics:
             out.append((("metric",), f"task {task.name} ({self.name}) does not report {task.metric!r}; "
                                      f"it reports {', '.join(self.metrics)}"))

@@ -67,6 +67,10 @@ for _entry in (
                 "300 composed support-chat dialogues with one-sentence summaries, split 200/40/60"),
     BuiltinData("medqa-mini", "qa",
                 "460 composed questions: yes/no/maybe over a trial abstract, and lettered multiple choice; 300/60/100"),
+    BuiltinData("preference-support", "preference",
+                "360 support questions, each with a helpful answer (chosen) and an unhelpful one (rejected: the wrong "
+                "remedy in the same words, a question already answered, a deflection); half the pairs have the longer "
+                "answer rejected; split 240/40/80"),
     BuiltinData("sentiment-long", "classification",
                 "144 ~1,100-word review passages made from the sentiment set, for throughput runs at 1k tokens",
                 derive=_long_sentiment),

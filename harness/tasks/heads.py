@@ -21,6 +21,7 @@ class Head:
     # a micro-batch can be packed into one row with position ids (acceleration.packing): token-level
     # targets only; a head that reads one position per example (classification) cannot
     packable: bool = False
+    num_labels: int | None = None  # a fixed number of outputs (a reward model's one score)
 
     def load(self, source: str, revision: str | None, dtype, labels: list[str], **kwargs):
         import transformers
@@ -29,6 +30,8 @@ class Head:
         if self.labelled:
             kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                           label2id={label: i for i, label in enumerate(labels)})
+        elif self.num_labels is not None:
+            kwargs.update(num_labels=self.num_labels)
         return auto.from_pretrained(source, revision=revision, dtype=dtype, **kwargs)
 
     def collator(self, tokenizer, packing: bool = False, attention: str | None = None):
@@ -56,6 +59,8 @@ HEADS: Registry[Head] = Registry("head")
 for _head in (
     Head("sequence_classification", "a classification head on the last (decoders) or [CLS] (encoders) state",
          "AutoModelForSequenceClassification", "SEQ_CLS", new_modules=("classifier", "score"), labelled=True),
+    Head("reward", "one scalar score on the last (decoders) or [CLS] (encoders) state: a reward model",
+         "AutoModelForSequenceClassification", "SEQ_CLS", new_modules=("classifier", "score"), num_labels=1),
     Head("causal_lm", "the language-modelling head: next-token prediction", "AutoModelForCausalLM", "CAUSAL_LM",
          pad_labels=True, packable=True),
 ):
