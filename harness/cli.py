@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", help="memory each trial must fit in, e.g. 40GiB (overrides runner.memory_limit): "
                                         "a cell predicted not to fit is recorded as skipped")
     p.add_argument("--smoke", action="store_true",
-                   help="one short trial per cell (2 steps, 16 examples a split, the methods' defaults) into "
+                   help="one short trial per cell (2 steps, 8 examples a split, the methods' defaults) into "
                         "<name>-smoke: learn in minutes that the whole suite can start")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("worker", help="claim and run a suite's trials on shared storage until the suite is done")

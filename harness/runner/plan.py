@@ -115,7 +115,7 @@ def evaluation_steps(suite: Suite) -> tuple[int, ...]:
 
 
 SMOKE_STEPS = 2
-SMOKE_EXAMPLES = 16
+SMOKE_EXAMPLES = 8  # enough to run every path; generation (summaries) is what a smoke spends its time on
 
 
 def smoke_suite(suite: Suite) -> Suite:

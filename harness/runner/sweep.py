@@ -135,8 +135,10 @@ def cells_verdict(outcome: SweepOutcome, records: list[TrialRecord], smoke: bool
         print(f"{len(missing)} of {len(outcome.cells)} cells have no complete trial: exit 1", file=sys.stderr)
         return 1
     if smoke:
-        print(f"smoke: all {len(outcome.cells)} cells trained, validated and were scored on test (2 steps on 16 "
-              f"examples: the numbers above only show that each cell runs)")
+        from harness.runner.plan import SMOKE_EXAMPLES, SMOKE_STEPS
+
+        print(f"smoke: all {len(outcome.cells)} cells trained, validated and were scored on test ({SMOKE_STEPS} steps "
+              f"on {SMOKE_EXAMPLES} examples: the numbers above only show that each cell runs)")
     return 0
 
 
