@@ -16,6 +16,7 @@ from harness.methods import METHODS, ApplyContext
 from harness.methods.artifacts import load_trained, save_trained
 from harness.models import BUILTIN_MODELS
 from harness.runner.prepare import load_model
+from harness.runner.trainer import trainer_class
 from harness.spec import ModelSpec, TaskSpec
 from harness.tasks import family_of
 from harness.tasks.builtin_data import BUILTIN_DATA
@@ -84,7 +85,7 @@ def _storage_bytes(*models) -> int:
 def test_each_objective_trains_loss_falls_and_training_pairs_are_preferred(tmp_path, objective, method_name, lr):
     family, model, prepared, _ = _setup(objective, method_name)
     before = _score(family, model, prepared, {"reference": None}, split="train")
-    trainer, extra, note = family.trainer(None, prepared, model, _training_kwargs(tmp_path, lr=lr), [])
+    trainer, extra, note = family.trainer(None, prepared, model, _training_kwargs(tmp_path, lr=lr), [], lean=trainer_class)
     after_untrained = _score(family, model, prepared, extra, split="train")
     trainer.train()
     after = _score(family, model, prepared, extra, split="train")
@@ -105,7 +106,7 @@ def test_dpo_reference_under_peft_is_the_base_with_adapters_off_and_no_second_mo
     family, model, prepared, (source, spec, head, *_rest) = _setup("dpo", "lora")
     base_bytes = _storage_bytes(model)
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-    trainer, extra, note = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=6), [])
+    trainer, extra, note = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=6), [], lean=trainer_class)
     assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == trainable  # what the method trains
     assert trainer.ref_model is None and extra["reference"] == "adapters"
     assert "ref" not in model.peft_config  # TRL's copied "ref" adapter removed: the reference is the base
@@ -129,7 +130,7 @@ def test_dpo_reference_under_peft_is_the_base_with_adapters_off_and_no_second_mo
     # full fine-tuning keeps a frozen copy: twice the weights, and the record says so
     family, full_model, prepared, _ = _setup("dpo", "full")
     weights = _storage_bytes(full_model)
-    trainer, extra, note = family.trainer(None, prepared, full_model, _training_kwargs(tmp_path, steps=2), [])
+    trainer, extra, note = family.trainer(None, prepared, full_model, _training_kwargs(tmp_path, steps=2), [], lean=trainer_class)
     assert trainer.ref_model is extra["reference"] and not any(p.requires_grad for p in trainer.ref_model.parameters())
     assert _storage_bytes(trainer.model, trainer.ref_model) == 2 * weights
     assert note["reference_bytes"] == weights and "frozen copy" in note["reference"]
@@ -138,7 +139,7 @@ def test_dpo_reference_under_peft_is_the_base_with_adapters_off_and_no_second_mo
 @pytest.mark.parametrize("objective,method_name", [("reward", "lora"), ("reward", "full"), ("dpo", "lora")])
 def test_reward_head_and_adapters_save_and_reload_with_identical_scores(tmp_path, objective, method_name):
     family, model, prepared, (source, spec, head, method, params, ctx) = _setup(objective, method_name)
-    trainer, extra, _ = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=8), [])
+    trainer, extra, _ = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=8), [], lean=trainer_class)
     trainer.train()
     scores = _score(family, model, prepared, extra)
     save_trained(model, tmp_path / "artifact")
@@ -154,7 +155,7 @@ def test_held_out_dpo_scores_agree_with_trls_own(tmp_path):
     """Our evaluation tokenizes and scores pairs the way TRL's DPOTrainer does: on the same pairs its
     eval reward accuracy and margin equal ours."""
     family, model, prepared, _ = _setup("dpo", "lora")
-    trainer, extra, _ = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=12), [])
+    trainer, extra, _ = family.trainer(None, prepared, model, _training_kwargs(tmp_path, steps=12), [], lean=trainer_class)
     trainer.train()
     ours = _score(family, model, prepared, extra)
     theirs = trainer.evaluate(prepared.data["test"])

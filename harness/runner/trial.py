@@ -226,7 +226,7 @@ class Trial:
             measure = callbacks(job, in_loop_validation, self.hooks, self.history, self.validation_s, self.steps)
             if prepared.family.trainer is not None:  # a family with its own trainer (TRL's preference trainers)
                 trainer, extra, self.record["preference"] = prepared.family.trainer(
-                    job, prepared, self.model, training_kwargs(job, out_dir), measure)
+                    job, prepared, self.model, training_kwargs(job, out_dir), measure, lean=trainer_class)
                 self.eval_extra.update(extra)
             else:
                 trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),

@@ -31,7 +31,8 @@ class TaskFamily:
     metric_range: tuple[float, float] | None = (0.0, 1.0)
     objective: str | None = None  # preference families: what trains on the pairs (the task's `objective:`)
     # A family that trains through its own trainer (TRL's preference trainers) instead of the harness's
-    # HarnessTrainer: (job, prepared, model, training_kwargs, callbacks) -> (trainer, evaluation extras,
+    # HarnessTrainer: (job, prepared, model, training_kwargs, callbacks, lean=the runner's trainer_class)
+    # -> (trainer, evaluation extras,
     # the record's `preference` note). The extras (the reference model) go to `evaluate` as keywords.
     trainer: Callable[..., Any] | None = None
     # (task spec, model spec) -> keyword arguments `evaluate` takes beside the usual ones (beta, max_length)

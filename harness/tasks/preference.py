@@ -60,13 +60,13 @@ OBJECTIVES = {o.name: o for o in (
 # ---------------------------------------------------------------- training
 
 
-def make_trainer(objective: Objective, job, prepared, model, training_kwargs: dict, callbacks: list):
+def make_trainer(objective: Objective, job, prepared, model, training_kwargs: dict, callbacks: list,
+                 lean: Callable[[type], type] = lambda trainer: trainer):
     """TRL's trainer for this objective over the trial's model (the method already applied), with the
-    harness's lean Trainer shortcuts and callbacks. Returns (trainer, evaluate's extras, what the
-    record says about the reference)."""
+    runner's callbacks and its lean Trainer shortcuts (`lean`: the runner's trainer_class, given by the
+    caller, since tasks sit below the runner). Returns (trainer, evaluate's extras, what the record
+    says about the reference)."""
     import copy
-
-    from harness.runner.trainer import trainer_class
 
     beta = prepared.task.beta or DEFAULT_BETA
     dtype = prepared.model_spec.dtype
@@ -87,7 +87,7 @@ def make_trainer(objective: Objective, job, prepared, model, training_kwargs: di
         kwargs["ref_model"] = reference
     dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
     with _reference_adapter_frozen(model):
-        trainer = trainer_class(objective.trainer())(**kwargs)
+        trainer = lean(objective.trainer())(**kwargs)
     # TRL casts the trainable parameters of a quantized model to bf16 (QLoRA's paper setting); the
     # method decides their dtype for every task here (float32 adapters on a CPU, where bf16 is ~25x
     # slower; a reward head in bf16 would not even take the float32 hidden states)
