@@ -188,6 +188,8 @@ def test_pairs_without_prompt_and_conversational_pairs_become_one_text_form():
     row = family.tokenize(DatasetDict(train=chat, test=chat), tokenizer, 64, [])["train"][0]
     assert row["prompt"].endswith("<s> assistant : ") and "a replacement" in row["chosen"]
     assert all(isinstance(row[k], str) for k in ("prompt", "chosen", "rejected"))
+    # the trivial row reads the raw pairs: a conversational answer's length is its messages' text
+    assert family.trivial(DatasetDict(train=chat, test=chat), "test")["preference_accuracy"] == 1.0
 
 
 SUITE = """\

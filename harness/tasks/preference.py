@@ -28,8 +28,9 @@ class Objective:
     config: Callable[[], Any]  # the TRL config class
     trainer: Callable[[], Any]  # the TRL trainer class
     extra: Callable[[float], dict]  # the config's objective-specific keywords, from beta
-    # how a held-out pair is scored: "reward" (the reward head), "dpo" (beta x log-ratio to the
-    # reference), "simpo" (beta x mean log-prob per token), "orpo" (log-odds of the mean log-prob)
+    # the policy is held to a frozen reference (DPO). A held-out answer's score (_sequence_scores): the
+    # reward head's output (reward), beta x log-ratio to the reference (dpo), beta x mean log-prob per
+    # token (simpo), the log-odds of the mean per-token probability (orpo)
     uses_reference: bool = False
 
 
@@ -149,8 +150,9 @@ def _bytes(model) -> int:
 
 def _pair_ids(tokenizer, prompt: str, answer: str, max_length: int, eos: bool) -> tuple[list[int], int]:
     """prompt + answer as TRL tokenizes it for training (the answer ends with eos; the completion starts
-    where the prompt's and the whole's tokens diverge), cut to max_length from the end. Returns (ids,
-    where the completion starts)."""
+    where the prompt's and the whole's tokens diverge), cut to max_length with its start kept (DPO's
+    keep_start; TRL's reward trainer drops longer training pairs instead). Returns (ids, where the
+    completion starts)."""
     if eos and tokenizer.eos_token and not answer.endswith(tokenizer.eos_token):
         answer += tokenizer.eos_token
     prompt_ids = tokenizer(prompt)["input_ids"]
@@ -308,9 +310,11 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str = 
 def longer_answer(splits, split: str) -> dict[str, float]:
     """The trivial predictor: the longer answer is preferred (length is the bias reward models learn
     first). Margin in characters."""
+    def length(answer) -> float:  # text, or a conversational answer's messages
+        return float(len(answer) if isinstance(answer, str) else sum(len(m["content"]) for m in answer))
+
     rows = splits[split]
-    chosen = [float(len(c)) for c in rows["chosen"]]
-    rejected = [float(len(r)) for r in rows["rejected"]]
+    chosen, rejected = [length(c) for c in rows["chosen"]], [length(r) for r in rows["rejected"]]
     out = scores_of(chosen, rejected)
     return {k: v for k, v in out.items() if "margin" not in k}
 
