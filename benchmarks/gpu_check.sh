@@ -7,6 +7,8 @@
 #   bash benchmarks/gpu_check.sh --acceleration  # LoRA and full, causal-LM head, 20 steps, eager / Liger /
 #                                                # compile / checkpointing (8 runs x 2 paths, about 7 minutes)
 #   bash benchmarks/gpu_check.sh --methods       # full, LoRA, QLoRA, IA3, LN tuning, eager (about 4 minutes)
+#   bash benchmarks/gpu_check.sh --preference    # DPO and reward, LoRA / QLoRA / full, 20 steps, 8 pairs x 256
+#                                                # (not in the default run; estimated 2-3 minutes, not measured)
 #   bash benchmarks/gpu_check.sh --smoke         # the same code paths on a CPU with the tiny decoder
 #                                                # (Liger and flash attention need CUDA: left out there)
 #   WHEELS=/path/to/wheels bash benchmarks/gpu_check.sh   # a bare GPU machine with no network: installs
@@ -77,6 +79,28 @@ if [[ "$mode" == all || "$mode" == --methods ]]; then
   run qlora     --method qlora --param r=16 --param target_modules=all-linear --param lora_dropout=0.0
   run ia3       --method ia3
   run ln_tuning --method ln_tuning
+fi
+
+if [[ "$mode" == --preference || $smoke == 1 ]]; then
+  # DPO and a reward model under LoRA, QLoRA and full fine-tuning through `harness run`: full DPO holds a
+  # frozen reference copy (its train MiB and NVML peak show it), LoRA/QLoRA switch their adapters off
+  if [[ $smoke == 1 ]]; then model="source: builtin:tiny-llama, max_length: 96"; steps=4
+  else model="source: builtin:llama-1b-random, dtype: bfloat16, max_length: 256"; steps=20; fi
+  cat > "$out/preference.yaml" <<YAML
+name: gpu-preference
+models: [{$model}]
+tasks:
+  - {name: dpo, kind: preference, objective: dpo, data: {builtin: preference-support, validation_size: 16, test_size: 32}}
+  - {name: reward, kind: preference, objective: reward, data: {builtin: preference-support, validation_size: 16, test_size: 32}}
+methods: [{name: lora}, {name: qlora}, {name: full}]
+search: {trials_per_cell: 1, seed: 0, strategy: none}
+training: {max_steps: $steps, batch_size: 8, eval_batch_size: 16}
+references: false
+YAML
+  echo "=== preference (DPO and reward; LoRA, QLoRA, full)"
+  rm -rf "$out/results/gpu-preference"
+  harness run "$out/preference.yaml" --results "$out/results" --reports "$out/reports" --quiet 2>&1 \
+    | grep -v Warning | tail -n 24 | sed 's/^/    /' || echo "    failed (see $out/results/gpu-preference)"
 fi
 
 python - "$out" <<'PY'
