@@ -193,6 +193,12 @@ def cmd_bench(args) -> int:
     suite, problems = check_raw(raw, Path.cwd(), lines=LineMap("harness bench"))
     if problems:
         raise UserError([_bench_problem(p) for p in problems])
+    from harness.tasks import family_for
+
+    if family_for(suite.tasks[0]).trainer is not None:
+        raise UserError([Problem("harness bench", None, "--data", (
+            f"{args.data} is a {suite.tasks[0].kind} set: it trains through TRL's own trainer, which the bench's "
+            f"bare loop does not reproduce; measure it with harness run (suites/preference.yaml)"))])
     print_bench(run_bench(suite, only=args.only, json_out=args.json, repeats=args.repeats))
     return 0
 

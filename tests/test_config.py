@@ -147,6 +147,7 @@ def test_shipped_suites_validate(suite):
 @pytest.mark.parametrize("argv, flag, words", [
     (["--data", "dialogsum-mini"], "--data", "needs a decoder LM"),  # the data set's own task kind, on an encoder
     (["--data", "nope"], "--data", "unknown builtin data set"),
+    (["--model", "builtin:tiny-llama", "--data", "preference-support"], "--data", "TRL's own trainer"),
     (["--steps", "0"], "--steps", "greater than 0"),
     (["--model", "builtin:tiny-llama", "--method", "bitfit"], "--method/--param", "no bias terms"),
     (["--method", "lora", "--param", "rr=3"], "--method/--param", "Did you mean 'r'"),
