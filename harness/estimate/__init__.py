@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.estimate.parts import CUDA_CONTEXT_BYTES, optimizer_bytes, quantized_weight_bytes
+from harness.methods.base import is_peft
 
 # GPU kinds for --gpu: (datasheet name in harness.measure.flops.PEAKS, memory in bytes as the driver reports it)
 GPUS = {
@@ -159,12 +160,6 @@ def predict_memory(config, head, num_labels: int, method, flat: dict, training, 
     return counted, parts, sim.model
 
 
-def _is_peft(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
 def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_labels: int, seq_len: int,
              dtype: str, target: Target, micro_batch: int | None = None, find_max: bool = True,
              calibration: dict | None = None, gradient_checkpointing: bool = False, pairs: bool = False,
@@ -186,7 +181,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
                                             micro_batch=micro_batch * (2 if pairs else 1),
                                             seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type,
                                             gradient_checkpointing=gradient_checkpointing)
-        if holds_reference and not _is_peft(model):
+        if holds_reference and not is_peft(model):
             parts["reference_model"] = parts["weights"]
             peak += parts["weights"]
         if factor:  # calibrated from records: the activations this method was measured to need

@@ -16,6 +16,11 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def model_bytes(model) -> int:
+    """Bytes of a model's weights and buffers as they are held (their dtypes)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
 def _status_kb(field: str) -> int | None:
     try:
         for line in _STATUS.read_text().splitlines():

@@ -26,6 +26,13 @@ def lr_range(default: float) -> ParamSpace:
     return ParamSpace(low=default / LR_FACTOR, high=default * LR_FACTOR, log=True)
 
 
+def is_peft(model) -> bool:
+    """Whether a method made the model a peft model (its adapters can be switched off)."""
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
 @dataclass(frozen=True)
 class ApplyContext:
     """What a method needs to know about the model and task it is applied to."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.measure.memory import model_bytes
 from harness.models import is_decoder, resolve
 from harness.spec import ModelSpec, TaskSpec
 from harness.tasks import TaskFamily, family_for
@@ -125,7 +126,7 @@ class Preparer:
         data, fp, duplicates = self._data[data_key]
         return Prepared(model=model, tokenizer=tokenizer, data=data, labels=labels, data_fingerprint=fp,
                         total_params=sum(p.numel() for p in model.parameters()),
-                        model_bytes=sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())),
+                        model_bytes=model_bytes(model),
                         model_type=model.config.model_type, source=source, model_spec=model_spec,
                         family=family, head=head, splits=splits, validation_source=validation_source,
                         train_test_duplicates=duplicates, task=task)

@@ -257,7 +257,7 @@ class Trial:
                         self.timing.compile_s = compile_seconds() - compiled_before
                     self.timing.train_s = runtime - sum(self.validation_s) - self.timing.compile_s
                     self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
-                                                  prepared.model_spec.dtype)
+                                                  prepared.model_spec.dtype, prepared.family)
 
     def validate(self) -> None:
         """What every choice reads: the in-loop score of the last step where there is one."""
@@ -353,14 +353,11 @@ def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str
     return {k: v for k, v in metrics.items() if not k.startswith("se:")}, errors
 
 
-def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, dtype: str) -> Throughput:
+def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, dtype: str, family) -> Throughput:
     """Tokens/s over non-padding tokens, and MFU: FLOPs per token from the model's shapes (flops.py)
     times tokens/s, against the peak of this device at this dtype."""
     tokens = int(trainer.state.num_input_tokens_seen)
     samples = trainer.state.global_step * job.training.micro_batch * job.training.accumulation
-    from harness.tasks import family_for
-
-    family = family_for(job.cell.task)
     sequences = samples * (2 if family.pairs else 1)  # a preference pair: two sequences
     flops = flops_per_token(model, tokens / max(sequences, 1))
     per_token = flops.per_token

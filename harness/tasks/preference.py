@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
+from harness.measure.memory import model_bytes
+from harness.methods.base import is_peft
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
 
@@ -79,7 +81,7 @@ def make_trainer(objective: Objective, job, prepared, model, training_kwargs: di
     kwargs = dict(model=model, args=args, train_dataset=prepared.data["train"],
                   processing_class=prepared.tokenizer, callbacks=callbacks)
     reference, note = None, {"objective": objective.name, "beta": beta if objective.name != "reward" else None}
-    adapters = _is_peft(model)
+    adapters = is_peft(model)
     if objective.uses_reference and not adapters:
         # Not a peft model (full fine-tuning, BitFit, our bottleneck adapters): the reference is a frozen
         # copy of the model as the trial starts. TRL would reload one from the model's name or path, which
@@ -107,7 +109,7 @@ def make_trainer(objective: Objective, job, prepared, model, training_kwargs: di
     if objective.uses_reference:
         note["reference"] = ("the base with adapters disabled (no copy)" if reference == "adapters" else
                              "a frozen copy of the model at the start of training")
-        note["reference_bytes"] = 0 if reference == "adapters" else _bytes(reference)
+        note["reference_bytes"] = 0 if reference == "adapters" else model_bytes(reference)
     return trainer, {"reference": reference}, note
 
 
@@ -118,7 +120,7 @@ def _reference_adapter_frozen(model):
     Only there: a frozen P-tuning adapter is built without its MLP, which TRL's copy then misses."""
     from peft import AdaLoraConfig
 
-    if not _is_peft(model) or not any(isinstance(c, AdaLoraConfig) for c in model.peft_config.values()):
+    if not is_peft(model) or not any(isinstance(c, AdaLoraConfig) for c in model.peft_config.values()):
         yield
         return
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -135,16 +137,6 @@ def _reference_adapter_frozen(model):
                 p.requires_grad_(trainable[name])
 
 
-def _is_peft(model) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
-def _bytes(model) -> int:
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -155,11 +147,10 @@ def _pair_ids(tokenizer, prompt: str, answer: str, max_length: int, eos: bool) -
     completion starts)."""
     if eos and tokenizer.eos_token and not answer.endswith(tokenizer.eos_token):
         answer += tokenizer.eos_token
-    prompt_ids = tokenizer(prompt)["input_ids"]
+    from trl.data_utils import common_prefix_length
+
     ids = tokenizer(prompt + answer)["input_ids"]
-    start = 0
-    while start < min(len(prompt_ids), len(ids)) and prompt_ids[start] == ids[start]:
-        start += 1
+    start = common_prefix_length(tokenizer(prompt)["input_ids"], ids)
     return ids[:max_length], min(start, max_length)
 
 
@@ -249,18 +240,25 @@ def _sequence_scores(objective: str, model, tokenizer, pairs: list[dict], batch_
     return chosen, rejected, kls
 
 
+def _mean_and_se(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error sd / sqrt(n) (NaN below two values)."""
+    n = len(values)
+    mean = sum(values) / n if n else 0.0
+    if n < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def scores_of(chosen: list[float], rejected: list[float]) -> dict[str, float]:
     """Preference accuracy (chosen above rejected; a tie counts half) and mean margin, with standard errors."""
     from harness.metrics.errors import binomial_se
 
     wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
-    margins = [c - r for c, r in zip(chosen, rejected)]
     n = len(wins)
     accuracy = sum(wins) / n if n else 0.0
-    mean = sum(margins) / n if n else 0.0
-    sd = math.sqrt(sum((m - mean) ** 2 for m in margins) / (n - 1)) if n > 1 else float("nan")
-    return {"preference_accuracy": accuracy, "margin": mean,
-            "se:preference_accuracy": binomial_se(accuracy, n), "se:margin": sd / math.sqrt(n) if n > 1 else float("nan")}
+    margin, margin_se = _mean_and_se([c - r for c, r in zip(chosen, rejected)])
+    return {"preference_accuracy": accuracy, "margin": margin,
+            "se:preference_accuracy": binomial_se(accuracy, n), "se:margin": margin_se}
 
 
 def evaluate(objective: Objective, model, tokenizer, dataset, batch_size: int, device: str, head: str,
@@ -274,10 +272,9 @@ def evaluate(objective: Objective, model, tokenizer, dataset, batch_size: int, d
                                                  max_length, beta, reference)
     out = scores_of(chosen, rejected)
     if objective.uses_reference:
-        out["kl_to_reference"] = sum(kls) / len(kls) if kls else 0.0
+        out["kl_to_reference"], se = _mean_and_se(kls)
         if len(kls) > 1:
-            mean = out["kl_to_reference"]
-            out["se:kl_to_reference"] = math.sqrt(sum((k - mean) ** 2 for k in kls) / (len(kls) - 1) / len(kls))
+            out["se:kl_to_reference"] = se
     return out
 
 
