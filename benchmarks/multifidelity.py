@@ -1,12 +1,13 @@
-"""The same question answered twice, with and without multi-fidelity search: rt-polarity
-(../shared/data), MiniLM-L6, 3 methods x 6 trials x 100 steps (batch 16, max length 64), the
-validation-best configuration of each method confirmed with 2 fresh seeds and reported on test.
-Run 1 trains every trial to the end (strategy none); run 2 uses strategy asha (Optuna's
-SuccessiveHalvingPruner; rungs at 10 and 30 steps, reduction factor 3). Prints the compute each
+"""The same question answered with and without multi-fidelity search: rt-polarity (../shared/data),
+MiniLM-L6, 3 methods x 6 trials x 100 steps (batch 16, max length 64), the validation-best
+configuration of each method confirmed with 2 fresh seeds and reported on test. Run 1 trains every
+trial to the end (strategy none); then each of --strategies (rungs at 10 and 30 steps, reduction
+factor 3): asha (Optuna's SuccessiveHalvingPruner, each trial judged as it reaches a rung) and sha
+(synchronous successive halving, runner/halving.py: each rung judged together). Prints the compute each
 spent (search train steps and seconds, whole-run wall time), each run's leaderboard, and whether
 the winner is the same, or within the full-budget winner's confidence interval.
 
-    python benchmarks/multifidelity.py [--trials 6] [--steps 100] [--methods lora,bitfit,full]"""
+    python benchmarks/multifidelity.py [--trials 6] [--steps 100] [--methods lora,bitfit,full] [--strategies asha,sha]"""
 
 from __future__ import annotations
 
@@ -67,38 +68,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--min-steps", type=int, default=10)
     parser.add_argument("--methods", default="lora,bitfit,full")
+    parser.add_argument("--strategies", default="asha,sha", help="compared with none (the full budget), each in turn")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no shared data at {DATA}")
     tmp = Path(tempfile.mkdtemp(prefix="harness-mf-"))
     files = rt_polarity(tmp, train=2000, validation=300, test=1000)
-    runs = [run(tmp, files, strategy, args) for strategy in ("none", "asha")]
+    strategies = ["none", *(s for s in args.strategies.split(",") if s != "none")]
+    runs = [run(tmp, files, strategy, args) for strategy in strategies]
     print(f"\nresults in {tmp}")
     for r in runs:
         c = r["compute"]
         print(f"\n=== strategy {r['strategy']}: exit {r['exit']}, whole run {r['wall_s']:.0f} s wall, "
               f"search trials {r['search_s']:.0f} s, all trials {r['trials_s']:.0f} s")
         for row in c.itertuples():
-            print(f"  {row.method:8} trials {row.trials} pruned {row.pruned}  train steps {row.steps:5d} / {row.full_steps} "
+            print(f"  {row.method:8} trials {row.trials} runs {row.runs} pruned {row.pruned}  train steps {row.steps:5d} / {row.full_steps} "
                   f"({row.step_share:.0%})  train {row.train_s:6.1f} s  in-loop validation {row.validation_s:5.1f} s")
         for row in r["board"].itertuples():
             print(f"  rank {row.rank!s:>4} {row.method:8} test accuracy {row.objective:.4f} "
                   f"[{row.ci_low:.4f}, {row.ci_high:.4f}] (trial {row.trial}, {row.seeds} seeds)")
-    full, asha = runs
-    steps = (asha["compute"]["steps"].sum(), full["compute"]["steps"].sum())
-    print(f"\ncompute, asha / full budget: search train steps {steps[0]} / {steps[1]} = {steps[0] / steps[1]:.2f}; "
-          f"search trial seconds {asha['search_s'] / full['search_s']:.2f}; whole run wall {asha['wall_s'] / full['wall_s']:.2f}")
-    w_full, w_asha = winner(full["board"]), winner(asha["board"])
-    if w_full is None or w_asha is None:
-        print("no winner in one of the runs")
-        return
-    same = w_full.method == w_asha.method
-    inside = w_full.ci_low <= w_asha.objective <= w_full.ci_high
-    print(f"winner, full budget: {w_full.method} (trial {w_full.trial}) {w_full.objective:.4f} "
-          f"[{w_full.ci_low:.4f}, {w_full.ci_high:.4f}]; asha: {w_asha.method} (trial {w_asha.trial}) "
-          f"{w_asha.objective:.4f} [{w_asha.ci_low:.4f}, {w_asha.ci_high:.4f}] -> "
-          f"{'same winner' if same else 'another winner'}, {'inside' if inside else 'outside'} the full-budget CI")
-
+    full = runs[0]
+    w_full = winner(full["board"])
+    for other in runs[1:]:
+        name = other["strategy"]
+        steps = (other["compute"]["steps"].sum(), full["compute"]["steps"].sum())
+        print(f"\ncompute, {name} / full budget: search train steps {steps[0]} / {steps[1]} = "
+              f"{steps[0] / steps[1]:.2f} (repeated steps included: {other['compute']['repeated_steps'].sum()}); "
+              f"search trial seconds {other['search_s'] / full['search_s']:.2f}; "
+              f"whole run wall {other['wall_s'] / full['wall_s']:.2f}")
+        w_other = winner(other["board"])
+        if w_full is None or w_other is None:
+            print("no winner in one of the runs")
+            continue
+        same = w_full.method == w_other.method
+        inside = w_full.ci_low <= w_other.objective <= w_full.ci_high
+        print(f"winner, full budget: {w_full.method} (trial {w_full.trial}) {w_full.objective:.4f} "
+              f"[{w_full.ci_low:.4f}, {w_full.ci_high:.4f}]; {name}: {w_other.method} (trial {w_other.trial}) "
+              f"{w_other.objective:.4f} [{w_other.ci_low:.4f}, {w_other.ci_high:.4f}] -> "
+              f"{'same winner' if same else 'another winner'}, {'inside' if inside else 'outside'} the full-budget CI")
 
 if __name__ == "__main__":
     main()

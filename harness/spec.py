@@ -192,9 +192,12 @@ class SearchSpec(Strict):
     sampler: Literal["tpe", "random", "none"] = Field(
         "tpe", description="none: no search, one trial per cell with the method's defaults and fixed params")
     seed: int = Field(0, description="the sampler's seed (each cell adds its index)")
-    strategy: Literal["none", "median", "asha", "hyperband"] = Field(
+    strategy: Literal["none", "median", "asha", "hyperband", "sha"] = Field(
         "none", description="early stopping on validation scores taken at the rungs: asha (Optuna's "
-                            "SuccessiveHalvingPruner), hyperband, median; none trains every trial to the end")
+                            "SuccessiveHalvingPruner: each trial judged as it reaches a rung, against those "
+                            "before it), hyperband, median; sha: synchronous successive halving, every "
+                            "configuration of the cell judged together at each rung (runner/halving.py); "
+                            "none trains every trial to the end")
     min_steps: int | None = Field(None, gt=0, description="the first rung: steps every trial trains before its first "
                                                           "judgement (default: max_steps / reduction_factor^3)")
     reduction_factor: int = Field(3, ge=2, description="rungs at min_steps x reduction_factor^k; asha keeps the "
@@ -239,7 +242,7 @@ MOVED_KEYS = {
     ("search", "timeout_s"): "search.timeout_s is gone: a per-cell clock gives slow methods fewer trials, and every "
                              "method gets the same number of trials. Cap one trial with runner.trial_timeout_s "
                              "instead (a trial over it is recorded with status timeout)",
-    ("search", "pruner"): "search.pruner is now search.strategy: none | median | asha | hyperband (with "
+    ("search", "pruner"): "search.pruner is now search.strategy: none | median | asha | hyperband | sha (with "
                           "search.min_steps and search.reduction_factor)",
     ("training", "gradient_accumulation_steps"): "training.gradient_accumulation_steps is derived: batch_size is "
                                                  "the effective batch, micro_batch_size what runs at once, and "

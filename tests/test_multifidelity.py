@@ -137,3 +137,107 @@ def test_a_sweep_killed_mid_bracket_continues_with_the_trials_it_had(write_suite
     # the bracket's earlier scores are still there for the pruner to rank the new trials against
     assert {t.number: dict(t.intermediate_values) for t in study.trials if t.number in old} == old
     assert all(json.loads(p.read_text())["suite"] == "kill" for p in folder.glob("*/trial-*.json"))
+
+
+def test_a_sha_bracket_is_planned_rung_by_rung(write_suite):
+    from harness.runner.halving import bracket, kept
+
+    suite = load_suite(write_suite(SUITE.format(name="b", trials=6, strategy="sha"))).suite
+    # 6 configurations to step 2, the best 2 to step 6, the best of those to the end
+    assert bracket(suite, 6) == [(6, 2), (2, 6), (1, 18)]
+    assert bracket(suite, 2) == [(2, 2), (1, 18)]  # a single survivor goes straight to the end
+    assert bracket(suite, 9) == [(9, 2), (3, 6), (1, 18)]
+    assert kept(0, 3) == 0 and kept(2, 3) == 1 and kept(7, 3) == 2
+
+
+def _value_at(record, step):
+    return next(h[KEY] for h in record.history if KEY in h and h["step"] == step)
+
+
+def test_sha_judges_each_rung_together_and_counts_every_run(write_suite, tmp_path, capsys):
+    suite = write_suite(SUITE.format(name="sha", trials=6, strategy="sha"))
+    assert _run(suite, tmp_path) == 0
+    out = capsys.readouterr().out
+    store = RecordStore(tmp_path / "results" / "sha")
+    records = store.load_all()
+    search = sorted((r for r in records if r.phase == "search"), key=lambda r: r.trial_number)
+    # one record per configuration: its latest run
+    assert [r.trial_number for r in search] == list(range(6))
+    assert Counter((r.status, r.stopped_at_step) for r in search) == {("pruned", 2): 4, ("pruned", 6): 1,
+                                                                      ("complete", None): 1}
+    for r in search:
+        assert r.config["search"] == {"strategy": "sha", "rungs": [2, 6]}
+        steps = [h["step"] for h in r.history if KEY in h]
+        assert set(steps) <= {2, 6}, steps  # validation ran at the rungs only
+        rung = {2: 0, 6: 1}.get(r.stopped_at_step, 2)
+        assert r.halving["rung"] == rung and r.halving["bracket"] == [6, 2, 1][rung]
+        assert [e["rung"] for e in r.halving["earlier_runs"]] == list(range(rung))
+        assert all(e["status"] == "pruned" for e in r.halving["earlier_runs"])
+        if r.status == "pruned":
+            assert r.throughput.train_steps == r.stopped_at_step and r.stopped_value == _value_at(r, r.stopped_at_step)
+            assert "successive halving" in r.reason and not r.metrics
+    # rung 1 took the best 2 of the 6 scores at step 2; rung 2 the better of those 2 at step 6
+    at_2 = {r.trial_number: r.stopped_value if r.stopped_at_step == 2 else r.halving["earlier_runs"][0]["stopped_value"]
+            for r in search}
+    went_on = {r.trial_number for r in search if r.halving["rung"] >= 1}
+    assert len(went_on) == 2 and min(at_2[n] for n in went_on) >= max(v for n, v in at_2.items() if n not in went_on)
+    [final] = [r for r in search if r.status == "complete"]
+    [other] = [r for r in search if r.stopped_at_step == 6]
+    assert final.halving["earlier_runs"][1]["stopped_value"] >= other.stopped_value
+    assert final.throughput.train_steps == 18 and final.metrics
+    # trained again from step 0 with the same seed, a configuration repeats its lower rung's score
+    for r in (final, other):
+        assert _value_at(r, 2) == pytest.approx(r.halving["earlier_runs"][0]["stopped_value"], abs=1e-9)
+    assert _value_at(final, 6) == pytest.approx(final.halving["earlier_runs"][1]["stopped_value"], abs=1e-9)
+    # Optuna holds each rung's runs in a study of its own
+    url = store.study_storage_url
+    names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert {STUDY, f"{STUDY}::rung1", f"{STUDY}::rung2"} <= names
+    rung1 = optuna.load_study(study_name=f"{STUDY}::rung1", storage=url).trials
+    assert sorted(t.user_attrs["harness:config"] for t in rung1) == sorted(went_on)
+    assert [t.state.name for t in optuna.load_study(study_name=f"{STUDY}::rung2", storage=url).trials] == ["COMPLETE"]
+    # every run's steps are compute spent, the repeated ones too: 6x2 + 2x6 + 18 of 6x18
+    [row] = compute_table(records).itertuples()
+    assert (row.steps, row.full_steps, row.repeated_steps, row.runs, row.trials) == (42, 108, 10, 9, 6)
+    assert "trained 42 of the full grid's 108 steps (39%) (of which 10 repeated" in out
+    page = (tmp_path / "reports" / "sha" / "index.html").read_text()
+    assert "Compute spent" in page and "runs" in page
+
+
+def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_path):
+    suite = write_suite(SUITE.format(name="shakill", trials=6, strategy="sha"))
+    args = [sys.executable, "-m", "harness.cli", "run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
+            "--reports", str(tmp_path / "reports")]
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    folder = tmp_path / "results" / "shakill" / "records"
+
+    def rungs_on_record():
+        out = []
+        for p in folder.glob("*/trial-*.json"):
+            try:
+                out.append((json.loads(p.read_text()).get("halving") or {}).get("rung"))
+            except ValueError:  # being written
+                pass
+        return out
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and 1 not in rungs_on_record():  # the first run of rung 1 is on record
+        assert run.poll() is None, run.stdout.read()
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    store = RecordStore(tmp_path / "results" / "shakill")
+    url = store.study_storage_url
+    first = {t.number: dict(t.intermediate_values) for t in optuna.load_study(study_name=STUDY, storage=url).trials}
+    assert len(first) == 6
+    rerun = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout
+    # rung 0 was not run again: the same six trials, with their scores
+    assert {t.number: dict(t.intermediate_values)
+            for t in optuna.load_study(study_name=STUDY, storage=url).trials} == first
+    search = [r for r in store.load_all() if r.phase == "search"]
+    assert len(search) == 6 and Counter(r.status for r in search)["complete"] == 1
+    assert Counter(r.halving["rung"] for r in search) == {0: 4, 1: 1, 2: 1}
+    # each configuration's runs before its latest are carried (a run lost in the kill among them)
+    [final] = [r for r in search if r.status == "complete"]
+    assert [e["rung"] for e in final.halving["earlier_runs"] if e["status"] == "pruned"] == [0, 1]

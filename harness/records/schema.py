@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -81,9 +81,15 @@ def _v9_to_v10(data: dict) -> dict:
     return {**data, "preference": None}
 
 
+def _v10_to_v11(data: dict) -> dict:
+    """v11 says, under synchronous successive halving (search.strategy sha), which rung a run trained to
+    and the earlier runs of the same configuration whose steps it repeated."""
+    return {**data, "halving": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
-                                               8: _v8_to_v9, 9: _v9_to_v10}
+                                               8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11}
 
 
 def upgrade(data: dict) -> dict:
@@ -196,6 +202,11 @@ class TrialRecord(BaseModel):
     # preference tasks: the objective, its beta, and the reference the policy was held to ("the base with
     # adapters disabled (no copy)" or "a frozen copy of the model ...", with the copy's bytes)
     preference: dict[str, Any] | None = None
+    # search.strategy sha (runner/halving.py): the rung this run trained to (0-based; stop_step), how many
+    # configurations it was judged with there (bracket), and earlier_runs: this configuration's runs at
+    # lower rungs (and lost attempts), each {rung, status, train_steps, train_s, validation_s, total_s,
+    # stopped_value}, whose steps this run repeated: compute spent, counted by report/compute.py
+    halving: dict[str, Any] | None = None
     # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
     # assumptions; {"error": ...} where no prediction could be made

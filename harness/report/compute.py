@@ -15,6 +15,12 @@ def _steps(r: TrialRecord) -> int:
     return int(r.throughput.train_steps or r.stopped_at_step or 0)
 
 
+def _earlier(r: TrialRecord) -> list[dict]:
+    """Under sha (runner/halving.py) a configuration's record is its latest run; the runs before it,
+    whose steps it repeated, are compute spent too."""
+    return (r.halving or {}).get("earlier_runs", [])
+
+
 def search_trials_by_cell(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
     """The search trials of each trained cell (baseline rows do not train), in record order."""
     cells: dict[str, list[TrialRecord]] = {}
@@ -25,23 +31,28 @@ def search_trials_by_cell(records: list[TrialRecord]) -> dict[str, list[TrialRec
 
 
 def compute_table(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per trained cell: trials, pruned, train steps spent / the full grid's, train and
+    """One row per trained cell: trials (configurations), runs (sha trains a configuration again at each
+    rung it reaches), pruned, train steps spent (repeated ones included) / the full grid's, train and
     in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent."""
     rows = []
     for cell_id, trials in search_trials_by_cell(records).items():
         first = trials[0]
         max_steps = int(first.config.get("training", {}).get("max_steps") or 0)
-        steps = sum(_steps(r) for r in trials)
+        repeated = sum(int(e.get("train_steps") or 0) for r in trials for e in _earlier(r))
+        steps = sum(_steps(r) for r in trials) + repeated
         full_steps = max_steps * len(trials)
-        train_s = sum(r.timing.train_s for r in trials)
+        train_s = sum(r.timing.train_s + sum(e.get("train_s") or 0.0 for e in _earlier(r)) for r in trials)
         per_step = train_s / steps if steps else float("nan")
         rows.append({
             "cell_id": cell_id, "task": first.task, "model": first.model, "method": first.method,
             "strategy": first.config.get("search", {}).get("strategy", "none"),
             "trials": len(trials), "pruned": sum(r.status == "pruned" for r in trials),
-            "steps": steps, "full_steps": full_steps,
+            "runs": len(trials) + sum(len(_earlier(r)) for r in trials),
+            "steps": steps, "repeated_steps": repeated, "full_steps": full_steps,
             "step_share": steps / full_steps if full_steps else float("nan"),
-            "train_s": train_s, "validation_s": sum(r.timing.validation_s for r in trials),
+            "train_s": train_s,
+            "validation_s": sum(r.timing.validation_s + sum(e.get("validation_s") or 0.0 for e in _earlier(r))
+                                for r in trials),
             "full_train_s_est": per_step * full_steps,
         })
     return pd.DataFrame(rows)
@@ -54,8 +65,10 @@ def compute_lines(table: pd.DataFrame) -> list[str]:
     out = []
     for (task, model), part in table.groupby(["task", "model"], sort=False):
         steps, full = int(part["steps"].sum()), int(part["full_steps"].sum())
+        repeated = int(part["repeated_steps"].sum())
+        again = f" (of which {repeated:,} repeated by configurations trained again at a higher rung)" if repeated else ""
         out.append(f"{task} · {model}: the search trained {steps:,} of the full grid's {full:,} steps "
-                   f"({steps / full:.0%}), {int(part['pruned'].sum())} of {int(part['trials'].sum())} trials "
-                   f"stopped at a rung; {part['train_s'].sum():.0f} s of training against an estimated "
+                   f"({steps / full:.0%}){again}, {int(part['pruned'].sum())} of {int(part['trials'].sum())} "
+                   f"trials stopped at a rung; {part['train_s'].sum():.0f} s of training against an estimated "
                    f"{part['full_train_s_est'].sum():.0f} s")
     return out

@@ -73,7 +73,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
 def _compute_rows(table: pd.DataFrame) -> list[dict]:
     if table.empty or not (table["pruned"] > 0).any() and (table["strategy"] == "none").all():
         return []
-    return [{"cell": row.cell_id, "strategy": row.strategy, "trials": row.trials, "pruned": row.pruned,
+    return [{"cell": row.cell_id, "strategy": row.strategy, "trials": row.trials, "runs": row.runs, "pruned": row.pruned,
              "steps": f"{row.steps:,} / {row.full_steps:,}", "share": f"{row.step_share:.0%}",
              "train_s": f"{row.train_s:.1f}", "validation_s": f"{row.validation_s:.1f}",
              "full_s": f"{row.full_train_s_est:.1f}"} for row in table.itertuples()]

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from harness.errors import UserError
@@ -16,7 +17,7 @@ from harness.measure.provenance import text_hash
 from harness.records.schema import TrialRecord
 from harness.records.select import best_search_trial, skipped_cells
 from harness.records.store import RecordStore
-from harness.runner import claims
+from harness.runner import claims, halving
 from harness.runner.plan import Cell, confirm_seeds, distributions, plan, rungs, search_seed, smoke_suite
 from harness.runner.progress import Progress
 from harness.spec import LoadedSuite
@@ -49,7 +50,8 @@ def prepare_run(loaded: LoadedSuite, results_root: str | None, smoke: bool) -> t
 def planned_trials(loaded: LoadedSuite, done: int = 0) -> int:
     """Trials the run will run: every cell's budget and confirmations, less what is already done."""
     seeds = len(confirm_seeds(loaded.suite))
-    return max(sum(c.budget + (seeds if c.confirms else 0) for c in plan(loaded.suite)) - done, 0)
+    return max(sum(halving.planned_runs(loaded.suite, c) + (seeds if c.confirms else 0)
+                   for c in plan(loaded.suite)) - done, 0)
 
 
 def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1, gpus: list[str] | None = None,
@@ -262,10 +264,14 @@ class Worker:
         """Claim and run this cell's trials; True once the cell is done (search and confirmations)."""
         search = self.study(cell.id, cell, index)
         dists = distributions(cell.space)
-        while (got := claims.claim(search, dists, cell.budget)) is not None:
-            self.search_trial(index, cell, search, got)
-        if not claims.finished(search, cell.budget):
-            return False
+        if halving.applies(self.suite, cell):
+            if not self.halve(index, cell, search, dists):
+                return False
+        else:
+            while (got := claims.claim(search, dists, cell.budget)) is not None:
+                self.search_trial(index, cell, search, got)
+            if not claims.finished(search, cell.budget):
+                return False
         if not self.seeds or not cell.confirms:
             return True
         best = best_search_trial(self.store.load_cell(cell.id), cell.direction)
@@ -279,9 +285,34 @@ class Worker:
             self.confirm_trial(cell, confirm, got, best)
         return claims.finished(confirm, len(self.seeds))
 
-    def study(self, name: str, cell: Cell, index: int, confirming: bool = False):
+    def halve(self, index: int, cell: Cell, study, dists) -> bool:
+        """The cell's synchronous successive-halving bracket (runner/halving.py), rung by rung: each
+        rung's runs are claimed like any trials; once every one is finished, the best go on to the next
+        rung's study. True once the last rung is finished. Every worker reads the same finished rung
+        from the storage, so all promote the same configurations, and a sweep killed mid-bracket
+        continues at the rung it stopped in."""
+        rung, configurations, top = 0, cell.budget, self.suite.training.max_steps
+        while True:
+            stop = halving.stop_step(self.suite, rung, configurations)
+            while (got := claims.claim(study, dists, configurations)) is not None:
+                self.search_trial(index, cell, study, got, stage=(rung, stop, configurations))
+            if not claims.finished(study, configurations):
+                return False
+            if stop == top:
+                return True
+            chosen = halving.promoted(study.get_trials(deepcopy=False), stop, cell.direction,
+                                      self.suite.search.reduction_factor)
+            if not chosen:  # no run reached the rung: their records say why
+                return True
+            rung, configurations = rung + 1, len(chosen)
+            study = self.study(f"{cell.id}{halving.RUNG_STUDY}{rung}", cell, index, promote=chosen)
+
+    def study(self, name: str, cell: Cell, index: int, confirming: bool = False, promote: list | None = None):
         def initialize(study):
-            if not confirming:
+            if promote is not None:  # a rung's study: the configurations that go on, best first
+                for t in promote:
+                    study.enqueue_trial(dict(t.params), user_attrs={halving.CONFIG: halving.config_number(t)})
+            elif not confirming:
                 _enqueue_defaults(study, cell, distributions(cell.space))
 
         name = self.store.study_name(name)
@@ -295,19 +326,35 @@ class Worker:
         return make_job(self.loaded, cell, device=self.device, suite_hash=self.suite_hash,
                         tracking_root=self.tracking_root, **kwargs)
 
-    def search_trial(self, index: int, cell: Cell, study, got) -> None:
+    def search_trial(self, index: int, cell: Cell, study, got, stage: tuple[int, int, int] | None = None) -> None:
+        """One search trial; under sha, `stage` is (rung, the step its runs stop at, configurations judged
+        there) and the trial runs the configuration its rung's study was given."""
         from harness.runner.trial import TrialHooks
 
         trial, suite = got.trial, self.suite
-        artifacts = (str(self.store.root / "adapters" / cell.id / f"trial-{trial.number:04d}")
+        number = halving.config_number(trial)
+        artifacts = (str(self.store.root / "adapters" / cell.id / f"trial-{number:04d}")
                      if suite.output.keep_adapters else None)
-        job = self.job(cell, trial_number=trial.number, seed=search_seed(suite), sampled=dict(trial.params),
+        job = self.job(cell, trial_number=number, seed=search_seed(suite), sampled=dict(trial.params),
                        artifact_dir=artifacts)
         again = f" (again: trial {got.retry_of}'s worker was lost)" if got.retry_of is not None else ""
-        self.view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} trial {got.slot + 1}/{cell.budget}{again}",
-                              suite.training.max_steps)
-        record = self.trial(job, TrialHooks(self.view.on_progress, _pruning_hook(trial),
-                                            claims.heartbeat(study, trial, suite.runner.heartbeat_s)), study, trial)
+        if stage is None:
+            label, should_prune = f"trial {got.slot + 1}/{cell.budget}", _pruning_hook(trial)
+        else:
+            label = f"rung {stage[0] + 1} (to step {stage[1]}) configuration {number}, {got.slot + 1}/{stage[2]}"
+            should_prune = _stop_at(trial, stage[1]) if stage[1] < suite.training.max_steps else _pruning_hook(trial)
+        annotate = None
+        if stage is not None:  # the record this run supersedes: its runs are carried as compute spent
+            previous = next((r for r in self.store.load_cell(cell.id)
+                             if r.phase == "search" and r.trial_number == number), None)
+            annotate = partial(halving.note, previous=previous, rung=stage[0], stop=stage[1],
+                               configurations=stage[2], reduction_factor=suite.search.reduction_factor)
+        self.view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} {label}{again}", suite.training.max_steps)
+        record = self.trial(job, TrialHooks(self.view.on_progress, should_prune,
+                                            claims.heartbeat(study, trial, suite.runner.heartbeat_s)), study, trial,
+                            annotate=annotate)
+        if annotate is not None:
+            annotate(record)
         self.store.write(record)
         _tell(study, trial, record)
         self.view.end_trial(record)
@@ -326,11 +373,12 @@ class Worker:
                    state=None if record.status == "complete" else _failed())
         self.view.end_trial(record)
 
-    def trial(self, job, hooks, study=None, trial=None) -> TrialRecord:
+    def trial(self, job, hooks, study=None, trial=None, annotate=None) -> TrialRecord:
         """Run one job in its own process (or inline), backing off the micro-batch on an
         out-of-memory where the suite asks; a cell whose data or model cannot be prepared gets a
         failed record per trial, and the sweep goes on. Ctrl-C: the running trial is recorded as
-        interrupted and enqueued again, so the next run continues it."""
+        interrupted (`annotate(record)` first, as the caller does to what this returns) and enqueued
+        again, so the next run continues it."""
         from harness.runner.isolation import failure_record, run_inline, run_isolated
         from harness.runner.trial import now
 
@@ -366,6 +414,8 @@ class Worker:
         except KeyboardInterrupt:
             record = failure_record(job, "interrupted (Ctrl-C); enqueued again, so running the same command "
                                          "continues it", started, status="interrupted")
+            if annotate is not None:
+                annotate(record)
             self.store.write(self.stamp(record))
             if study is not None and trial is not None:
                 _interrupt(study, trial)
@@ -455,9 +505,20 @@ class Worker:
             job = self.job(cell, trial_number=best, seed=self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))],
                            params=params, phase="confirm")
         else:
-            job = self.job(cell, trial_number=trial.number, seed=search_seed(self.suite), sampled=dict(trial.params))
+            job = self.job(cell, trial_number=halving.config_number(trial), seed=search_seed(self.suite),
+                           sampled=dict(trial.params))
         started = trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else now()
-        self.store.write(self.stamp(failure_record(job, reason, started, status="crashed")))
+        record = self.stamp(failure_record(job, reason, started, status="crashed"))
+        if halving.applies(self.suite, cell) and "::confirm-t" not in study.study_name:
+            rung = halving.rung_of(study.study_name)
+            configurations = cell.budget if not rung else sum(
+                1 for t in study.get_trials(deepcopy=False)
+                if not claims.is_retry(t) and claims.DISCARDED not in t.user_attrs)
+            previous = next((r for r in self.store.load_cell(cell.id)
+                             if r.phase == "search" and r.trial_number == job.trial_number), None)
+            halving.note(record, previous, rung, halving.stop_step(self.suite, rung, configurations), configurations,
+                         self.suite.search.reduction_factor)
+        self.store.write(record)
         return True
 
     def already_recorded(self, study_name: str, cell: Cell, trial) -> bool:
@@ -466,6 +527,10 @@ class Worker:
             best = int(study_name.rsplit("-t", 1)[1])
             seed = self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))]
             return any(r.phase == "confirm" and r.trial_number == best and r.seed == seed for r in records)
+        if halving.applies(self.suite, cell):  # sha: this rung's run of it
+            rung = halving.rung_of(study_name)
+            return any(r.phase == "search" and r.trial_number == halving.config_number(trial)
+                       and (r.halving or {}).get("rung") == rung for r in records)
         return any(r.phase == "search" and r.trial_number == trial.number for r in records)
 
 
@@ -557,7 +622,16 @@ def _pruner(suite):
                                               reduction_factor=search.reduction_factor)
     if search.strategy == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()
+    return optuna.pruners.NopPruner()  # none; sha, whose runs stop at their rung (_stop_at)
+
+
+def _stop_at(trial, stop: int):
+    """sha: a run below the last rung reports its score and stops at its rung (runner/halving.py)."""
+    def should_prune(value: float, step: int) -> bool:
+        trial.report(value, step)
+        return step >= stop
+
+    return should_prune
 
 
 def _pruning_hook(trial):

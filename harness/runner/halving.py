@@ -1,0 +1,104 @@
+"""Synchronous successive halving (search.strategy: sha): every configuration of a cell is judged
+together at each rung.
+
+Optuna's SuccessiveHalvingPruner (strategy asha) is asynchronous: Optuna cannot suspend a trial and
+resume it later, so it judges each trial as it reaches a rung, against the trials that reached the rung
+before it. Run one after another it cannot stop the first trials (nothing to compare them with) and
+promotes every trial better than those before it, so a cell of few trials saves little
+(benchmarks/multifidelity.py: ASHA trained 71% of the full grid's steps at 6 trials a cell).
+Successive halving as Jamieson & Talwalkar (2016) define it judges the whole bracket at once: all n
+configurations train to the first rung, the best n / reduction_factor go on to the next, and so on;
+once a single configuration is left it trains to max_steps. That rule is written here (Optuna has no
+synchronous successive halving). Optuna still does the rest: its sampler proposes the configurations
+(the first rung's study is the cell's study, so TPE learns from the first rung's scores), its storage
+holds every run (one study per rung, `<cell>::rung<k>`, its trials enqueued with the promoted
+configurations), and workers share each rung's runs through claims.py as they share any trials.
+
+A configuration that goes on is trained again from step 0 with the same seed, not resumed from a
+checkpoint: the learning-rate schedule runs over max_steps at every rung, so its first steps repeat
+those of its run at the rung below, and no configuration waiting for its bracket keeps a model and
+optimizer copy on disk (for full fine-tuning of a 7B model, about 84 GB each). The repeated steps are
+compute spent: each record keeps its configuration's earlier runs (record.halving.earlier_runs) and
+report/compute.py counts them. A configuration's record is its latest run."""
+
+from __future__ import annotations
+
+from harness.records.schema import TrialRecord
+
+CONFIG = "harness:config"  # user attribute of a rung's trial: the configuration's trial number at rung 0
+RUNG_STUDY = "::rung"
+
+
+def applies(suite, cell) -> bool:
+    """A cell searched under sha: more than one configuration of a method that trains."""
+    return suite.search.strategy == "sha" and cell.budget > 1 and cell.method.trains
+
+
+def stop_step(suite, rung: int, configurations: int) -> int:
+    """Where this rung's runs stop: the rung's step (plan.rungs) while there is more than one
+    configuration to judge and a rung left, else max_steps (the bracket's last runs)."""
+    from harness.runner.plan import rungs
+
+    steps = rungs(suite)
+    return steps[rung] if configurations > 1 and rung < len(steps) else suite.training.max_steps
+
+
+def kept(reached: int, reduction_factor: int) -> int:
+    """How many of the configurations that reached a rung go on: the best 1/reduction_factor, at least one."""
+    return max(1, reached // reduction_factor) if reached else 0
+
+
+def bracket(suite, configurations: int) -> list[tuple[int, int]]:
+    """(configurations, stop step) at each rung of a bracket where every run reaches its rung."""
+    out, rung, n = [], 0, configurations
+    while n:
+        stop = stop_step(suite, rung, n)
+        out.append((n, stop))
+        if stop == suite.training.max_steps:
+            break
+        n, rung = kept(n, suite.search.reduction_factor), rung + 1
+    return out
+
+
+def planned_runs(suite, cell) -> int:
+    """Runs the cell's search will take (its budget, where sha does not apply)."""
+    return sum(n for n, _ in bracket(suite, cell.budget)) if applies(suite, cell) else cell.budget
+
+
+def promoted(trials, step: int, direction: str, reduction_factor: int) -> list:
+    """The trials of a rung's study that go on: the best by their validation score at `step`, ties in
+    trial order. A run that failed before the rung has no score there and is out."""
+    reached = [t for t in trials if step in t.intermediate_values]
+    sign = -1 if direction == "maximize" else 1
+    reached.sort(key=lambda t: (sign * t.intermediate_values[step], t.number))
+    return reached[:kept(len(reached), reduction_factor)]
+
+
+def config_number(trial) -> int:
+    """The configuration a trial runs: its own number at rung 0, its rung-0 trial's number above."""
+    return int(trial.user_attrs.get(CONFIG, trial.number))
+
+
+def rung_of(study_name: str) -> int:
+    return int(study_name.rsplit(RUNG_STUDY, 1)[1]) if RUNG_STUDY in study_name else 0
+
+
+def summary(record: TrialRecord) -> dict:
+    """One earlier run of a configuration, as a later run's record keeps it."""
+    return {"rung": (record.halving or {}).get("rung"), "status": record.status,
+            "train_steps": int(record.throughput.train_steps or record.stopped_at_step or 0),
+            "train_s": record.timing.train_s, "validation_s": record.timing.validation_s,
+            "total_s": record.timing.total_s, "stopped_value": record.stopped_value}
+
+
+def note(record: TrialRecord, previous: TrialRecord | None, rung: int, stop: int, configurations: int,
+         reduction_factor: int) -> None:
+    """Fill the record's halving field, carrying the configuration's earlier runs (its previous record
+    and the runs that record carried), and say in its reason where a stopped run stopped."""
+    earlier = [*((previous.halving or {}).get("earlier_runs", [])), summary(previous)] if previous is not None else []
+    record.halving = {"rung": rung, "stop_step": stop, "bracket": configurations, "earlier_runs": earlier}
+    if record.status == "pruned" and record.stopped_at_step == stop:
+        record.reason = (f"stopped at rung {rung + 1} (step {stop}, validation {record.objective_metric}="
+                         f"{record.stopped_value:.4g}), where successive halving judges the {configurations} "
+                         f"configurations that reach it together and the best 1/{reduction_factor} go on (a "
+                         f"configuration that goes on is recorded by its later run)")
