@@ -91,6 +91,9 @@ def main() -> None:
     w_full = winner(full["board"])
     for other in runs[1:]:
         name = other["strategy"]
+        if other["compute"].empty or full["compute"].empty:
+            print(f"\n{name}: no search records to compare (exit {other['exit']})")
+            continue
         steps = (other["compute"]["steps"].sum(), full["compute"]["steps"].sum())
         print(f"\ncompute, {name} / full budget: search train steps {steps[0]} / {steps[1]} = "
               f"{steps[0] / steps[1]:.2f} (repeated steps included: {other['compute']['repeated_steps'].sum()}); "

@@ -202,6 +202,11 @@ class SearchSpec(Strict):
                                                           "judgement (default: max_steps / reduction_factor^3)")
     reduction_factor: int = Field(3, ge=2, description="rungs at min_steps x reduction_factor^k; asha keeps the "
                                                        "top 1/reduction_factor at each")
+    rung_max_length: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="sha only: the max_length each rung's runs truncate to, one per rung (min_steps x "
+                          "reduction_factor^k); the bracket's last runs use each model's own. A cheaper fidelity "
+                          "than steps alone where examples are long; a length above a model's max_length keeps "
+                          "the model's")
     objective: Objective = Field(default_factory=Objective)
 
 

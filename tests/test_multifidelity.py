@@ -241,3 +241,40 @@ def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_p
     # each configuration's runs before its latest are carried (a run lost in the kill among them)
     [final] = [r for r in search if r.status == "complete"]
     assert [e["rung"] for e in final.halving["earlier_runs"] if e["status"] == "pruned"] == [0, 1]
+
+
+@pytest.mark.parametrize("search, words", [
+    ("strategy: asha, min_steps: 2, reduction_factor: 3, rung_max_length: [48, 64]", "only search.strategy sha"),
+    ("strategy: sha, min_steps: 2, reduction_factor: 3, rung_max_length: [48]", "one length per rung"),
+    ("strategy: sha, min_steps: 2, reduction_factor: 3, rung_max_length: [64, 48]", "must not fall"),
+])
+def test_validate_explains_rung_lengths_that_cannot_work(write_suite, capsys, search, words):
+    text = SUITE.format(name="v", trials=2, strategy="asha").replace(
+        "strategy: asha, min_steps: 2, reduction_factor: 3", search)
+    assert main(["validate", str(write_suite(text))]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"suite\.yaml:\d+: search\.rung_max_length", err) and words in err, err
+
+
+def test_sha_with_rung_lengths_trains_lower_rungs_on_shorter_examples(write_suite, tmp_path, capsys):
+    text = SUITE.format(name="shalen", trials=4, strategy="sha").replace(
+        "reduction_factor: 3}", "reduction_factor: 3, rung_max_length: [24, 48]}")
+    assert _run(write_suite(text), tmp_path) == 0
+    out = capsys.readouterr().out
+    records = RecordStore(tmp_path / "results" / "shalen").load_all()
+    search = [r for r in records if r.phase == "search"]
+    # 4 configurations at step 2 (24 tokens), the best one straight to the end at the model's 96
+    assert Counter((r.status, r.config["model"]["max_length"]) for r in search) == {("pruned", 24): 3,
+                                                                                    ("complete", 96): 1}
+    [final] = [r for r in search if r.status == "complete"]
+    assert [(e["rung"], e["max_length"]) for e in final.halving["earlier_runs"]] == [(0, 24)]
+    for r in search:
+        for run in [*r.halving["earlier_runs"], {"train_tokens": r.throughput.train_tokens,
+                                                 "max_length": r.config["model"]["max_length"],
+                                                 "train_steps": r.throughput.train_steps}]:
+            assert 0 < run["train_tokens"] <= run["train_steps"] * 8 * run["max_length"]
+    [row] = compute_table(records).itertuples()
+    assert (row.steps, row.short_steps, row.full_steps) == (4 * 2 + 18, 8, 4 * 18)
+    # the full grid's seconds at the full-length run's pace, not the cheaper rungs'
+    assert row.full_train_s_est == pytest.approx(final.timing.train_s / 18 * 72)
+    assert "8 of them at a shorter rung max_length" in " ".join(out.split())  # as the terminal wraps it

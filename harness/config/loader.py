@@ -227,7 +227,25 @@ def _tracking_problems(suite: Suite, lines: LineMap) -> list[Problem]:
 def _rung_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     """Under a multi-fidelity strategy the validation steps are the rungs (plan.rungs): an
     eval_every_steps beside it would evaluate where no decision reads, or contradict the rungs."""
+    from harness.runner.plan import rungs
+
     search, out = suite.search, []
+    if search.rung_max_length is not None:
+        steps = rungs(suite)
+        if search.strategy != "sha":
+            out.append(lines.problem(("search", "rung_max_length"),
+                                     f"only search.strategy sha trains a configuration again at each rung; "
+                                     f"{search.strategy} judges a trial while it runs, and a running trial's "
+                                     f"max_length cannot change"))
+        elif len(search.rung_max_length) != len(steps):
+            out.append(lines.problem(("search", "rung_max_length"),
+                                     f"one length per rung: the rungs are at steps {steps} (search.min_steps x "
+                                     f"reduction_factor^k below training.max_steps), and "
+                                     f"{len(search.rung_max_length)} lengths are given"))
+        elif search.rung_max_length != sorted(search.rung_max_length):
+            out.append(lines.problem(("search", "rung_max_length"),
+                                     "lengths must not fall from one rung to the next: a higher rung is a "
+                                     "truer fidelity"))
     if search.strategy == "none":
         return out
     if suite.training.eval_every_steps:

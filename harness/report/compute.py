@@ -1,7 +1,8 @@
 """What a cell's search spent against what its full grid would have spent: under a multi-fidelity
 strategy (search.strategy) pruned trials stop at a rung, and this is the saving a team pays for.
-Steps are counted exactly; the full grid's seconds are an estimate at the cell's own measured
-seconds per training step (confirmation runs train to the end under every strategy and are not in
+Steps are counted exactly (under sha with the steps a configuration repeats when trained again at a
+higher rung); the full grid's seconds are an estimate at the cell's own measured seconds per training
+step at its full max_length (confirmation runs train to the end under every strategy and are not in
 these figures)."""
 
 from __future__ import annotations
@@ -30,29 +31,41 @@ def search_trials_by_cell(records: list[TrialRecord]) -> dict[str, list[TrialRec
     return cells
 
 
+def _runs(r: TrialRecord) -> list[dict]:
+    """Every run behind a record: its earlier ones (sha) and its own, each with steps, seconds and length."""
+    own = {"train_steps": _steps(r), "train_s": r.timing.train_s, "validation_s": r.timing.validation_s,
+           "max_length": r.config.get("model", {}).get("max_length")}
+    return [*_earlier(r), own]
+
+
 def compute_table(records: list[TrialRecord]) -> pd.DataFrame:
     """One row per trained cell: trials (configurations), runs (sha trains a configuration again at each
     rung it reaches), pruned, train steps spent (repeated ones included) / the full grid's, train and
-    in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent."""
+    in-loop validation seconds spent, the full grid's train seconds (estimated) and the share spent.
+    The full grid's seconds are estimated at the seconds per step of the runs at the cell's full
+    max_length: runs at a shorter rung length (search.rung_max_length) step faster than the grid would."""
     rows = []
     for cell_id, trials in search_trials_by_cell(records).items():
         first = trials[0]
         max_steps = int(first.config.get("training", {}).get("max_steps") or 0)
-        repeated = sum(int(e.get("train_steps") or 0) for r in trials for e in _earlier(r))
-        steps = sum(_steps(r) for r in trials) + repeated
+        runs = [run for r in trials for run in _runs(r)]
+        steps = sum(int(run.get("train_steps") or 0) for run in runs)
         full_steps = max_steps * len(trials)
-        train_s = sum(r.timing.train_s + sum(e.get("train_s") or 0.0 for e in _earlier(r)) for r in trials)
-        per_step = train_s / steps if steps else float("nan")
+        train_s = sum(run.get("train_s") or 0.0 for run in runs)
+        longest = max((run.get("max_length") or 0 for run in runs), default=0)
+        full = [run for run in runs if (run.get("max_length") or 0) == longest and run.get("train_steps")]
+        full_steps_run = sum(int(run["train_steps"]) for run in full)
+        per_step = (sum(run.get("train_s") or 0.0 for run in full) / full_steps_run if full_steps_run
+                    else train_s / steps if steps else float("nan"))
         rows.append({
             "cell_id": cell_id, "task": first.task, "model": first.model, "method": first.method,
             "strategy": first.config.get("search", {}).get("strategy", "none"),
-            "trials": len(trials), "pruned": sum(r.status == "pruned" for r in trials),
-            "runs": len(trials) + sum(len(_earlier(r)) for r in trials),
-            "steps": steps, "repeated_steps": repeated, "full_steps": full_steps,
-            "step_share": steps / full_steps if full_steps else float("nan"),
-            "train_s": train_s,
-            "validation_s": sum(r.timing.validation_s + sum(e.get("validation_s") or 0.0 for e in _earlier(r))
-                                for r in trials),
+            "trials": len(trials), "pruned": sum(r.status == "pruned" for r in trials), "runs": len(runs),
+            "steps": steps, "repeated_steps": sum(int(e.get("train_steps") or 0) for r in trials for e in _earlier(r)),
+            "short_steps": steps - sum(int(run.get("train_steps") or 0) for run in runs
+                                       if (run.get("max_length") or 0) == longest),
+            "full_steps": full_steps, "step_share": steps / full_steps if full_steps else float("nan"),
+            "train_s": train_s, "validation_s": sum(run.get("validation_s") or 0.0 for run in runs),
             "full_train_s_est": per_step * full_steps,
         })
     return pd.DataFrame(rows)
@@ -67,6 +80,8 @@ def compute_lines(table: pd.DataFrame) -> list[str]:
         steps, full = int(part["steps"].sum()), int(part["full_steps"].sum())
         repeated = int(part["repeated_steps"].sum())
         again = f" (of which {repeated:,} repeated by configurations trained again at a higher rung)" if repeated else ""
+        short = int(part["short_steps"].sum())
+        again += f", {short:,} of them at a shorter rung max_length" if short else ""
         out.append(f"{task} · {model}: the search trained {steps:,} of the full grid's {full:,} steps "
                    f"({steps / full:.0%}){again}, {int(part['pruned'].sum())} of {int(part['trials'].sum())} "
                    f"trials stopped at a rung; {part['train_s'].sum():.0f} s of training against an estimated "

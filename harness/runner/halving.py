@@ -19,7 +19,12 @@ checkpoint: the learning-rate schedule runs over max_steps at every rung, so its
 those of its run at the rung below, and no configuration waiting for its bracket keeps a model and
 optimizer copy on disk (for full fine-tuning of a 7B model, about 84 GB each). The repeated steps are
 compute spent: each record keeps its configuration's earlier runs (record.halving.earlier_runs) and
-report/compute.py counts them. A configuration's record is its latest run."""
+report/compute.py counts them. A configuration's record is its latest run.
+
+Steps are one fidelity; search.rung_max_length adds another where a suite asks: the runs below the last
+rung truncate their examples to a shorter length (at_rung), so a step there costs less. A smaller
+train_size is not offered as a fidelity: under a budget in steps, a step costs the same whatever pool
+its batch is drawn from, so it would save nothing."""
 
 from __future__ import annotations
 
@@ -41,6 +46,20 @@ def stop_step(suite, rung: int, configurations: int) -> int:
 
     steps = rungs(suite)
     return steps[rung] if configurations > 1 and rung < len(steps) else suite.training.max_steps
+
+
+def at_rung(suite, cell, stop: int):
+    """The cell as a run that stops at `stop` trains it: under search.rung_max_length, a rung below the
+    last truncates its examples (training and the validation that judges it) to the rung's length."""
+    import dataclasses
+
+    from harness.runner.plan import rungs
+
+    lengths = suite.search.rung_max_length
+    if not lengths or stop == suite.training.max_steps or stop not in rungs(suite):
+        return cell
+    length = min(lengths[rungs(suite).index(stop)], cell.model.max_length)
+    return dataclasses.replace(cell, model=cell.model.model_copy(update={"max_length": length}))
 
 
 def kept(reached: int, reduction_factor: int) -> int:
@@ -87,6 +106,8 @@ def summary(record: TrialRecord) -> dict:
     """One earlier run of a configuration, as a later run's record keeps it."""
     return {"rung": (record.halving or {}).get("rung"), "status": record.status,
             "train_steps": int(record.throughput.train_steps or record.stopped_at_step or 0),
+            "train_tokens": record.throughput.train_tokens,
+            "max_length": record.config.get("model", {}).get("max_length"),
             "train_s": record.timing.train_s, "validation_s": record.timing.validation_s,
             "total_s": record.timing.total_s, "stopped_value": record.stopped_value}
 

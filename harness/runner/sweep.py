@@ -232,7 +232,7 @@ class Worker:
         self.seeds = confirm_seeds(suite)
         self.skipped: set[str] = set()
         self.estimates: dict[tuple, object] = {}
-        self.longest: dict[str, int] = {}  # cell -> the sequence length its predictions assume
+        self.longest: dict[tuple, int] = {}  # (cell, max_length) -> the sequence length its predictions assume
         self.estimate_error: dict[str, dict] = {}
         # where the estimate fits cells (the device, its memory), read before any claim: the CPU's
         # allocator probe takes seconds once per host, with no heartbeat running
@@ -335,8 +335,8 @@ class Worker:
         number = halving.config_number(trial)
         artifacts = (str(self.store.root / "adapters" / cell.id / f"trial-{number:04d}")
                      if suite.output.keep_adapters else None)
-        job = self.job(cell, trial_number=number, seed=search_seed(suite), sampled=dict(trial.params),
-                       artifact_dir=artifacts)
+        job = self.job(halving.at_rung(suite, cell, stage[1]) if stage else cell, trial_number=number,
+                       seed=search_seed(suite), sampled=dict(trial.params), artifact_dir=artifacts)
         again = f" (again: trial {got.retry_of}'s worker was lost)" if got.retry_of is not None else ""
         if stage is None:
             label, should_prune = f"trial {got.slot + 1}/{cell.budget}", _pruning_hook(trial)
@@ -455,18 +455,19 @@ class Worker:
         per memory-relevant parameters; None where it cannot be made (the reason is kept per cell)."""
         from harness.estimate import estimate
 
-        key = (job.cell.id, micro, json.dumps({k: v for k, v in job.params.items()
+        key = (job.cell.id, job.cell.model.max_length, micro, json.dumps({k: v for k, v in job.params.items()
                                                if k not in NOT_MEMORY and k != "micro_batch_size"},
                                               sort_keys=True, default=str))
         if key not in self.estimates:
             try:
                 if self.target is None:
                     raise RuntimeError(f"the device's memory and peak could not be read: {self.target_error}")
-                if job.cell.id not in self.longest:  # a walk over the training split: once per cell
-                    self.longest[job.cell.id] = longest_sequence(prepared, job)
+                length_key = (job.cell.id, job.cell.model.max_length)  # sha may shorten it at a rung
+                if length_key not in self.longest:  # a walk over the training split: once per cell and length
+                    self.longest[length_key] = longest_sequence(prepared, job)
                 self.estimates[key] = estimate(
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
-                    head=prepared.head, num_labels=len(prepared.labels), seq_len=self.longest[job.cell.id],
+                    head=prepared.head, num_labels=len(prepared.labels), seq_len=self.longest[length_key],
                     dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None,
                     gradient_checkpointing=job.acceleration.gradient_checkpointing)
             except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
@@ -498,6 +499,13 @@ class Worker:
         retried = len(trial.system_attrs.get("retry_history", [])) < 1
         reason = (f"its worker was lost (no heartbeat for {self.suite.runner.lost_after_s:g} s): "
                   + ("run again as a new trial" if retried else "not run again (it was itself a retry)"))
+        stage = None
+        if halving.applies(self.suite, cell) and "::confirm-t" not in study.study_name:
+            rung = halving.rung_of(study.study_name)
+            configurations = cell.budget if not rung else sum(
+                1 for t in study.get_trials(deepcopy=False)
+                if not claims.is_retry(t) and claims.DISCARDED not in t.user_attrs)
+            stage = (rung, halving.stop_step(self.suite, rung, configurations), configurations)
         if "::confirm-t" in study.study_name:
             best = int(study.study_name.rsplit("-t", 1)[1])
             params = next((r.params for r in self.store.load_cell(cell.id)
@@ -505,19 +513,15 @@ class Worker:
             job = self.job(cell, trial_number=best, seed=self.seeds[int(trial.user_attrs.get(claims.SLOT, 0))],
                            params=params, phase="confirm")
         else:
-            job = self.job(cell, trial_number=halving.config_number(trial), seed=search_seed(self.suite),
+            job = self.job(halving.at_rung(self.suite, cell, stage[1]) if stage else cell,
+                           trial_number=halving.config_number(trial), seed=search_seed(self.suite),
                            sampled=dict(trial.params))
         started = trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else now()
         record = self.stamp(failure_record(job, reason, started, status="crashed"))
-        if halving.applies(self.suite, cell) and "::confirm-t" not in study.study_name:
-            rung = halving.rung_of(study.study_name)
-            configurations = cell.budget if not rung else sum(
-                1 for t in study.get_trials(deepcopy=False)
-                if not claims.is_retry(t) and claims.DISCARDED not in t.user_attrs)
+        if stage is not None:
             previous = next((r for r in self.store.load_cell(cell.id)
                              if r.phase == "search" and r.trial_number == job.trial_number), None)
-            halving.note(record, previous, rung, halving.stop_step(self.suite, rung, configurations), configurations,
-                         self.suite.search.reduction_factor)
+            halving.note(record, previous, *stage, self.suite.search.reduction_factor)
         self.store.write(record)
         return True
 
