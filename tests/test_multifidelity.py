@@ -107,18 +107,25 @@ def test_asha_evaluates_at_the_rungs_and_records_where_a_trial_stopped(write_sui
     assert "Compute spent" in page and "Validation curves" in page
 
 
-def test_a_sweep_killed_mid_bracket_continues_with_the_trials_it_had(write_suite, tmp_path):
-    suite = write_suite(SUITE.format(name="kill", trials=6, strategy="asha"))
+def _run_until_killed(suite, tmp_path, until) -> list[str]:
+    """`harness run` in a process of its own, killed (SIGKILL, its whole process group) once `until()`
+    holds; the command line, to run the same again."""
     args = [sys.executable, "-m", "harness.cli", "run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
             "--reports", str(tmp_path / "reports")]
     run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    folder = tmp_path / "results" / "kill" / "records"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(folder.glob("*/trial-*.json"))) < 3:
+    while time.monotonic() < deadline and not until():
         assert run.poll() is None, run.stdout.read()
         time.sleep(0.05)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+    return args
+
+
+def test_a_sweep_killed_mid_bracket_continues_with_the_trials_it_had(write_suite, tmp_path):
+    suite = write_suite(SUITE.format(name="kill", trials=6, strategy="asha"))
+    folder = tmp_path / "results" / "kill" / "records"
+    args = _run_until_killed(suite, tmp_path, lambda: len(list(folder.glob("*/trial-*.json"))) >= 3)
     store = RecordStore(tmp_path / "results" / "kill")
     before = {r.trial_number: r for r in store.load_all()}
     assert 3 <= len(before) < 6
@@ -206,9 +213,6 @@ def test_sha_judges_each_rung_together_and_counts_every_run(write_suite, tmp_pat
 
 def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="shakill", trials=6, strategy="sha"))
-    args = [sys.executable, "-m", "harness.cli", "run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
-            "--reports", str(tmp_path / "reports")]
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     folder = tmp_path / "results" / "shakill" / "records"
 
     def rungs_on_record():
@@ -220,12 +224,7 @@ def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_p
                 pass
         return out
 
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and 1 not in rungs_on_record():  # the first run of rung 1 is on record
-        assert run.poll() is None, run.stdout.read()
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    args = _run_until_killed(suite, tmp_path, lambda: 1 in rungs_on_record())  # the first run of rung 1 on record
     store = RecordStore(tmp_path / "results" / "shakill")
     url = store.study_storage_url
     first = {t.number: dict(t.intermediate_values) for t in optuna.load_study(study_name=STUDY, storage=url).trials}

@@ -243,6 +243,17 @@ class TrialRecord(BaseModel):
     started_at: str = ""
     finished_at: str = ""
 
+    def run_summary(self) -> dict[str, Any]:
+        """This run as a later run of the same configuration keeps it (search.strategy sha:
+        halving.earlier_runs) and as report/compute.py counts it: rung, status, steps (a pruned run's
+        stop step where none were counted), tokens, max_length, seconds and the score it stopped at."""
+        return {"rung": (self.halving or {}).get("rung"), "status": self.status,
+                "train_steps": int(self.throughput.train_steps or self.stopped_at_step or 0),
+                "train_tokens": self.throughput.train_tokens,
+                "max_length": self.config.get("model", {}).get("max_length"),
+                "train_s": self.timing.train_s, "validation_s": self.timing.validation_s,
+                "total_s": self.timing.total_s, "stopped_value": self.stopped_value}
+
     @property
     def trainable_pct(self) -> float:
         return 100.0 * self.trainable_params / self.total_params if self.total_params else 0.0

@@ -12,10 +12,6 @@ import pandas as pd
 from harness.records.schema import TrialRecord
 
 
-def _steps(r: TrialRecord) -> int:
-    return int(r.throughput.train_steps or r.stopped_at_step or 0)
-
-
 def _earlier(r: TrialRecord) -> list[dict]:
     """Under sha (runner/halving.py) a configuration's record is its latest run; the runs before it,
     whose steps it repeated, are compute spent too."""
@@ -33,9 +29,7 @@ def search_trials_by_cell(records: list[TrialRecord]) -> dict[str, list[TrialRec
 
 def _runs(r: TrialRecord) -> list[dict]:
     """Every run behind a record: its earlier ones (sha) and its own, each with steps, seconds and length."""
-    own = {"train_steps": _steps(r), "train_s": r.timing.train_s, "validation_s": r.timing.validation_s,
-           "max_length": r.config.get("model", {}).get("max_length")}
-    return [*_earlier(r), own]
+    return [*_earlier(r), r.run_summary()]
 
 
 def compute_table(records: list[TrialRecord]) -> pd.DataFrame:

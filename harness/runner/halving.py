@@ -102,21 +102,11 @@ def rung_of(study_name: str) -> int:
     return int(study_name.rsplit(RUNG_STUDY, 1)[1]) if RUNG_STUDY in study_name else 0
 
 
-def summary(record: TrialRecord) -> dict:
-    """One earlier run of a configuration, as a later run's record keeps it."""
-    return {"rung": (record.halving or {}).get("rung"), "status": record.status,
-            "train_steps": int(record.throughput.train_steps or record.stopped_at_step or 0),
-            "train_tokens": record.throughput.train_tokens,
-            "max_length": record.config.get("model", {}).get("max_length"),
-            "train_s": record.timing.train_s, "validation_s": record.timing.validation_s,
-            "total_s": record.timing.total_s, "stopped_value": record.stopped_value}
-
-
 def note(record: TrialRecord, previous: TrialRecord | None, rung: int, stop: int, configurations: int,
          reduction_factor: int) -> None:
     """Fill the record's halving field, carrying the configuration's earlier runs (its previous record
     and the runs that record carried), and say in its reason where a stopped run stopped."""
-    earlier = [*((previous.halving or {}).get("earlier_runs", [])), summary(previous)] if previous is not None else []
+    earlier = [*((previous.halving or {}).get("earlier_runs", [])), previous.run_summary()] if previous is not None else []
     record.halving = {"rung": rung, "stop_step": stop, "bracket": configurations, "earlier_runs": earlier}
     if record.status == "pruned" and record.stopped_at_step == stop:
         record.reason = (f"stopped at rung {rung + 1} (step {stop}, validation {record.objective_metric}="

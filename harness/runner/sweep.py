@@ -338,19 +338,15 @@ class Worker:
         job = self.job(halving.at_rung(suite, cell, stage[1]) if stage else cell, trial_number=number,
                        seed=search_seed(suite), sampled=dict(trial.params), artifact_dir=artifacts)
         again = f" (again: trial {got.retry_of}'s worker was lost)" if got.retry_of is not None else ""
-        if stage is None:
-            label, should_prune = f"trial {got.slot + 1}/{cell.budget}", _pruning_hook(trial)
-        else:
+        label, stop_at, annotate = f"trial {got.slot + 1}/{cell.budget}", None, None
+        if stage is not None:
             label = f"rung {stage[0] + 1} (to step {stage[1]}) configuration {number}, {got.slot + 1}/{stage[2]}"
-            should_prune = _stop_at(trial, stage[1]) if stage[1] < suite.training.max_steps else _pruning_hook(trial)
-        annotate = None
-        if stage is not None:  # the record this run supersedes: its runs are carried as compute spent
-            previous = next((r for r in self.store.load_cell(cell.id)
-                             if r.phase == "search" and r.trial_number == number), None)
-            annotate = partial(halving.note, previous=previous, rung=stage[0], stop=stage[1],
-                               configurations=stage[2], reduction_factor=suite.search.reduction_factor)
+            stop_at = stage[1] if stage[1] < suite.training.max_steps else None
+            # the record this run supersedes: its runs are carried as compute spent
+            annotate = partial(halving.note, previous=self.search_record(cell, number), rung=stage[0],
+                               stop=stage[1], configurations=stage[2], reduction_factor=suite.search.reduction_factor)
         self.view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} {label}{again}", suite.training.max_steps)
-        record = self.trial(job, TrialHooks(self.view.on_progress, should_prune,
+        record = self.trial(job, TrialHooks(self.view.on_progress, _pruning_hook(trial, stop_at),
                                             claims.heartbeat(study, trial, suite.runner.heartbeat_s)), study, trial,
                             annotate=annotate)
         if annotate is not None:
@@ -519,11 +515,14 @@ class Worker:
         started = trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else now()
         record = self.stamp(failure_record(job, reason, started, status="crashed"))
         if stage is not None:
-            previous = next((r for r in self.store.load_cell(cell.id)
-                             if r.phase == "search" and r.trial_number == job.trial_number), None)
-            halving.note(record, previous, *stage, self.suite.search.reduction_factor)
+            halving.note(record, self.search_record(cell, job.trial_number), *stage, self.suite.search.reduction_factor)
         self.store.write(record)
         return True
+
+    def search_record(self, cell: Cell, number: int) -> TrialRecord | None:
+        """The search record of this trial number (under sha: its configuration's latest run), if any."""
+        return next((r for r in self.store.load_cell(cell.id) if r.phase == "search" and r.trial_number == number),
+                    None)
 
     def already_recorded(self, study_name: str, cell: Cell, trial) -> bool:
         records = [r for r in self.store.load_cell(cell.id) if r.status != "crashed"]  # crashed: a loss on record
@@ -626,22 +625,15 @@ def _pruner(suite):
                                               reduction_factor=search.reduction_factor)
     if search.strategy == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.pruners.NopPruner()  # none; sha, whose runs stop at their rung (_stop_at)
+    return optuna.pruners.NopPruner()  # none; sha, whose runs stop at their rung (_pruning_hook's stop_at)
 
 
-def _stop_at(trial, stop: int):
-    """sha: a run below the last rung reports its score and stops at its rung (runner/halving.py)."""
+def _pruning_hook(trial, stop_at: int | None = None):
+    """Report each rung's validation score to Optuna; stop where its pruner says, or (sha: a run below
+    the bracket's last rung, runner/halving.py) at the run's own rung."""
     def should_prune(value: float, step: int) -> bool:
         trial.report(value, step)
-        return step >= stop
-
-    return should_prune
-
-
-def _pruning_hook(trial):
-    def should_prune(value: float, step: int) -> bool:
-        trial.report(value, step)
-        return trial.should_prune()
+        return step >= stop_at if stop_at is not None else trial.should_prune()
 
     return should_prune
 
