@@ -45,6 +45,15 @@ def storage(url: str, heartbeat_s: float, lost_after_s: float, on_lost=None, cre
                                           grace_period=max(int(lost_after_s), 1),
                                           heartbeat_stale_trial_callback=stale, engine_kwargs=engine)
 
+    if url.startswith("sqlite"):
+        # Optuna creates its tables on first open; local workers starting together raced on it (one
+        # failed with "UNIQUE constraint failed: alembic_version"): one at a time, by a lock file beside it
+        import fcntl
+        from pathlib import Path
+
+        with open(Path(url.removeprefix("sqlite:///")).with_suffix(".create-lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return make()
     if create_lock is None:
         return make()
     from harness.records.pg import schema_lock
