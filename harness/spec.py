@@ -207,6 +207,11 @@ class SearchSpec(Strict):
                           "reduction_factor^k); the bracket's last runs use each model's own. A cheaper fidelity "
                           "than steps alone where examples are long; a length above a model's max_length keeps "
                           "the model's")
+    rung_metric: Literal["loss", "objective"] = Field(
+        "loss", description="what the rungs judge runs by (every strategy but none): loss, the task's validation "
+                            "log-loss of the true label where its family reports one (classification, QA), else "
+                            "the objective; objective: the objective metric. Early in training accuracy is often "
+                            "the same constant-class guess for every configuration, so it cannot rank them")
     objective: Objective = Field(default_factory=Objective)
 
 

@@ -23,8 +23,7 @@ from harness.report.compute import compute_table
 from harness.runner.plan import evaluation_steps, rungs
 
 # Summaries by a tiny random decoder: their validation ROUGE-L after a few steps differs from trial to
-# trial (a continuous score; a tiny classifier sits at chance, tied, and successive halving promotes
-# ties), so successive halving stops some of the 6 trials at a rung.
+# trial, so successive halving stops some of the 6 trials at a rung (classification: CLASSIFY below).
 SUITE = """\
 name: {name}
 models: [{{source: 'builtin:tiny-llama', max_length: 96}}]
@@ -82,11 +81,12 @@ def test_asha_evaluates_at_the_rungs_and_records_where_a_trial_stopped(write_sui
         steps = [h["step"] for h in r.history if KEY in h]
         # validation ran at the rungs and nowhere else in the loop (the final score is taken apart)
         assert steps and set(steps) <= {2, 6}, steps
-        assert r.config["search"] == {"strategy": "asha", "rungs": [2, 6]}
+        # summarization reports no validation loss: the rungs judge by the objective
+        assert r.config["search"] == {"strategy": "asha", "rungs": [2, 6], "rung_metric": "rougeL"}
     for r in pruned:
         assert r.stopped_at_step in (2, 6) and r.throughput.train_steps == r.stopped_at_step
         last = [h for h in r.history if KEY in h][-1]
-        assert last["step"] == r.stopped_at_step and last[KEY] == r.stopped_value
+        assert last["step"] == r.stopped_at_step and last[KEY] == r.stopped_value and r.stopped_metric == "rougeL"
         assert r.failed_phase == "train" and not r.metrics  # never scored on test
         assert r.timing.train_s > 0
     for r in search:
@@ -173,7 +173,7 @@ def test_sha_judges_each_rung_together_and_counts_every_run(write_suite, tmp_pat
     assert Counter((r.status, r.stopped_at_step) for r in search) == {("pruned", 2): 4, ("pruned", 6): 1,
                                                                       ("complete", None): 1}
     for r in search:
-        assert r.config["search"] == {"strategy": "sha", "rungs": [2, 6]}
+        assert r.config["search"] == {"strategy": "sha", "rungs": [2, 6], "rung_metric": "rougeL"}
         steps = [h["step"] for h in r.history if KEY in h]
         assert set(steps) <= {2, 6}, steps  # validation ran at the rungs only
         rung = {2: 0, 6: 1}.get(r.stopped_at_step, 2)
@@ -277,3 +277,47 @@ def test_sha_with_rung_lengths_trains_lower_rungs_on_shorter_examples(write_suit
     # the full grid's seconds at the full-length run's pace, not the cheaper rungs'
     assert row.full_train_s_est == pytest.approx(final.timing.train_s / 18 * 72)
     assert "8 of them at a shorter rung max_length" in " ".join(out.split())  # as the terminal wraps it
+
+
+# A tiny classifier's validation accuracy sits at chance early on, the same for every configuration;
+# its log-loss of the true label does not.
+CLASSIFY = """\
+name: {name}
+models: [{{source: 'builtin:tiny-bert', max_length: 64}}]
+tasks: [{{name: sentiment, kind: classification, data: {{builtin: sentiment, train_size: 96, validation_size: 40, test_size: 32}}}}]
+methods: [{{name: lora}}]
+search: {{trials_per_cell: 6, seed: 0, sampler: random, strategy: sha, min_steps: 2, reduction_factor: 3{extra}}}
+training: {{max_steps: 18, batch_size: 8, eval_batch_size: 40}}
+references: false
+"""
+
+
+def test_rungs_judge_classification_by_its_validation_log_loss(write_suite, tmp_path, capsys):
+    from harness.runner.plan import plan
+
+    assert _run(write_suite(CLASSIFY.format(name="loss", extra="")), tmp_path) == 0
+    capsys.readouterr()
+    store = RecordStore(tmp_path / "results" / "loss")
+    search = [r for r in store.load_all() if r.phase == "search"]
+    assert len(search) == 6 and all(r.config["search"]["rung_metric"] == "log_loss" for r in search)
+
+    def loss_at(r, step):
+        return next(h["validation_log_loss"] for h in r.history if h["step"] == step and "validation_log_loss" in h)
+
+    at_2 = {r.trial_number: loss_at(r, 2) for r in search}
+    assert len(set(at_2.values())) == 6  # a continuous score: no ties for successive halving to break
+    for r in search:
+        if r.status == "pruned":
+            assert r.stopped_metric == "log_loss" and r.stopped_value == loss_at(r, r.stopped_at_step)
+            assert "validation log_loss=" in r.reason
+    # the lowest losses at step 2 went on (accuracy is maximized; the loss was reported negated)
+    went_on = {r.trial_number for r in search if r.halving["rung"] >= 1}
+    assert len(went_on) == 2 and max(at_2[n] for n in went_on) < min(v for n, v in at_2.items() if n not in went_on)
+    study = optuna.load_study(study_name="sentiment--tiny-bert--lora", storage=store.study_storage_url)
+    assert study.direction.name == "MAXIMIZE"
+    assert {t.number: t.intermediate_values[2] for t in study.trials} == {n: -v for n, v in at_2.items()}
+    # search.rung_metric: objective judges by accuracy again; a family without a loss falls back to it
+    objective = load_suite(write_suite(CLASSIFY.format(name="acc", extra=", rung_metric: objective"))).suite
+    assert {(c.rung_metric, c.rung_direction) for c in plan(objective)} == {("accuracy", "maximize")}
+    summaries = load_suite(write_suite(SUITE.format(name="s", trials=2, strategy="sha"))).suite
+    assert {(c.rung_metric, c.rung_direction) for c in plan(summaries)} == {("rougeL", "maximize")}

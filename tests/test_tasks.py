@@ -67,6 +67,26 @@ def test_option_scorer_picks_the_likeliest_option_length_normalized():
     assert option_scores(model, prompt, [[7]], "cpu")[0] == pytest.approx(option_scores(model, prompt, [[7, 7, 7]], "cpu")[0])
 
 
+def test_log_loss_of_the_true_label_equals_scikit_learns():
+    from sklearn.metrics import log_loss
+
+    from harness.tasks.classification import choice_scores, scores, true_label_losses
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.7], [-3.0, 3.0], [0.0, 0.0], [1.0, 4.0]])
+    refs = [0, 0, 1, 1, 0]
+    losses = true_label_losses(logits, refs)
+    expected = log_loss(refs, torch.softmax(logits, -1).numpy(), labels=[0, 1])
+    got = scores(logits.argmax(-1).tolist(), refs, losses)
+    assert got["log_loss"] == pytest.approx(expected, rel=1e-6)
+    assert got["se:log_loss"] == pytest.approx(torch.tensor(losses).std().item() / 5 ** 0.5, rel=1e-6)
+    # a decoder's options (rows may differ in length, lettered answers): a softmax over each row's own
+    rows, answers = [[-1.0, -2.0, -0.5], [-0.2, -3.0], [-0.1, -0.1]], [2, 1, 0]
+    out = choice_scores(rows, answers)
+    by_row = [-torch.log_softmax(torch.tensor(r), -1)[a].item() for r, a in zip(rows, answers)]
+    assert out["log_loss"] == pytest.approx(sum(by_row) / 3, rel=1e-6)
+    assert out["accuracy"] == pytest.approx(2 / 3)  # a tie goes to the first option
+
+
 def test_answers_and_options_parse():
     assert options_of([]) == ["yes", "no", "maybe"]
     assert options_of("Pancreas | Liver") == ["Pancreas", "Liver"]
@@ -217,7 +237,7 @@ def test_verbalizer_family_scores_label_words(write_suite, tmp_path):
     assert code == 0
     [record] = RecordStore(tmp_path / "r" / "verb").load_all()  # tasks[0].models left MiniLM's cell out
     assert record.model == "tiny-llama" and record.status == "complete", record.reason
-    assert set(record.metrics) == {"accuracy", "macro_f1"}
+    assert set(record.metrics) == {"accuracy", "macro_f1", "log_loss"} and record.metrics["log_loss"] > 0
     assert [h["step"] for h in record.history if "validation_accuracy" in h] == [2, 4]
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -87,9 +87,17 @@ def _v10_to_v11(data: dict) -> dict:
     return {**data, "halving": None}
 
 
+def _v11_to_v12(data: dict) -> dict:
+    """v12 says which validation metric a pruned run was judged by at the rung it stopped at
+    (search.rung_metric); before it, always the objective."""
+    stopped = data.get("stopped_at_step") is not None
+    return {**data, "stopped_metric": data.get("objective_metric") if stopped else None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
-                                               8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11}
+                                               8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11,
+                                               11: _v11_to_v12}
 
 
 def upgrade(data: dict) -> dict:
@@ -196,6 +204,7 @@ class TrialRecord(BaseModel):
     worker: str | None = None  # which worker ran it (harness worker; host:pid)
     stopped_at_step: int | None = None  # a pruned trial: the rung it stopped at
     stopped_value: float | None = None  # ... and its validation score there
+    stopped_metric: str | None = None  # ... of this metric (search.rung_metric: a validation loss, or the objective)
     # the acceleration options in force (kernels, compile, gradient_checkpointing, packing, attention),
     # their label, the suite's acceleration_axis entry (None: no axis) and the method entry's own label
     acceleration: dict[str, Any] = Field(default_factory=dict)
@@ -205,7 +214,7 @@ class TrialRecord(BaseModel):
     # search.strategy sha (runner/halving.py): the rung this run trained to (0-based; stop_step), how many
     # configurations it was judged with there (bracket), and earlier_runs: this configuration's runs at
     # lower rungs (and lost attempts), each {rung, status, train_steps, train_s, validation_s, total_s,
-    # stopped_value}, whose steps this run repeated: compute spent, counted by report/compute.py
+    # stopped_value, stopped_metric}, whose steps this run repeated: compute spent, counted by report/compute.py
     halving: dict[str, Any] | None = None
     # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
@@ -252,7 +261,8 @@ class TrialRecord(BaseModel):
                 "train_tokens": self.throughput.train_tokens,
                 "max_length": self.config.get("model", {}).get("max_length"),
                 "train_s": self.timing.train_s, "validation_s": self.timing.validation_s,
-                "total_s": self.timing.total_s, "stopped_value": self.stopped_value}
+                "total_s": self.timing.total_s, "stopped_value": self.stopped_value,
+                "stopped_metric": self.stopped_metric}
 
     @property
     def trainable_pct(self) -> float:

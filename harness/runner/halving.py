@@ -21,6 +21,11 @@ optimizer copy on disk (for full fine-tuning of a 7B model, about 84 GB each). T
 compute spent: each record keeps its configuration's earlier runs (record.halving.earlier_runs) and
 report/compute.py counts them. A configuration's record is its latest run.
 
+A rung judges runs by search.rung_metric: by default the task's validation log-loss of the true label
+(classification, QA), not its accuracy. Ten steps into rt-polarity every configuration of a method
+still guesses one class (accuracy 0.49 or 0.51), so accuracy ranked them by which class they guessed
+and promoted BitFit's worst learning rate; the log-loss moves with every step of learning.
+
 Steps are one fidelity; search.rung_max_length adds another where a suite asks: the runs below the last
 rung truncate their examples to a shorter length (at_rung), so a step there costs less. A smaller
 train_size is not offered as a fidelity: under a budget in steps, a step costs the same whatever pool
@@ -85,8 +90,9 @@ def planned_runs(suite, cell) -> int:
 
 
 def promoted(trials, step: int, direction: str, reduction_factor: int) -> list:
-    """The trials of a rung's study that go on: the best by their validation score at `step`, ties in
-    trial order. A run that failed before the rung has no score there and is out."""
+    """The trials of a rung's study that go on: the best by the validation score they reported at `step`
+    (the cell's rung metric, in the study's direction: runner/trainer.py), ties in trial order. A run
+    that failed before the rung has no score there and is out."""
     reached = [t for t in trials if step in t.intermediate_values]
     sign = -1 if direction == "maximize" else 1
     reached.sort(key=lambda t: (sign * t.intermediate_values[step], t.number))
@@ -109,7 +115,7 @@ def note(record: TrialRecord, previous: TrialRecord | None, rung: int, stop: int
     earlier = [*((previous.halving or {}).get("earlier_runs", [])), previous.run_summary()] if previous is not None else []
     record.halving = {"rung": rung, "stop_step": stop, "bracket": configurations, "earlier_runs": earlier}
     if record.status == "pruned" and record.stopped_at_step == stop:
-        record.reason = (f"stopped at rung {rung + 1} (step {stop}, validation {record.objective_metric}="
+        record.reason = (f"stopped at rung {rung + 1} (step {stop}, validation {record.stopped_metric}="
                          f"{record.stopped_value:.4g}), where successive halving judges the {configurations} "
                          f"configurations that reach it together and the best 1/{reduction_factor} go on (a "
                          f"configuration that goes on is recorded by its later run)")

@@ -61,7 +61,8 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
         "environment": environment(),
         "config": {"model": cell.model.model_dump(), "task": cell.task.model_dump(),
                    "training": s.training.model_dump(), "search_space": {k: v.model_dump() for k, v in cell.space.items()},
-                   "search": {"strategy": s.search.strategy, "rungs": rungs(s) if s.search.strategy != "none" else []},
+                   "search": {"strategy": s.search.strategy, "rungs": rungs(s) if s.search.strategy != "none" else [],
+                              "rung_metric": cell.rung_metric if s.search.strategy != "none" else None},
                    "suite_file": str(loaded.path), "tracking": list(s.tracking.report_to)},
     }
 

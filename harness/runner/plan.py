@@ -22,6 +22,8 @@ class Cell:
     direction: str = "maximize"
     acceleration: AccelerationSpec = AccelerationSpec()  # the options in force: suite's, axis entry's, method's
     axis_index: int | None = None  # its entry in the suite's acceleration_axis, where the suite has one
+    rung_metric: str = "accuracy"  # what the search's rungs judge runs by (rung_judge)
+    rung_direction: str = "maximize"
 
     @property
     def confirms(self) -> bool:
@@ -53,6 +55,17 @@ def objective(suite: Suite, task: TaskSpec) -> tuple[str, str]:
     metric = task.metric or suite.search.objective.metric or family.main_metric
     higher = family.metrics.get(metric, True)
     return metric, suite.search.objective.direction or ("maximize" if higher else "minimize")
+
+
+def rung_judge(suite: Suite, task: TaskSpec, objective_: tuple[str, str]) -> tuple[str, str]:
+    """(metric, direction) the search's rungs judge runs stopped early by (search.rung_metric): the task
+    family's validation loss where it reports one, else the objective."""
+    from harness.tasks import family_for
+
+    family = family_for(task)
+    if suite.search.rung_metric == "loss" and family.rung_metric is not None:
+        return family.rung_metric, "minimize"
+    return objective_
 
 
 def task_variants(task: TaskSpec) -> list[TaskSpec]:
@@ -151,6 +164,7 @@ def plan(suite: Suite) -> list[Cell]:
     cells = []
     for task in (variant for t in suite.tasks for variant in task_variants(t)):
         metric, direction = objective(suite, task)
+        judge, judge_direction = rung_judge(suite, task, (metric, direction))
         for model in suite.models:
             if task.models is not None and model.label not in task.models:
                 continue
@@ -164,7 +178,7 @@ def plan(suite: Suite) -> list[Cell]:
                     space, budget = {}, 1
                 for options, axis_index in acceleration_variants(suite, entry):
                     cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction,
-                                      options, axis_index))
+                                      options, axis_index, judge, judge_direction))
     return cells
 
 

@@ -13,11 +13,11 @@ from harness.runner.jobs import TrialJob
 
 
 class Pruned(Exception):
-    """The pruner stopped the trial at a rung."""
+    """The pruner stopped the trial at a rung, judged by `metric` (the cell's rung metric)."""
 
-    def __init__(self, message: str, step: int, value: float):
+    def __init__(self, message: str, step: int, value: float, metric: str):
         super().__init__(message)
-        self.step, self.value = step, value
+        self.step, self.value, self.metric = step, value, metric
 
 
 class Diverged(Exception):
@@ -56,7 +56,11 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
     """`validate()` scores the validation split; its time goes into validation_s (not train time)."""
     from transformers import TrainerCallback
 
-    metric = job.record_base["objective_metric"]
+    metric = job.cell.rung_metric  # search.rung_metric: a validation loss, or the objective
+    # Optuna's pruners and sha's promotion (runner/halving.py) rank the values a trial reports in its
+    # study's direction, the objective's: a rung metric of the other direction (a loss where accuracy is
+    # maximized) is reported negated, so a lower loss ranks higher.
+    sign = 1.0 if job.cell.rung_direction == job.cell.direction else -1.0
     when = set(job.eval_steps)
 
     class Measure(TrainerCallback):
@@ -76,9 +80,9 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
                 validation_s.append(time.perf_counter() - t0)
                 history.append({"step": state.global_step, **{f"validation_{k}": v for k, v in scores.items()}})
                 # A ten-line pruning hook: optuna-integration's callback would add a package for this.
-                if metric in scores and hooks.should_prune(scores[metric], state.global_step):
+                if metric in scores and hooks.should_prune(sign * scores[metric], state.global_step):
                     raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}",
-                                 state.global_step, scores[metric])
+                                 state.global_step, scores[metric], metric)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:

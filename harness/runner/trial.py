@@ -247,7 +247,7 @@ class Trial:
                 with self.energy.span("train"), no_cache_in_training(self.model):
                     runtime = float(trainer.train().metrics["train_runtime"])
             except Pruned as exc:  # what it spent until the rung that stopped it counts as compute
-                self.record.update(stopped_at_step=exc.step, stopped_value=exc.value)
+                self.record.update(stopped_at_step=exc.step, stopped_value=exc.value, stopped_metric=exc.metric)
                 runtime = time.perf_counter() - t0
                 raise
             finally:

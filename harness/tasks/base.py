@@ -44,6 +44,10 @@ class TaskFamily:
     pairs: bool = False
     # (method spec) -> why the method cannot run under this family, or None
     method_problem: Callable[[Any], str | None] = lambda method: None
+    # a validation loss `evaluate` reports (lower is better) that search.rung_metric: loss judges runs
+    # stopped early by: a continuous score that moves with every step, where the headline metric is
+    # often the same constant guess for every configuration at an early rung. None: the objective
+    rung_metric: str | None = None
 
     @property
     def key(self) -> str:

@@ -1,4 +1,5 @@
-"""Text classification (sentiment): a classification head on an encoder or decoder; accuracy, macro-F1."""
+"""Text classification (sentiment): a classification head on an encoder or decoder; accuracy, macro-F1,
+and the log-loss of the true label (the continuous score search.rung_metric: loss judges early runs by)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from harness.tasks import register
 from harness.tasks.base import TaskFamily
 
 
-def scores(predictions, references) -> dict[str, float]:
-    """Accuracy and macro-F1, each with its standard error over the examples ("se:<metric>")."""
+def scores(predictions, references, losses=None) -> dict[str, float]:
+    """Accuracy and macro-F1, each with its standard error over the examples ("se:<metric>"); with
+    `losses` (each example's negative log-likelihood of its true label), their mean as log_loss."""
     # sklearn is the reference implementation behind evaluate's accuracy and f1 metrics; we call it
     # directly because evaluate.load('accuracy') fetches metric code from the hub at run time.
     from sklearn.metrics import accuracy_score, f1_score
@@ -15,9 +17,42 @@ def scores(predictions, references) -> dict[str, float]:
     from harness.metrics.errors import binomial_se, macro_f1_se
 
     accuracy = float(accuracy_score(references, predictions))
-    return {"accuracy": accuracy, "macro_f1": float(f1_score(references, predictions, average="macro")),
-            "se:accuracy": binomial_se(accuracy, len(references)),
-            "se:macro_f1": macro_f1_se(list(predictions), list(references))}
+    out = {"accuracy": accuracy, "macro_f1": float(f1_score(references, predictions, average="macro")),
+           "se:accuracy": binomial_se(accuracy, len(references)),
+           "se:macro_f1": macro_f1_se(list(predictions), list(references))}
+    if losses is not None:
+        import numpy as np
+
+        losses = np.asarray(losses, dtype=float)
+        out["log_loss"] = float(losses.mean())
+        out["se:log_loss"] = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else float("nan")
+    return out
+
+
+def true_label_losses(rows, references) -> list[float]:
+    """Each example's negative log-likelihood of its true class under a softmax over its row of class
+    scores (logits, or option log-likelihoods), as scikit-learn's log_loss averages it. Accuracy at an
+    early step is often the same constant-class guess for every configuration (0.49 or 0.51 on
+    rt-polarity after 10 steps); this moves with every step of learning, so it can rank them."""
+    import torch
+
+    rows = torch.as_tensor(rows, dtype=torch.float32) if not isinstance(rows, torch.Tensor) else rows.float()
+    refs = torch.as_tensor(list(references), dtype=torch.long, device=rows.device)
+    return torch.nn.functional.cross_entropy(rows, refs, reduction="none").tolist()
+
+
+def choice_scores(option_scores, answers) -> dict[str, float]:
+    """scores() of a decoder's picks among each example's options (rows of length-normalized
+    log-likelihoods, harness/tasks/generative.score_options; rows may differ in length): the likeliest
+    option is its pick, and its log-loss is that of a softmax over the row, as true_label_losses."""
+    import math
+
+    picks = [max(range(len(row)), key=row.__getitem__) for row in option_scores]
+    losses = []
+    for row, answer in zip(option_scores, answers):
+        top = max(row)
+        losses.append(top + math.log(sum(math.exp(v - top) for v in row)) - row[answer])
+    return scores(picks, list(answers), losses)
 
 
 def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str = "sequence_classification"):
@@ -38,15 +73,17 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str 
 
     collate = HEADS.get(head).collator(tokenizer)
     model.eval()
-    preds, refs = [], []
+    preds, refs, losses = [], [], []
     with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             columns = dataset[start:start + batch_size]  # one Arrow slice, not one lookup per row
             batch = collate([dict(zip(columns, row)) for row in zip(*columns.values())])
-            refs.extend(batch.pop("labels").tolist())
+            labels = batch.pop("labels").tolist()
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            refs.extend(labels)
             preds.extend(logits.argmax(-1).tolist())
-    return scores(preds, refs)
+            losses.extend(true_label_losses(logits, labels))
+    return scores(preds, refs, losses)
 
 
 def majority(splits, split: str, field: str = "label") -> dict[str, float]:
@@ -70,4 +107,5 @@ register(TaskFamily(
     evaluate=evaluate,
     trivial=majority,
     trivial_name="majority class of the training split",
+    rung_metric="log_loss",
 ))

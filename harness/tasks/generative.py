@@ -39,8 +39,13 @@ def option_example(tokenizer, user_text: str, options: list[str], answer: int, m
 
 
 def pick_options(model, prompts, options, device: str, batch_size: int = 1) -> list[int]:
-    """The index of the likeliest option for each prompt (length-normalized log-likelihood), scored
-    `batch_size` prompts at a time where the prompt's KV cache can be shared (option_scores_batch)."""
+    """The index of the likeliest option for each prompt (length-normalized log-likelihood)."""
+    return [max(range(len(s)), key=s.__getitem__) for s in score_options(model, prompts, options, device, batch_size)]
+
+
+def score_options(model, prompts, options, device: str, batch_size: int = 1) -> list[list[float]]:
+    """Each prompt's options' length-normalized log-likelihoods (option_scores), scored `batch_size`
+    prompts at a time where the prompt's KV cache can be shared (option_scores_batch)."""
     model.eval()
     prompts, options = [list(p) for p in prompts], [[list(o) for o in opts] for opts in options]
     shared = _can_share_prompt_cache(model) and all(prompts) and all(all(opts) for opts in options)
@@ -48,7 +53,7 @@ def pick_options(model, prompts, options, device: str, batch_size: int = 1) -> l
     # longest first, so a batch holds prompts of similar lengths and pads little (as lm-eval orders
     # its requests); the picks go back to the prompts' own order
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    picks = [0] * len(prompts)
+    out: list[list[float]] = [[] for _ in prompts]
     for start in range(0, len(order), step):
         chunk = order[start:start + step]
         chunk_p, chunk_o = [prompts[i] for i in chunk], [options[i] for i in chunk]
@@ -57,8 +62,8 @@ def pick_options(model, prompts, options, device: str, batch_size: int = 1) -> l
         else:
             scored = [option_scores(model, p, o, device) for p, o in zip(chunk_p, chunk_o)]
         for i, s in zip(chunk, scored):
-            picks[i] = max(range(len(s)), key=s.__getitem__)
-    return picks
+            out[i] = s
+    return out
 
 
 def option_scores_batch(model, prompts: list[list[int]], options: list[list[list[int]]],

@@ -9,8 +9,8 @@ import string
 
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
-from harness.tasks.classification import scores
-from harness.tasks.generative import option_example, pick_options, sft_example
+from harness.tasks.classification import choice_scores, scores
+from harness.tasks.generative import option_example, score_options, sft_example
 
 YES_NO_MAYBE = ["yes", "no", "maybe"]
 
@@ -94,8 +94,8 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str)
         from harness.tasks.classification import evaluate as classify
 
         return classify(model, tokenizer, dataset, batch_size, device)
-    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size)
-    return scores(picks, list(dataset["answer_index"]))
+    return choice_scores(score_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size),
+                         list(dataset["answer_index"]))
 
 
 def majority_answer(splits, split: str) -> dict[str, float]:
@@ -121,4 +121,5 @@ register(TaskFamily(
     evaluate=evaluate,
     trivial=majority_answer,
     trivial_name="the training split's most frequent answer",
+    rung_metric="log_loss",
 ))

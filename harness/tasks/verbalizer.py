@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from harness.tasks import register
 from harness.tasks.base import TaskFamily
-from harness.tasks.classification import majority, scores
-from harness.tasks.generative import option_example, pick_options, sft_example
+from harness.tasks.classification import choice_scores, majority
+from harness.tasks.generative import option_example, score_options, sft_example
 
 
 def instruction(text: str, labels: list[str]) -> str:
@@ -37,8 +37,8 @@ def tokenize(splits, tokenizer, max_length: int, labels: list[str], head: str):
 
 
 def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str) -> dict[str, float]:
-    picks = pick_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size)
-    return scores(picks, list(dataset["answer_index"]))
+    return choice_scores(score_options(model, dataset["prompt_ids"], dataset["option_ids"], device, batch_size),
+                         list(dataset["answer_index"]))
 
 
 register(TaskFamily(
@@ -54,4 +54,5 @@ register(TaskFamily(
     evaluate=evaluate,
     trivial=majority,
     trivial_name="majority class of the training split",
+    rung_metric="log_loss",
 ))
