@@ -296,7 +296,7 @@ def test_rungs_judge_classification_by_its_validation_log_loss(write_suite, tmp_
     from harness.runner.plan import plan
 
     assert _run(write_suite(CLASSIFY.format(name="loss", extra="")), tmp_path) == 0
-    capsys.readouterr()
+    out = " ".join(capsys.readouterr().out.split())  # as the terminal wraps it
     store = RecordStore(tmp_path / "results" / "loss")
     search = [r for r in store.load_all() if r.phase == "search"]
     assert len(search) == 6 and all(r.config["search"]["rung_metric"] == "log_loss" for r in search)
@@ -316,6 +316,22 @@ def test_rungs_judge_classification_by_its_validation_log_loss(write_suite, tmp_
     study = optuna.load_study(study_name="sentiment--tiny-bert--lora", storage=store.study_storage_url)
     assert study.direction.name == "MAXIMIZE"
     assert {t.number: t.intermediate_values[2] for t in study.trials} == {n: -v for n, v in at_2.items()}
+    # each rung's cut, by the loss and in standard errors of the difference, in the terminal and the report;
+    # the validation curves are of the loss the rungs judged by
+    kept = [r for r in search if r.halving["rung"] >= 1]
+    last_kept = max(at_2[r.trial_number] for r in kept)
+    best_left = min(v for n, v in at_2.items() if n not in went_on)
+    se = [next(h["validation_log_loss_se"] for h in r.history if h["step"] == 2) for r in search
+          if at_2[r.trial_number] in (last_kept, best_left)]
+    apart = (best_left - last_kept) / (se[0] ** 2 + se[1] ** 2) ** 0.5
+    line = (f"sentiment · tiny-bert · lora, rung 1 (step 2): kept 2 of 6 by validation log_loss; the last kept "
+            f"{last_kept:.4g}, the best left {best_left:.4g}: {apart:.1f} SE apart")
+    assert line in out, out
+    page = (tmp_path / "reports" / "loss" / "index.html").read_text()
+    assert "validation log_loss by step" in page and line.split(":")[0] in page
+    # the standard errors stay in the history: the chosen validation scores are the scores alone
+    [final] = [r for r in search if r.status == "complete"]
+    assert "log_loss" in final.validation_metrics and not any(k.endswith("_se") for k in final.validation_metrics)
     # search.rung_metric: objective judges by accuracy again; a family without a loss falls back to it
     objective = load_suite(write_suite(CLASSIFY.format(name="acc", extra=", rung_metric: objective"))).suite
     assert {(c.rung_metric, c.rung_direction) for c in plan(objective)} == {("accuracy", "maximize")}

@@ -105,12 +105,13 @@ def curve_figures(records: list[TrialRecord], board: pd.DataFrame) -> list[dict]
 
 def validation_figures(records: list[TrialRecord]) -> list[dict]:
     """Each search trial's validation score by step, per cell: under a multi-fidelity strategy the
-    points are the rungs, and a pruned trial's line ends where it was stopped (marked x)."""
+    points are the rungs, the score is the one the rungs judged by (search.rung_metric: a validation
+    loss, or the objective), and a pruned trial's line ends where it was stopped (marked x)."""
     import plotly.graph_objects as go
 
     figures = []
     for trials in search_trials_by_cell(records).values():
-        metric = trials[0].objective_metric
+        metric = (trials[0].config.get("search") or {}).get("rung_metric") or trials[0].objective_metric
         key = f"validation_{metric}"
         fig = go.Figure()
         for r in sorted(trials, key=lambda t: t.trial_number):

@@ -81,3 +81,45 @@ def compute_lines(table: pd.DataFrame) -> list[str]:
                    f"trials stopped at a rung; {part['train_s'].sum():.0f} s of training against an estimated "
                    f"{part['full_train_s_est'].sum():.0f} s")
     return out
+
+
+def rung_lines(records: list[TrialRecord]) -> list[str]:
+    """Under sha, how far apart each rung's promotion was: the last configuration kept and the best one
+    left behind, by the metric the rung judged (search.rung_metric), in standard errors of their
+    difference (each score's own, over the validation examples). Under 2 SE the rung could not tell
+    them apart, and a reader should know that the cut there was close to a coin toss."""
+    import math
+
+    out = []
+    for trials in search_trials_by_cell(records).values():
+        first = trials[0]
+        search = first.config.get("search") or {}
+        if search.get("strategy") != "sha" or not all(r.halving for r in trials):
+            continue
+        metric = search.get("rung_metric") or first.objective_metric
+        # the rung metric's direction: a loss is minimized, the objective goes its own way
+        lower = metric != first.objective_metric or first.objective_direction == "minimize"
+        for rung, step in enumerate(search.get("rungs") or []):
+            scored = []
+            for r in trials:
+                if r.halving["rung"] < rung:
+                    continue
+                point = next((h for h in r.history if h.get("step") == step and f"validation_{metric}" in h), None)
+                if point is not None:
+                    scored.append((r.halving["rung"] > rung, point[f"validation_{metric}"],
+                                   point.get(f"validation_{metric}_se", math.nan)))
+            kept = [x for x in scored if x[0]]
+            left = [x for x in scored if not x[0]]
+            if not kept or not left:
+                continue
+            pick = max if lower else min  # the worst kept, then the best left behind
+            last = pick(kept, key=lambda x: x[1])
+            best_left = (min if lower else max)(left, key=lambda x: x[1])
+            se = math.hypot(last[2], best_left[2])
+            apart = abs(best_left[1] - last[1]) / se if se > 0 else math.nan
+            verdict = ("" if math.isnan(apart) else
+                       f": {apart:.1f} SE apart" + (" (within noise: the rung could not tell them apart)" if apart < 2 else ""))
+            out.append(f"{first.task} · {first.model} · {first.method}, rung {rung + 1} (step {step}): kept {len(kept)} "
+                       f"of {len(scored)} by validation {metric}; the last kept {last[1]:.4g}, the best left "
+                       f"{best_left[1]:.4g}{verdict}")
+    return out

@@ -12,7 +12,7 @@ from harness.records.schema import TrialRecord
 from harness.report.charts import curve_figures, estimate_figures, pareto_figures, search_figures, validation_figures
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
-from harness.report.compute import compute_lines, compute_table
+from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
@@ -118,7 +118,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
         memory_source=MEMORY_NOTE + " " + records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
-        curves=figures["curves"], validation=figures["validation"], compute_summary=compute_lines(compute),
+        curves=figures["curves"], validation=figures["validation"],
+        compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),
         estimate_chart=figures["estimates"], acceleration=acceleration_rows(acceleration_table(records)),
         preference=preference_rows(records),

@@ -13,7 +13,7 @@ from harness.measure.host import BUSY_SHARE
 from harness.records.schema import TrialRecord
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
-from harness.report.compute import compute_lines, compute_table
+from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.leaderboard import leaderboard, metric_columns
 
 
@@ -144,7 +144,7 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
                       markup=True, highlight=False)
     if records:
         console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
-    for line in compute_lines(compute_table(records) if compute is None else compute):
+    for line in compute_lines(compute_table(records) if compute is None else compute) + rung_lines(records):
         console.print(line, markup=False, highlight=False)
     accel = acceleration_rows(acceleration_table(records))
     if accel:

@@ -82,9 +82,14 @@ def retried(trials) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
+def fresh(trial) -> bool:
+    """A trial that takes a slot of the budget: not a retry (it keeps its original's), not discarded."""
+    return not is_retry(trial) and DISCARDED not in trial.user_attrs
+
+
 def slot_of(trial, trials) -> int:
-    """A fresh trial's slot: the fresh, not-discarded trials numbered below it."""
-    return sum(1 for t in trials if t.number < trial.number and not is_retry(t) and DISCARDED not in t.user_attrs)
+    """A fresh trial's slot: the fresh trials numbered below it."""
+    return sum(1 for t in trials if t.number < trial.number and fresh(t))
 
 
 @dataclass
@@ -101,7 +106,7 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     _beat_silent(study)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    taken = [t for t in trials if not is_retry(t) and DISCARDED not in t.user_attrs]
+    taken = [t for t in trials if fresh(t)]
     waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
     if len(taken) >= budget and not waiting:
         return None

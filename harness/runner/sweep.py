@@ -499,8 +499,7 @@ class Worker:
         if halving.applies(self.suite, cell) and "::confirm-t" not in study.study_name:
             rung = halving.rung_of(study.study_name)
             configurations = cell.budget if not rung else sum(
-                1 for t in study.get_trials(deepcopy=False)
-                if not claims.is_retry(t) and claims.DISCARDED not in t.user_attrs)
+                1 for t in study.get_trials(deepcopy=False) if claims.fresh(t))
             stage = (rung, halving.stop_step(self.suite, rung, configurations), configurations)
         if "::confirm-t" in study.study_name:
             best = int(study.study_name.rsplit("-t", 1)[1])

@@ -78,7 +78,7 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
                 t0 = time.perf_counter()
                 scores = validate()
                 validation_s.append(time.perf_counter() - t0)
-                history.append({"step": state.global_step, **{f"validation_{k}": v for k, v in scores.items()}})
+                history.append(history_entry(state.global_step, scores))
                 # A ten-line pruning hook: optuna-integration's callback would add a package for this.
                 if metric in scores and hooks.should_prune(sign * scores[metric], state.global_step):
                     raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}",
@@ -93,6 +93,19 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
                 history.append({"step": state.global_step, "loss": loss})
 
     return [Measure()]
+
+
+def history_entry(step: int, scores: dict[str, float]) -> dict[str, float]:
+    """An in-loop validation as the record's history keeps it: each score as validation_<metric>, its
+    standard error ("se:<metric>") as validation_<metric>_se where it is finite (JSON has no NaN), so
+    the report can say how far apart a rung's scores were (report/compute.py rung_lines)."""
+    entry = {"step": step}
+    for key, value in scores.items():
+        if not key.startswith("se:"):
+            entry[f"validation_{key}"] = value
+        elif math.isfinite(value):
+            entry[f"validation_{key.removeprefix('se:')}_se"] = value
+    return entry
 
 
 def trainer_class(base=None):

@@ -212,9 +212,9 @@ class Trial:
         job, prepared = self.job, self.prepared
         self.phase = "train"
 
-        def in_loop_validation() -> dict[str, float]:
+        def in_loop_validation() -> dict[str, float]:  # with standard errors, for the history
             with self.energy.span("validation"):
-                return _drop_rates(self.score("validation"))
+                return {k: v for k, v in self.score("validation").items() if k != "generation_tokens_per_s"}
 
         if any(name in job.report_to for name in ("tensorboard", "wandb")):
             from harness.runner.tracking import Tracking
@@ -267,7 +267,7 @@ class Trial:
         last = next((h for h in reversed(self.history) if key in h), None)
         if last is not None and last["step"] == self.throughput.train_steps:
             self.record["validation_metrics"] = {k.removeprefix("validation_"): v for k, v in last.items()
-                                                 if k != "step"}
+                                                 if k != "step" and not k.endswith("_se")}
         else:
             with self.energy.span("validation_end"):
                 self.record["validation_metrics"] = _drop_rates(self.score("validation"))
