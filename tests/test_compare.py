@@ -189,7 +189,7 @@ def test_another_device_judges_quality_only(tmp_path, capsys):
     v = verdicts(tmp_path)
     assert v[("sentiment--tiny--lora", "quality")] == "unchanged"
     for metric in ("peak_memory_mib", "train_tokens_per_s", "train_s"):
-        assert v[(f"sentiment--tiny--lora", metric)] == "not comparable"
+        assert v[("sentiment--tiny--lora", metric)] == "not comparable"
     assert "device differs" in text and "changed: GPUs: [] -> ['NVIDIA H100 80GB HBM3']" in text
 
 

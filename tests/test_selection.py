@@ -151,9 +151,6 @@ training: {max_steps: 4}
     assert records["none"].trainable_params == 0 and records["none"].throughput.train_steps == 0
     assert records["trivial"].trainable_params == 0 and records["trivial"].memory.peak_bytes >= 0
     # the trivial predictor: the training split's majority class, scored on test and validation
-    import datasets
-
-    from harness.tasks.builtin_data import BUILTIN_DATA
     from harness.tasks.data import load_splits
 
     spec = Suite.model_validate({"name": "x", "models": [{"source": "builtin:tiny-bert"}], "methods": [{"name": "lora"}],
