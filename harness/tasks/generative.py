@@ -51,7 +51,7 @@ def score_options(model, prompts, options, device: str, batch_size: int = 1) -> 
     shared = _can_share_prompt_cache(model) and all(prompts) and all(all(opts) for opts in options)
     step = max(batch_size, 1) if shared else 1
     # longest first, so a batch holds prompts of similar lengths and pads little (as lm-eval orders
-    # its requests); the picks go back to the prompts' own order
+    # its requests); the scores go back to the prompts' own order
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[list[float]] = [[] for _ in prompts]
     for start in range(0, len(order), step):
