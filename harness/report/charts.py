@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.records.schema import TrialRecord
-from harness.report.compute import search_trials_by_cell
+from harness.report.compute import judged_by, search_trials_by_cell
 from harness.report.pages import figure_json
 
 PARETO_AXES = (("peak_mib", "train memory above baseline (MiB)"), ("train_s", "train time (s)"),
@@ -111,7 +111,7 @@ def validation_figures(records: list[TrialRecord]) -> list[dict]:
 
     figures = []
     for trials in search_trials_by_cell(records).values():
-        metric = (trials[0].config.get("search") or {}).get("rung_metric") or trials[0].objective_metric
+        metric, _ = judged_by(trials[0])
         key = f"validation_{metric}"
         fig = go.Figure()
         for r in sorted(trials, key=lambda t: t.trial_number):

@@ -83,6 +83,14 @@ def compute_lines(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def judged_by(record: TrialRecord) -> tuple[str, bool]:
+    """(metric, lower is better) the search's rungs judged this record's cell by: config.search.rung_metric
+    (a task family's validation loss, or the objective; records before it: the objective)."""
+    metric = (record.config.get("search") or {}).get("rung_metric") or record.objective_metric
+    # search.rung_metric is a loss (minimized) or the objective, which goes its own way
+    return metric, metric != record.objective_metric or record.objective_direction == "minimize"
+
+
 def rung_lines(records: list[TrialRecord]) -> list[str]:
     """Under sha, how far apart each rung's promotion was: the last configuration kept and the best one
     left behind, by the metric the rung judged (search.rung_metric), in standard errors of their
@@ -96,9 +104,7 @@ def rung_lines(records: list[TrialRecord]) -> list[str]:
         search = first.config.get("search") or {}
         if search.get("strategy") != "sha" or not all(r.halving for r in trials):
             continue
-        metric = search.get("rung_metric") or first.objective_metric
-        # the rung metric's direction: a loss is minimized, the objective goes its own way
-        lower = metric != first.objective_metric or first.objective_direction == "minimize"
+        metric, lower = judged_by(first)
         for rung, step in enumerate(search.get("rungs") or []):
             scored = []
             for r in trials:
@@ -112,9 +118,8 @@ def rung_lines(records: list[TrialRecord]) -> list[str]:
             left = [x for x in scored if not x[0]]
             if not kept or not left:
                 continue
-            pick = max if lower else min  # the worst kept, then the best left behind
-            last = pick(kept, key=lambda x: x[1])
-            best_left = (min if lower else max)(left, key=lambda x: x[1])
+            worse = (lambda x: x[1]) if lower else (lambda x: -x[1])  # larger is worse
+            last, best_left = max(kept, key=worse), min(left, key=worse)
             se = math.hypot(last[2], best_left[2])
             apart = abs(best_left[1] - last[1]) / se if se > 0 else math.nan
             verdict = ("" if math.isnan(apart) else

@@ -212,9 +212,9 @@ class Trial:
         job, prepared = self.job, self.prepared
         self.phase = "train"
 
-        def in_loop_validation() -> dict[str, float]:  # with standard errors, for the history
+        def in_loop_validation() -> dict[str, float]:
             with self.energy.span("validation"):
-                return {k: v for k, v in self.score("validation").items() if k != "generation_tokens_per_s"}
+                return _drop_rates(self.score("validation"), keep_errors=True)  # the history keeps them
 
         if any(name in job.report_to for name in ("tensorboard", "wandb")):
             from harness.runner.tracking import Tracking
@@ -342,9 +342,10 @@ def compile_seconds() -> float:
     return float(spent.get("entire_frame_compile", 0.0) + spent.get("entire_backward_compile", 0.0))
 
 
-def _drop_rates(metrics: dict[str, float]) -> dict[str, float]:
-    """The validation scores a choice reads: no rates, no standard errors."""
-    return {k: v for k, v in metrics.items() if k != "generation_tokens_per_s" and not k.startswith("se:")}
+def _drop_rates(metrics: dict[str, float], keep_errors: bool = False) -> dict[str, float]:
+    """The validation scores a choice reads: no rates, no standard errors (unless `keep_errors`)."""
+    return {k: v for k, v in metrics.items()
+            if k != "generation_tokens_per_s" and (keep_errors or not k.startswith("se:"))}
 
 
 def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:

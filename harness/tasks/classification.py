@@ -37,21 +37,17 @@ def true_label_losses(rows, references) -> list[float]:
     import torch
 
     rows = torch.as_tensor(rows, dtype=torch.float32) if not isinstance(rows, torch.Tensor) else rows.float()
-    refs = torch.as_tensor(list(references), dtype=torch.long, device=rows.device)
+    refs = torch.as_tensor(references, dtype=torch.long, device=rows.device)
     return torch.nn.functional.cross_entropy(rows, refs, reduction="none").tolist()
 
 
 def choice_scores(option_scores, answers) -> dict[str, float]:
     """scores() of a decoder's picks among each example's options (rows of length-normalized
     log-likelihoods, harness/tasks/generative.score_options; rows may differ in length): the likeliest
-    option is its pick, and its log-loss is that of a softmax over the row, as true_label_losses."""
-    import math
-
+    option is its pick, and its log-loss is that of a softmax over the row (true_label_losses, a row at
+    a time since rows differ in length)."""
     picks = [max(range(len(row)), key=row.__getitem__) for row in option_scores]
-    losses = []
-    for row, answer in zip(option_scores, answers):
-        top = max(row)
-        losses.append(top + math.log(sum(math.exp(v - top) for v in row)) - row[answer])
+    losses = [true_label_losses([row], [answer])[0] for row, answer in zip(option_scores, answers)]
     return scores(picks, list(answers), losses)
 
 
@@ -78,9 +74,9 @@ def evaluate(model, tokenizer, dataset, batch_size: int, device: str, head: str 
         for start in range(0, len(dataset), batch_size):
             columns = dataset[start:start + batch_size]  # one Arrow slice, not one lookup per row
             batch = collate([dict(zip(columns, row)) for row in zip(*columns.values())])
-            labels = batch.pop("labels").tolist()
+            labels = batch.pop("labels")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            refs.extend(labels)
+            refs.extend(labels.tolist())
             preds.extend(logits.argmax(-1).tolist())
             losses.extend(true_label_losses(logits, labels))
     return scores(preds, refs, losses)
