@@ -67,6 +67,14 @@ class DataSpec(Strict):
     train_size: int | None = Field(None, gt=0)
     validation_size: int | None = Field(None, gt=0)
     test_size: int | None = Field(None, gt=0)
+    on_bad_rows: Literal["error", "drop"] = Field(
+        "error", description="a row that cannot be used (not valid JSON/CSV, empty text, a null or mixed-type "
+                             "label, a QA answer none of its options, a pair whose chosen equals rejected): error "
+                             "stops with every such row by file:line; drop leaves them out and counts them per "
+                             "split and reason in the record and on the report")
+    allow_unseen_labels: bool = Field(
+        False, description="labels (or answers) in validation/test that never occur in train are an error; "
+                           "true keeps them (a class the model never trained on), counted on the report")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
@@ -327,12 +335,16 @@ class TrackingSpec(Strict):
 
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="folder name for results")
-    description: str | None = None
-    models: list[ModelSpec] = Field(min_length=1)
-    tasks: list[TaskSpec] = Field(min_length=1)
-    methods: list[MethodEntry] = Field(min_length=1)
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    description: str | None = Field(None, description="one line for the report's title")
+    models: list[ModelSpec] = Field(min_length=1, description="the models every task runs on (tasks[].models "
+                                                              "narrows it)")
+    tasks: list[TaskSpec] = Field(min_length=1, description="the tasks, each with its data")
+    methods: list[MethodEntry] = Field(min_length=1, description="the fine-tuning methods compared (harness ls "
+                                                                 "methods), each with the same budget")
+    search: SearchSpec = Field(default_factory=SearchSpec, description="the search: its budget, sampler and "
+                                                                       "early stopping")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="training settings every method "
+                                                                             "shares")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                              description="the first seeds the search; confirmations take the ones after it")
     references: bool = Field(True, description="add the untrained model (method none) and the trivial baseline "

@@ -93,7 +93,7 @@ def test_unknown_search_parameter_for_method(write_suite):
 
 
 def test_data_file_missing_and_columns_missing(write_suite, tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n')
+    (tmp_path / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "awful", "label": 0}\n')
     (tmp_path / "test.csv").write_text("sentence,label\nbad,0\n")
     text = GOOD.replace("data: {builtin: sentiment}",
                         "data: {files: {train: train.jsonl, test: test.csv, validation: gone.jsonl}}")
@@ -105,7 +105,7 @@ def test_data_file_missing_and_columns_missing(write_suite, tmp_path):
 
 
 def test_column_mapping_fixes_columns(write_suite, tmp_path):
-    (tmp_path / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n')
+    (tmp_path / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "awful", "label": 0}\n')
     (tmp_path / "test.csv").write_text("sentence,label\nbad,0\n")
     text = GOOD.replace("data: {builtin: sentiment}",
                         "data: {files: {train: train.jsonl, test: test.csv}, columns: {text: sentence}}")

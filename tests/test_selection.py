@@ -156,7 +156,9 @@ training: {max_steps: 4}
     spec = Suite.model_validate({"name": "x", "models": [{"source": "builtin:tiny-bert"}], "methods": [{"name": "lora"}],
                                  "tasks": [{"name": "t", "kind": "classification",
                                             "data": {"builtin": "sentiment", "train_size": 120, "test_size": 60}}]})
-    splits, _ = load_splits(spec.tasks[0].data, ("text", "label"), tmp_path)
+    from harness.tasks import family_for
+
+    splits, _, _ = load_splits(spec.tasks[0].data, family_for(spec.tasks[0]), tmp_path)
     from collections import Counter
 
     majority = Counter(splits["train"]["label"]).most_common(1)[0][0]

@@ -146,15 +146,17 @@ training: {max_steps: 500, batch_size: 8}
 
 
 def test_data_that_fails_to_load_is_a_failed_record_and_the_sweep_goes_on(write_suite, tmp_path, capsys):
-    (tmp_path / "train.jsonl").write_text('{"text": "good film", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
-                                          '{"text": "broken row\n')
-    (tmp_path / "test.jsonl").write_text('{"text": "great", "label": "pos"}\n')
+    # a model folder whose config reads but which holds no tokenizer or weights: validate reads only
+    # the config (a data file's faults stop validate itself: tests/test_data_checks.py), so the cell
+    # fails when its trials prepare it
+    (tmp_path / "half-model").mkdir()
+    (tmp_path / "half-model" / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
     text = """\
 name: two
-models: [{source: 'builtin:tiny-bert', max_length: 32}]
+models: [{source: 'builtin:tiny-bert', max_length: 32}, {source: ./half-model, name: half, max_length: 32}]
 tasks:
-  - {name: broken, kind: classification, data: {files: {train: train.jsonl, test: test.jsonl}}}
-  - {name: fine, kind: classification, data: {builtin: sentiment, train_size: 64, test_size: 32}}
+  - {name: broken, kind: classification, models: [half], data: {builtin: sentiment, train_size: 64, test_size: 32}}
+  - {name: fine, kind: classification, models: [tiny-bert], data: {builtin: sentiment, train_size: 64, test_size: 32}}
 methods: [{name: bitfit}]
 search: {trials_per_cell: 2, strategy: none}
 training: {max_steps: 2}
@@ -165,5 +167,6 @@ references: false
     records = RecordStore(tmp_path / "results" / "two").load_all()
     broken = [r for r in records if r.task == "broken"]
     assert len(broken) == 2 and all(r.status == "failed" for r in broken)
-    assert broken[0].reason.startswith("preparing tiny-bert / broken failed:")
+    assert broken[0].reason.startswith("preparing half / broken failed:")
+    assert "Traceback" not in out.err
     assert [r.status for r in records if r.task == "fine"] == ["complete", "complete"]

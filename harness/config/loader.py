@@ -53,12 +53,19 @@ def _semantic_problems(raw: dict, suite: Suite | None, base_dir: Path, lines: Li
     """What only the registries can tell: each model source, task family and method checks its own
     entries; then which methods can run on which models and task heads."""
     out: list[Problem] = []
-    at = lambda base, found: [lines.problem(base + rel, msg) for rel, msg in found]  # noqa: E731
+    at = lambda base, found: [f if isinstance(f, Problem) else lines.problem(base + f[0], f[1])  # noqa: E731
+                              for f in found]
     infos = []
     for i, model in _items(raw, "models", ModelSpec):
         found = models.problems(model, base_dir)
         out += at(("models", i), found)
-        infos.append((model.label, None if found else models.model_info(model, base_dir)))
+        info = None if found else models.model_info(model, base_dir)
+        infos.append((model.label, info))
+        if info is not None and info.max_positions and model.max_length > info.max_positions:
+            out.append(lines.problem(("models", i, "max_length"), (
+                f"max_length {model.max_length} is above the model's position limit {info.max_positions} "
+                f"(its config's max_position_embeddings): longer inputs fail or run past what it was trained "
+                f"on; use at most {info.max_positions}")))
     heads: dict[str, set[str]] = {}  # model label -> heads its tasks need
     families: dict = {}  # task name -> its family
     labels = [label for label, _ in infos]
@@ -303,5 +310,5 @@ def load_suite(path: str | Path) -> LoadedSuite:
     suite, found = check_raw(raw, path.parent, lines)
     problems.extend(found)
     if problems:
-        raise UserError(sorted(problems, key=lambda p: (p.line or 0, p.path)))
+        raise UserError(sorted(problems, key=lambda p: (p.file != str(path), p.file, p.line or 0, p.path)))
     return LoadedSuite(suite=suite, path=path.resolve(), text=path.read_text(encoding="utf-8"))

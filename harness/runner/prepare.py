@@ -33,6 +33,7 @@ class Prepared:
     train_test_duplicates: int = 0
     model_bytes: int = 0  # the base model's weights and buffers, as loaded in the sweep process
     task: TaskSpec | None = None  # the suite's task entry (objective settings a family reads)
+    data_checks: dict | None = None  # rows read and dropped per split, labels only validation/test have
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -105,8 +106,8 @@ class Preparer:
 
         family = family_for(task)
         source = resolve(model_spec, self.base_dir)
-        splits, validation_source = load_splits(task.data, family.fields, self.base_dir, seed=self.seed,
-                                                optional=family.optional_fields, cap=self.max_examples)
+        splits, validation_source, data_checks = load_splits(task.data, family, self.base_dir, seed=self.seed,
+                                                             cap=self.max_examples)
         config = AutoConfig.from_pretrained(source, revision=model_spec.revision)
         head = head_for(family, config)
         labels = []
@@ -129,4 +130,4 @@ class Preparer:
                         model_bytes=model_bytes(model),
                         model_type=model.config.model_type, source=source, model_spec=model_spec,
                         family=family, head=head, splits=splits, validation_source=validation_source,
-                        train_test_duplicates=duplicates, task=task)
+                        train_test_duplicates=duplicates, task=task, data_checks=data_checks)

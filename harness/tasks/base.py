@@ -48,11 +48,23 @@ class TaskFamily:
     # stopped early by: a continuous score that moves with every step, where the headline metric is
     # often the same constant guess for every configuration at an early rung. None: the objective
     rung_metric: str | None = None
+    # the fields whose every value must be a non-empty string (harness/tasks/checks.py); None: every
+    # field that is neither optional nor the label
+    text: tuple[str, ...] | None = None
+    # (a row as {field: value}) -> [(field, reason, message)]: what else makes a row unusable for this
+    # family (a QA answer that is none of its options); reasons are keys of checks.REASONS
+    row_check: Callable[[dict], list[tuple[str, str, str]]] | None = None
 
     @property
     def key(self) -> str:
         """Its name in the registry: the kind, or kind/variant."""
         return f"{self.name}/{self.variant}" if self.variant else self.name
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        if self.text is not None:
+            return self.text
+        return tuple(f for f in self.fields if f not in self.optional_fields and f != self.label_field)
 
     @property
     def heads(self) -> set[str]:
@@ -67,11 +79,13 @@ class TaskFamily:
 
     def problems(self, task, base_dir) -> list[tuple[tuple, str]]:
         """(path relative to the task entry, message) for what this family finds wrong with a suite's
-        task without loading the data: its columns, files and objective metric."""
+        task: its columns, files and objective metric; and a Problem located in the data file itself
+        for each fault the data checks find there."""
+        from harness.errors import Problem
         from harness.tasks.data import data_problems
 
-        out = [(("data",) + rel, msg)
-               for rel, msg in data_problems(task.data, self.fields, base_dir, tuple(self.optional_fields))]
+        out = [found if isinstance(found, Problem) else (("data",) + found[0], found[1])
+               for found in data_problems(task.data, self, base_dir)]
         if (task.objective is not None or task.beta is not None) and self.objective is None:
             key = "objective" if task.objective is not None else "beta"
             out.append(((key,), f"task {task.name} ({self.name}) takes no {key}: only preference tasks do"))

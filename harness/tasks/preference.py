@@ -316,6 +316,24 @@ def longer_answer(splits, split: str) -> dict[str, float]:
     return {k: v for k, v in out.items() if "margin" not in k}
 
 
+def pair_problems(row: dict) -> list[tuple[str, str, str]]:
+    """Each answer is text or a non-empty list of messages; a pair whose two answers are the same
+    teaches nothing and scores as a coin flip."""
+    from harness.tasks.checks import text_problem
+
+    out = []
+    for key in ("chosen", "rejected"):
+        value = row.get(key)
+        if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+            continue
+        why = text_problem(value) if not isinstance(value, list) else "is not a list of messages with content"
+        if why:
+            out.append((key, "empty_text", f"{key} {why}"))
+    if not out and row.get("chosen") == row.get("rejected"):
+        out.append(("rejected", "same_pair", "chosen and rejected are the same answer: the pair prefers nothing"))
+    return out
+
+
 def method_problem(objective: Objective, method) -> str | None:
     """Why a method cannot train under this objective (validate names it), or None."""
     if method.soft_prompt and objective.name in ("simpo", "orpo"):
@@ -337,7 +355,7 @@ def _family(objective: Objective, default: bool) -> TaskFamily:
         tokenize=tokenize, evaluate=partial(evaluate, objective), trivial=longer_answer,
         trivial_name="the longer answer preferred", metric_range=None,
         trainer=partial(make_trainer, objective), eval_options=eval_options, pairs=True,
-        holds_reference=objective.uses_reference,
+        holds_reference=objective.uses_reference, text=(), row_check=pair_problems,
         method_problem=partial(method_problem, objective))
 
 

@@ -40,6 +40,21 @@ def answer_index(answer, options: list[str]) -> int:
     raise ValueError(f"answer {answer!r} is none of the options {options}")
 
 
+def answer_problems(row: dict) -> list[tuple[str, str, str]]:
+    """A row whose answer is none of its options (by text, letter or index) cannot be scored."""
+    try:
+        options = options_of(row.get("options"))
+    except (ValueError, TypeError) as exc:
+        return [("options", "unparseable", f"options cannot be read as a list ({exc})")]
+    if not options or any(not o.strip() for o in options):
+        return [("options", "empty_text", "an option is empty")]
+    try:
+        answer_index(row.get("answer"), options)
+    except ValueError as exc:
+        return [("answer", "answer_not_an_option", str(exc))]
+    return []
+
+
 def question_text(question: str, context: str, options: list[str]) -> str:
     lettered = options != YES_NO_MAYBE
     parts = [f"Context: {context}"] if context else []
@@ -122,4 +137,5 @@ register(TaskFamily(
     trivial=majority_answer,
     trivial_name="the training split's most frequent answer",
     rung_metric="log_loss",
+    row_check=answer_problems,
 ))
