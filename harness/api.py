@@ -95,24 +95,30 @@ def _suite_file(suite: str | Path | dict[str, Any]) -> Path:
 
 def run(suite: str | Path | dict[str, Any], *, results: str | None = None, reports: str | None = None,
         quiet: bool = True, workers: int = 1, gpus: list[str] | None = None, storage: str | None = None,
-        smoke: bool = False, gpu_memory: str | None = None, console=None) -> Results:
+        smoke: bool = False, gpu_memory: str | None = None, console=None, verbose: bool = False,
+        wide: bool = False) -> Results:
     """Sweep a suite (a YAML path or a mapping), publish its leaderboard and report, and return its
-    results. Bad input raises harness.errors.UserError with every problem (file, line, field)."""
+    results. Bad input raises harness.errors.UserError with every problem (file, line, field).
+    Library warnings go to results/<suite>/run.log (verbose: to stderr); wide: the full leaderboard
+    on the terminal instead of the compact one."""
     from harness.config import load_suite
     from harness.report.publish import publish
     from harness.report.terminal import ProgressView
-    from harness.runner.sweep import cells_verdict, planned_trials, prepare_run, run_sweep
+    from harness.runner.logs import captured
+    from harness.runner.sweep import cells_verdict, log_file, planned_trials, prepare_run, run_sweep
 
     loaded, root = prepare_run(load_suite(_suite_file(suite)), results, smoke)
     if gpu_memory:
         loaded = with_memory_limit(loaded, gpu_memory)
     done = _done_before(loaded, root, storage)
     with ProgressView(total=planned_trials(loaded, done), quiet=quiet) as view:
-        outcome = run_sweep(loaded, root, view, workers=workers, gpus=gpus, storage_url=storage)
+        outcome = run_sweep(loaded, root, view, workers=workers, gpus=gpus, storage_url=storage, verbose=verbose)
     records = outcome.store.load_all()
     reports_root = Path(reports) if reports else Path(loaded.suite.output.reports_dir)
-    shown = publish(records, reports_root / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
-                    elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""), console=console)
+    with captured(log_file(loaded, root), verbose):
+        shown = publish(records, reports_root / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
+                        elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""), console=console,
+                        wide=wide, log_file=None if verbose else str(log_file(loaded, root)))
     code = cells_verdict(outcome, records, smoke=smoke)
     return Results(root=Path(outcome.store.root), storage=storage, suite=loaded.suite.name, page=shown.page,
                    exit_code=code, _records=records)

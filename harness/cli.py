@@ -35,6 +35,24 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    """A first suite from the user's own data files (harness/config/init.py)."""
+    from harness.config.init import init_suite
+
+    columns = {}
+    for item in args.column:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError([Problem("harness init", None, "--column", f"{item!r}: write it as FIELD=COLUMN, "
+                                                                        f"e.g. text=review")])
+        columns[key] = value
+    out = init_suite(Path(args.data), Path(args.test) if args.test else None,
+                     Path(args.validation) if args.validation else None, args.model, args.kind, columns,
+                     Path(args.out) if args.out else None, args.name, args.on_bad_rows == "drop", args.force)
+    print(f"wrote {out}: harness validate accepts it. Next: harness run {out} --smoke, then harness run {out}")
+    return 0
+
+
 def cmd_ls(args) -> int:
     """One line per registered entry (plain text: easy to read, easy to grep)."""
     rows: list[tuple[str, ...]] = []
@@ -81,7 +99,8 @@ def cmd_run(args) -> int:
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     results = run(args.suite, results=args.results, reports=args.reports, quiet=args.quiet, workers=args.workers,
-                  gpus=gpus, storage=args.storage, smoke=args.smoke, gpu_memory=args.gpu_memory)
+                  gpus=gpus, storage=args.storage, smoke=args.smoke, gpu_memory=args.gpu_memory,
+                  verbose=args.verbose, wide=args.wide)
     print(f"records: {results.root}/records   report: {results.page}")
     return results.exit_code
 
@@ -94,7 +113,7 @@ def cmd_worker(args) -> int:
 
     loaded, root = prepare_run(load_suite(args.suite), args.results, smoke=False)
     with ProgressView(total=planned_trials(loaded), quiet=args.quiet) as view:
-        outcome = run_sweep(loaded, root, view, storage_url=args.storage)
+        outcome = run_sweep(loaded, root, view, storage_url=args.storage, verbose=args.verbose)
     print(f"worker done: the suite's budget and confirmations are claimed and finished "
           f"({outcome.elapsed_s:.0f} s); `harness report --storage URL {loaded.suite.name}` shows the results")
     return 0
@@ -142,7 +161,7 @@ def cmd_report(args) -> int:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
     out = Path(args.out) if args.out else _saved_reports_dir(suite_text) / records[0].suite
     storage = store.study_storage_url if args.storage or (folder / "optuna.db").exists() else None
-    print(f"report: {publish(records, out, storage, suite_text, study_prefix=store.study_name('')).page}")
+    print(f"report: {publish(records, out, storage, suite_text, study_prefix=store.study_name(''), wide=args.wide).page}")
     return 0
 
 
@@ -242,9 +261,15 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    """The suite's JSON Schema on stdout (harness schema > suite.schema.json)."""
+    """The suite's JSON Schema on stdout (harness schema > suite.schema.json), or its Markdown
+    reference (harness schema --markdown > docs/suites.md)."""
     import json
 
+    if args.markdown:
+        from harness.config.reference import suite_reference
+
+        sys.stdout.write(suite_reference())
+        return 0
     from harness.config.schema import suite_schema
 
     print(json.dumps(suite_schema(), indent=1))
@@ -276,6 +301,12 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _chatter_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' warnings and log lines on the terminal (by default they go to "
+                        "results/<suite>/run.log; those that could change a number are on the report)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Compare fine-tuning methods under equal search budgets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,18 +324,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true",
                    help="one short trial per cell (2 steps, 8 examples a split, the methods' defaults) into "
                         "<name>-smoke: learn in minutes that the whole suite can start")
+    _chatter_flags(p)
+    p.add_argument("--wide", action="store_true", help="the full leaderboard on the terminal (every column), "
+                                                       "not the compact one that fits 100 columns")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("worker", help="claim and run a suite's trials on shared storage until the suite is done")
     p.add_argument("suite")
     p.add_argument("--storage", required=True, help="postgresql://USER@HOST/DB")
     p.add_argument("--results", default=None, help="local folder for saved adapters (default: the suite's)")
     p.add_argument("--quiet", action="store_true")
+    _chatter_flags(p)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("export", help="write a PostgreSQL results set as records/<cell>/*.json files")
     p.add_argument("suite")
     p.add_argument("out", help="folder to write (results/<suite>)")
     p.add_argument("--storage", required=True, help="postgresql://USER@HOST/DB")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("init", help="write a first suite from your own data files (the task kind read from "
+                                    "the columns; the data checked)")
+    p.add_argument("--data", required=True, help="the training file (.jsonl, .json, .csv, .parquet)")
+    p.add_argument("--test", help="the test file: reported on, never read by a choice")
+    p.add_argument("--validation", help="a validation file (default: 10%% of train, carved out with a seed)")
+    p.add_argument("--model", help="model source (default: builtin:minilm-l6 for classification and qa, "
+                                   "builtin:smollm2-135m for summarization and preference)")
+    p.add_argument("--kind", choices=["classification", "qa", "summarization", "preference"],
+                   help="the task kind, where the columns fit more than one")
+    p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="which of your columns feeds a task field, e.g. label=stars (repeatable)")
+    p.add_argument("--out", help="the suite file to write (default: <name>.yaml here)")
+    p.add_argument("--name", help="the suite's name (default: the training file's name)")
+    p.add_argument("--on-bad-rows", choices=["error", "drop"], default="error",
+                   help="drop: leave out rows that cannot be used, counted on the report (default: stop and "
+                        "name them)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("validate", help="check suites; exit 2 listing every problem")
     p.add_argument("suites", nargs="+")
     p.set_defaults(func=cmd_validate)
@@ -350,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print {"cells": [...]} for scripts')
     p.set_defaults(func=cmd_estimate)
     p = sub.add_parser("schema", help="the suite's JSON Schema, for editors (harness schema > suite.schema.json)")
+    p.add_argument("--markdown", action="store_true", help="the suite reference as Markdown (docs/suites.md)")
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("compare", help="verdict per cell and metric between two results folders; exit 1 on a "
                                        "regression or a cell missing; tolerances from the baseline's suite")
@@ -373,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default reports/<suite>)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out records that cannot be read (listed on stderr) instead of stopping")
+    p.add_argument("--wide", action="store_true", help="the full leaderboard on the terminal (every column)")
     p.set_defaults(func=cmd_report)
     return parser
 

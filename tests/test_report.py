@@ -99,10 +99,42 @@ def test_report_rows_equal_records_and_terminal(records, tmp_path):
     expected = [[str(int(r["rank"])), r["method"], f"{r['metric:accuracy']:.4f}"] for _, r in board.iterrows()]
     assert [row[:3] for row in parser.rows] == expected
     console = Console(record=True, width=200)
-    print_leaderboard(records, console=console)
+    print_leaderboard(records, console=console, wide=True)
     text = console.export_text()
     terminal = [line for line in text.splitlines() if re.match(r"^│ \d+ │", line)]
     assert [[c.strip() for c in line.strip("│").split("│")][:3] for line in terminal] == expected
+
+
+@pytest.mark.parametrize("width", [80, 100, 200])
+def test_the_compact_leaderboard_fits_the_terminal(width):
+    """No line of the compact table is wider than the terminal. At 100 columns and more a row's
+    figures stay on its one line (only a long method label folds); at 80 the interval and verdict
+    wrap too. Each confirmed method's score carries its interval and its verdict against the best."""
+    out = []
+    for method, acc in (("full", 0.92), ("lora_with_a_long_label", 0.86), ("bitfit", 0.70)):
+        out.append(make_record(method=method, accuracy=acc, trainable=10**5, total=10**7))
+        for seed in (1, 2, 3):
+            out.append(make_record(method=method, seed=seed, phase="confirm",
+                                   accuracy=acc + 0.01 * seed * (1 if method != "bitfit" else -3)))
+    out.append(make_record(method="none", family="baseline", accuracy=0.5, trainable=0))
+    console = Console(record=True, width=width)
+    print_leaderboard(out, console=console)
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    rows = [line for line in text.splitlines() if re.match(r"^│ +(\d+|ref) +│", line)]
+    if width >= 100:  # each row's figures on its one line
+        assert len(rows) == 4
+        assert all(re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] │ (best|worse|undecided)", r) for r in rows[:3])
+        assert re.search(r"│ +1 │ full +│ +0\.940 \[0\.\d{3}, 0\.\d{3}\] │ best", text)
+        assert "worse -0." in text or "undecided -0." in text
+        header = next(line for line in text.splitlines() if "method" in line)
+        assert [c.strip() for c in header.strip("┃").split("┃")] == [
+            "#", "method", "accuracy", "vs best", "trainable", "train MiB", "tokens/s"]
+    assert "lora_with" in text and "bitfit" in text and "none" in text
+    wide = Console(record=True, width=200)
+    print_leaderboard(out, console=wide, wide=True)
+    wide_text = wide.export_text()
+    assert "eval MiB" in wide_text and "macro_f1" in wide_text
 
 
 def _browser():

@@ -16,7 +16,8 @@ from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
-from harness.report.terminal import MEMORY_NOTE, caption, confidence_text, human_count, rank_text, tie_text
+from harness.report.terminal import (MEMORY_NOTE, caption, confidence_text, data_lines, human_count, rank_text,
+                                     tie_text)
 
 COLUMNS = [  # (board column, header, format)
     ("rank", "#", str),
@@ -123,6 +124,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),
         estimate_chart=figures["estimates"], acceleration=acceleration_rows(acceleration_table(records)),
         preference=preference_rows(records),
+        notes=data_lines(records) + [f"library warning (could affect speed or memory figures): {n}"
+                                     for n in dict.fromkeys(n for r in records for n in r.environment.get("notices", []))],
         failures=[{"cell": r.cell_id, "trial": r.trial_number, "status": r.status, "reason": r.reason or ""}
                   for r in records if r.status != "complete"],
         provenance=_provenance(records, suite_text), suite_text=suite_text,

@@ -23,9 +23,10 @@ class Publication:
 
 
 def publish(records: list[TrialRecord], out_dir: Path, storage_url: str | None, suite_text: str,
-            elapsed_s: float | None = None, console=None, study_prefix: str = "") -> Publication:
+            elapsed_s: float | None = None, console=None, study_prefix: str = "", wide: bool = False,
+            log_file: str | None = None) -> Publication:
     board, compute = leaderboard(records), compute_table(records)
-    print_board(board, records, elapsed_s, console, compute)
+    print_board(board, records, elapsed_s, console, compute, wide=wide, log_file=log_file)
     page = write_report(records, board, out_dir, storage_url, suite_text, study_prefix, compute)
     write_leaderboard_files(board, out_dir)
     return Publication(board, page)

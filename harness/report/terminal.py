@@ -23,6 +23,11 @@ MEMORY_NOTE = ("train MiB: the training phase's peak above the process before an
                "trial, so its speed is not the method's.")
 
 
+COMPACT_NOTE = ("vs best: the paired difference to the best over the seeds both ran; worse where its 95% interval "
+                "excludes zero, undecided where it holds zero (not yet known). train MiB: the training phase's peak "
+                "above the process before any model weights. Every column: --wide, the report, leaderboard.csv.")
+
+
 def human_count(n: float) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
@@ -60,6 +65,30 @@ def tie_text(row) -> str:
     return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{near}"
 
 
+def verdict_text(row) -> str:
+    """The compact table's word against the best, from the paired difference's 95% interval: worse
+    where it excludes zero, undecided where it holds zero (not yet known: never "as good")."""
+    if row.get("reference"):
+        return "—"
+    if row.get("rank") == 1:
+        return "best"
+    diff, low, high = row.get("diff_vs_best"), row.get("diff_low"), row.get("diff_high")
+    if diff is None or pd.isna(diff) or pd.isna(low) or pd.isna(high):
+        return "—"
+    word = "undecided" if low <= 0 <= high else "worse"
+    return f"{word} {diff:+.3f}"
+
+
+def score_text(row, metric: str) -> str:
+    """The objective's test score with its 95% interval over the seeds, where seeds ran."""
+    value = row.get(metric)
+    if value is None or pd.isna(value):
+        return "—"
+    if row.get("seeds") and not pd.isna(row.get("ci_low")):
+        return f"{value:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return f"{value:.3f}"
+
+
 def caption(part: pd.DataFrame) -> list[str]:
     """Per cell: trials run and complete, and the search space; baselines and warnings explained."""
     lines = []
@@ -74,6 +103,41 @@ def caption(part: pd.DataFrame) -> list[str]:
     if pd.notna(dup) and dup > 0:
         lines.append(f"warning: {int(dup)} test examples also stand in the training split, exactly")
     return lines
+
+
+def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) -> Table:
+    """What fits 100 columns: rank, method, the objective with its interval, the verdict against the
+    best, trainable share, train memory and speed (the rest: --wide, the exports, the HTML page)."""
+    part = board[(board.task == task) & (board.model == model)]
+    objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
+    seeded = bool((part["seeds"] > 0).any())
+    table = Table(title=f"{task} · {model}: test {objective}" + (" (seed mean, 95% CI)" if seeded else ""),
+                  title_justify="left", caption="\n".join(caption(part)), caption_justify="left")
+    rows = []
+    for _, row in part.iterrows():
+        has = not pd.isna(row.get("trainable_params")) and not pd.isna(row.get("train_s"))
+        busy = row.get("busy") if row.get("busy") is not None and not pd.isna(row.get("busy")) else 0.0
+        speed = f"{row['tokens_per_s']:.0f}" + (" busy" if busy > BUSY_SHARE else "") \
+            if has and not row.get("reference") else "—"
+        rows.append((rank_text(row), str(row["method"]), score_text(row, f"metric:{objective}"), verdict_text(row),
+                     f"{row['trainable_pct']:.2f}%" if has else "—",
+                     "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}", speed))
+    heads = (("#", "right"), ("method", "left"), (objective or "score", "right"), ("vs best", "left"),
+             ("trainable", "right"), ("train MiB", "right"), ("tokens/s", "right"))
+    widths = [max([len(head)] + [len(r[i]) for r in rows]) for i, (head, _) in enumerate(heads)]
+    # what the method column may take: the width less every other column whole and the borders
+    room = width - sum(w for i, w in enumerate(widths) if i != 1) - (3 * len(heads) + 1)
+    for i, (head, justify) in enumerate(heads):
+        if i == 1:  # the method's label folds where the terminal is narrow
+            table.add_column(head, justify=justify, overflow="fold", min_width=min(widths[1], 6),
+                             max_width=max(room, 6))
+        elif room >= 6 or i not in (2, 3):  # figures stay on one line ...
+            table.add_column(head, justify=justify, no_wrap=True, min_width=widths[i])
+        else:  # ... unless the terminal is too narrow for them all: the interval and verdict wrap
+            table.add_column(head, justify=justify)
+    for r in rows:
+        table.add_row(*r)
+    return table
 
 
 def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
@@ -113,9 +177,9 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
 
 
 def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None,
-                      console: Console | None = None) -> pd.DataFrame:
+                      console: Console | None = None, wide: bool = False) -> pd.DataFrame:
     board = leaderboard(records)
-    print_board(board, records, elapsed_s, console)
+    print_board(board, records, elapsed_s, console, wide=wide)
     return board
 
 
@@ -133,19 +197,27 @@ def acceleration_view(rows: list[dict]) -> Table:
 
 
 def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
-                console: Console | None = None, compute: pd.DataFrame | None = None) -> None:
-    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table's cells.
-    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+                console: Console | None = None, compute: pd.DataFrame | None = None, wide: bool = False,
+                log_file: str | None = None) -> None:
+    """The compact leaderboard per task x model (wide: every column), then failures, notes and the
+    compute lines. Off a terminal (CI logs, files) rich would assume 80 columns: 100 for the compact
+    table, 200 for the wide one."""
+    if console is None:
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 200 if wide else 100)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
-        console.print(leaderboard_table(board, task, model))
+        console.print(leaderboard_table(board, task, model) if wide else
+                      compact_table(board, task, model, console.width))
+    for line in data_lines(records) + notice_lines(records, log_file):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # greppable
     failures = [r for r in records if r.status != "complete"]
     for r in failures:
         console.print(f"[yellow]{r.status}[/] {r.cell_id} trial {r.trial_number}: {(r.reason or '').splitlines()[0]}",
-                      markup=True, highlight=False)
+                      markup=True, highlight=False, soft_wrap=True)
     if records:
-        console.print(MEMORY_NOTE + (f" Measured by {records[0].memory.source}." if records[0].memory.source else ""))
+        source = f" Measured by {records[0].memory.source}." if records[0].memory.source else ""
+        console.print((MEMORY_NOTE if wide else COMPACT_NOTE) + source, markup=False, highlight=False)
     for line in compute_lines(compute_table(records) if compute is None else compute) + rung_lines(records):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # greppable
     accel = acceleration_rows(acceleration_table(records))
     if accel:
         console.print(acceleration_view(accel))
@@ -157,15 +229,45 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
         console.print(f"sweep took {elapsed_s:.0f} s")
 
 
+def data_lines(records: list[TrialRecord]) -> list[str]:
+    """Per task: rows the data checks dropped (data.on_bad_rows: drop) and labels only validation/test
+    have (data.allow_unseen_labels): never silent."""
+    out, seen = [], set()
+    for r in records:
+        checks = r.data_checks or {}
+        if r.task in seen or not checks:
+            continue
+        seen.add(r.task)
+        if checks.get("summary"):
+            out.append(f"data · {r.task}: {checks['summary']}")
+        for split, labels in (checks.get("unseen_labels") or {}).items():
+            rows = sum(labels.values())
+            out.append(f"data · {r.task}: {rows} {split} row{'s carry' if rows != 1 else ' carries'} labels the "
+                       f"training split lacks ({', '.join(sorted(labels))}): the model cannot get them right")
+    return out
+
+
+def notice_lines(records: list[TrialRecord], log_file: str | None = None) -> list[str]:
+    """One line where library warnings could matter to a number (a kernel fallback): they are on the report."""
+    noticed = {n for r in records for n in r.environment.get("notices", [])}
+    if not noticed:
+        return []
+    where = f"; the libraries' full output is in {log_file}" if log_file else ""
+    return [f"{len(noticed)} library warning{'s' if len(noticed) != 1 else ''} could affect the speed or memory "
+            f"figures (e.g. a kernel fallback): listed on the report{where}"]
+
+
 class ProgressView:
     """Overall trials bar with ETA, plus the current trial's training steps: the terminal's side of
     the runner's Progress protocol (harness/runner/progress.py)."""
 
     def __init__(self, total: int, quiet: bool = False):
         self.quiet = quiet
+        # off a terminal (a log file) a trial's line is never wrapped at rich's assumed 80 columns
+        console = None if sys.stdout.isatty() else Console(highlight=False, width=200)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 disable=quiet, transient=False)
+                                 disable=quiet, transient=False, console=console)
         self.overall = self.progress.add_task("trials", total=total)
         self.current = self.progress.add_task("", total=1, visible=False)
 

@@ -37,6 +37,9 @@ def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, conn) -> 
     import os
 
     os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES for a worker per GPU, before torch is imported
+    from harness.runner.logs import route_from_env
+
+    route_from_env()  # library chatter to the run's log file, before the training stack is imported
     try:
         fn(*args, EventSender(conn), **kwargs)
         conn.send(("done", ()))

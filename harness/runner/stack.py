@@ -8,6 +8,8 @@ import os
 
 
 def quiet_libraries() -> None:
+    """No progress bars from the libraries; their warnings go to the run's log file where the runner
+    routed them (runner/logs.py), and are silenced where it did not (runner.isolation: inline)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fork-safe tokenizers
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a CUDA context
     import warnings
@@ -15,9 +17,13 @@ def quiet_libraries() -> None:
     import optuna
     import transformers
 
-    transformers.logging.set_verbosity_error()
+    from harness.runner.logs import LOG_ENV, VERBOSE_ENV
+
     transformers.logging.disable_progress_bar()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if os.environ.get(LOG_ENV) or os.environ.get(VERBOSE_ENV):
+        return
+    transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 

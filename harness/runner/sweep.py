@@ -54,8 +54,13 @@ def planned_trials(loaded: LoadedSuite, done: int = 0) -> int:
                    for c in plan(loaded.suite)) - done, 0)
 
 
+def log_file(loaded: LoadedSuite, root: Path) -> Path:
+    """Where a run's library chatter goes (runner/logs.py): results/<suite>/run.log."""
+    return root / loaded.suite.name / "run.log"
+
+
 def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1, gpus: list[str] | None = None,
-              storage_url: str | None = None) -> SweepOutcome:
+              storage_url: str | None = None, verbose: bool = False) -> SweepOutcome:
     """Run every cell of the suite into root/<suite name> (or the PostgreSQL storage), with one
     worker, `workers` workers, or one worker per GPU in `gpus` (CUDA_VISIBLE_DEVICES).
 
@@ -67,7 +72,11 @@ def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1,
 
     preflight(loaded, root, storage_url)
     t0 = time.perf_counter()
-    envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus] if gpus else [{} for _ in range(max(workers, 1))]
+    from harness.runner.logs import LOG_ENV, VERBOSE_ENV
+
+    chatter = {VERBOSE_ENV: "1"} if verbose else {LOG_ENV: str(log_file(loaded, root).resolve())}
+    envs = ([{"CUDA_VISIBLE_DEVICES": g, **chatter} for g in gpus] if gpus
+            else [dict(chatter) for _ in range(max(workers, 1))])
     if loaded.suite.runner.isolation == "process":
         run_in_sweep_processes(sweep, [((loaded, root), {"storage_url": storage_url, "worker": _name(i, env)}, env)
                                        for i, env in enumerate(envs)], view)

@@ -25,6 +25,7 @@ from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
+from harness.runner.logs import notices
 from harness.runner.jobs import TrialJob
 from harness.runner.prepare import Prepared
 from harness.runner.trainer import Diverged, Pruned, callbacks, trainer_class, training_args, training_kwargs
@@ -139,7 +140,8 @@ class Trial:
         self.record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
                            data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
                            validation_source=prepared.validation_source,
-                           train_test_duplicates=prepared.train_test_duplicates, started_at=now())
+                           train_test_duplicates=prepared.train_test_duplicates,
+                           data_checks=prepared.data_checks, started_at=now())
 
     def run(self) -> TrialRecord:
         method = self.job.cell.method
@@ -303,6 +305,9 @@ class Trial:
             memory=Memory(source=m.source, train_bytes=m.above_baseline("train"), eval_bytes=m.above_baseline("eval"),
                           train_growth_bytes=m.growth("train"), peak_bytes=m.peak_bytes, by_phase_peak_bytes=m.peaks,
                           baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
+        noticed = notices()  # library warnings that could matter to this trial's numbers (runner/logs.py)
+        if noticed:
+            self.record["environment"] = {**self.record.get("environment", {}), "notices": noticed}
         record = TrialRecord.model_validate(self.record)
         return self.track(record) if self.tracking is not None else record
 
