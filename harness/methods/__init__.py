@@ -1,7 +1,7 @@
 """The one place methods are registered: every module in this package registers its own.
 
 Adding a method: a module here (its family's file, or a new one) calls `register(MethodSpec(...))`;
-tests/test_methods.py gets one line in TRAINS. The README's "Extending the harness" says more."""
+tests/test_methods.py gets one line in TRAINS. docs/extending.md says more."""
 
 from __future__ import annotations
 

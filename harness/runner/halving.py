@@ -4,9 +4,8 @@ together at each rung.
 Optuna's SuccessiveHalvingPruner (strategy asha) is asynchronous: Optuna cannot suspend a trial and
 resume it later, so it judges each trial as it reaches a rung, against the trials that reached the rung
 before it. Run one after another it cannot stop the first trials (nothing to compare them with) and
-promotes every trial better than those before it, so a cell of few trials saves little
-(benchmarks/multifidelity.py, 6 trials a cell: ASHA trained 42% of the full grid's steps judged by
-validation log-loss, 71% judged by accuracy; sha 37%).
+promotes every trial better than those before it, so a cell of few trials saves little (figures:
+docs/benchmarks.md, from benchmarks/multifidelity.py).
 Successive halving as Jamieson & Talwalkar (2016) define it judges the whole bracket at once: all n
 configurations train to the first rung, the best n / reduction_factor go on to the next, and so on;
 once a single configuration is left it trains to max_steps. That rule is written here (Optuna has no
@@ -23,9 +22,9 @@ compute spent: each record keeps its configuration's earlier runs (record.halvin
 report/compute.py counts them. A configuration's record is its latest run.
 
 A rung judges runs by search.rung_metric: by default the task's validation log-loss of the true label
-(classification, QA), not its accuracy. Ten steps into rt-polarity every configuration of a method
-still guesses one class (accuracy 0.49 or 0.51), so accuracy ranked them by which class they guessed
-and promoted BitFit's worst learning rate; the log-loss moves with every step of learning.
+(classification, QA), not its accuracy: early in training every configuration of a method may still
+guess one class, so accuracy ranks them by which class they guess, while the log-loss moves with
+every step of learning (docs/benchmarks.md has the run that showed it).
 
 Steps are one fidelity; search.rung_max_length adds another where a suite asks: the runs below the last
 rung truncate their examples to a shorter length (at_rung), so a step there costs less. A smaller
