@@ -195,3 +195,23 @@ def test_seed_interval_is_clipped_to_the_metrics_range():
     assert low == pytest.approx(mean - half)
     _, low_c, high_c = mean_ci95(values, (0.0, 1.0))
     assert (low_c, high_c) == (low, 1.0)
+
+
+def test_library_warnings_that_could_change_a_number_are_kept_once_each():
+    """Notices (runner/logs.py): a fallback warning is kept once whatever line raised it; chatter is not."""
+    import logging
+
+    from harness.runner.logs import Notices
+
+    notices = Notices()
+    log = logging.getLogger("py.warnings")
+    log.addHandler(notices)
+    try:
+        for line in (509, 518):
+            log.warning(f"/v/lib/site-packages/bitsandbytes/optim/optimizer.py:{line}: UserWarning: Paged optimizers "
+                        f"are not supported on CPU. Falling back to non-paged optimizer behavior.\n  warnings.warn(")
+        log.warning("/v/lib/site-packages/optuna/_experimental.py:32: ExperimentalWarning: Argument is experimental")
+    finally:
+        log.removeHandler(notices)
+    assert list(notices.seen) == ["bitsandbytes: UserWarning: Paged optimizers are not supported on CPU. Falling back "
+                                  "to non-paged optimizer behavior."]

@@ -38,7 +38,7 @@ class Reading:
     kind: str
     columns: dict[str, str]  # task field -> the data's column
     why: str
-    notes: list[str] = field(default_factory=list)
+    other_labels: list[str] = field(default_factory=list)  # further label-like columns (classification)
 
     def describe(self) -> str:
         return f"{self.kind} ({', '.join(f'{k}={v}' for k, v in self.columns.items())})"
@@ -108,8 +108,7 @@ def readings(rows: list[dict]) -> list[Reading]:
         reading = Reading("classification", {"text": text, "label": labels[0]},
                           f"a text column ({text}) and a label-like column ({labels[0]}: "
                           f"{len({str(r.get(labels[0])) for r in rows})} distinct values)")
-        if len(labels) > 1:
-            reading.notes.append(f"label-like columns: {', '.join(labels)}")
+        reading.other_labels = labels[1:]
         out.append(reading)
     return out
 
@@ -122,25 +121,25 @@ def choose(rows: list[dict], kind: str | None, columns: dict[str, str], path: Pa
         found = [r for r in found if r.kind == kind] or [Reading(kind, {}, f"--kind {kind}")]
     for r in found:
         r.columns.update(columns)
-    where = Problem(str(path), None, "", "")
+    file = str(path)
     have = list(dict.fromkeys(c for r in rows for c in r))
     if not found:
-        raise UserError([Problem(where.file, None, "", (
+        raise UserError([Problem(file, None, "", (
             f"no task kind fits these columns ({', '.join(have)}): name it with --kind (classification, qa, "
             f"summarization, preference) and the columns with --column FIELD=COLUMN (e.g. --column text=review "
             f"--column label=stars)"))])
     if len(found) > 1:
         options = "; ".join(f"--kind {r.kind} reads it as {r.describe()}" for r in found)
-        raise UserError([Problem(where.file, None, "", f"two readings fit these columns, and harness init does not "
+        raise UserError([Problem(file, None, "", f"two readings fit these columns, and harness init does not "
                                                        f"guess: {options}")])
     reading = found[0]
-    if reading.notes and "label" not in columns:
-        others = reading.notes[0].split(": ", 1)[1]
-        raise UserError([Problem(where.file, None, "", (
-            f"several columns could be the label ({others}): name it with --column label=COLUMN"))])
+    if reading.other_labels and "label" not in columns:
+        candidates = ", ".join([reading.columns["label"], *reading.other_labels])
+        raise UserError([Problem(file, None, "", (
+            f"several columns could be the label ({candidates}): name it with --column label=COLUMN"))])
     missing = [c for c in reading.columns.values() if c not in have]
     if missing:
-        raise UserError([Problem(where.file, None, "", f"no column {missing[0]!r}; the data has: {', '.join(have)}")])
+        raise UserError([Problem(file, None, "", f"no column {missing[0]!r}; the data has: {', '.join(have)}")])
     return reading
 
 

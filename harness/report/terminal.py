@@ -252,9 +252,9 @@ def notice_lines(records: list[TrialRecord], log_file: str | None = None) -> lis
     noticed = {n for r in records for n in r.environment.get("notices", [])}
     if not noticed:
         return []
-    where = f"; the libraries' full output is in {log_file}" if log_file else ""
-    return [f"{len(noticed)} library warning{'s' if len(noticed) != 1 else ''} could affect the speed or memory "
-            f"figures (e.g. a kernel fallback): listed on the report{where}"]
+    where = f"; all library output: {log_file}" if log_file else ""
+    return [f"{len(noticed)} library warning{'s' if len(noticed) != 1 else ''} that could change speed or memory "
+            f"figures (a fallback) on the report{where}"]
 
 
 class ProgressView:

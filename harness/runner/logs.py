@@ -24,6 +24,10 @@ NOTABLE = re.compile(r"fall(?:s|ing)?[ -]?back|failed to load|not available|slow
                      r"not supported on this|unsupported on this", re.I)
 
 
+# "/.../site-packages/bitsandbytes/optim/optimizer.py:518: UserWarning: Paged optimizers are ..."
+WARNING_AT = re.compile(r"^(?:.*?site-packages/(?P<package>[A-Za-z0-9_]+)/)?\S*:\d+: (?P<message>\w+: .*)$")
+
+
 class Notices(logging.Handler):
     """Keeps, once each, the first line of every warning-or-worse log record that NOTABLE matches."""
 
@@ -37,8 +41,11 @@ class Notices(logging.Handler):
         except Exception:  # noqa: BLE001 - a library's malformed log call must not stop a trial
             return
         if text and NOTABLE.search(text):
-            shown = text if len(text) <= 240 else text[:237] + "..."
-            self.seen.setdefault(f"{record.name}: {shown}", None)
+            shown = f"{record.name}: {text}"
+            where = WARNING_AT.match(text) if record.name == "py.warnings" else None
+            if where:  # a Python warning: the package that raised it, not the file and line of each call
+                shown = f"{where.group('package') or 'python'}: {where.group('message')}"
+            self.seen.setdefault(shown if len(shown) <= 240 else shown[:237] + "...", None)
 
 
 _NOTICES = Notices()

@@ -35,9 +35,6 @@ def _take(ds, size: int | None, seed: int):
     return ds.shuffle(seed=seed).select(range(size))
 
 
-VALIDATION_FRACTION = 0.1  # of train, where the data has no validation split
-
-
 def _mapping(spec: DataSpec, family, columns: list[str]) -> dict[str, str]:
     """Task field -> the data's column, for every field the data has (an optional field may be absent)."""
     out = {}
