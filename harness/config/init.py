@@ -183,15 +183,18 @@ def suite_text(name: str, reading: Reading, model: str, max_length: int, files: 
     folder = out.parent
     columns = {f: c for f, c in reading.columns.items() if f != c}
     data = "{" + ", ".join(f"{s}: {_rel(p, folder)}" for s, p in files.items()) + "}"
+    def c(code: str, comment: str = "") -> str:  # comments in one column, as a person would write them
+        return f"{code:<34}# {comment}" if comment else code
+
     lines = [
         f"# Written by harness init from {_rel(files['train'], Path.cwd())}: {reading.why}.",
         "# Check it, then:  harness run " + _rel(out, Path.cwd()) + " --smoke   (every cell once, minutes)",
         "#                  harness run " + _rel(out, Path.cwd()) + "           (the sweep)",
         f"name: {name}",
         "models:",
-        f"  - source: {model}" + ("   # an encoder: classifies" if "minilm" in model else "   # a decoder LM"),
-        f"    max_length: {max_length}   # ~95% of the sampled inputs fit (at most 512 here: CPU-friendly)",
-        "    dtype: float32                # bfloat16 on a GPU; on CPUs bf16 is ~25x slower",
+        c(f"  - source: {model}", "an encoder: classifies" if "minilm" in model else "a decoder LM"),
+        c(f"    max_length: {max_length}", "~95% of the sampled inputs fit (at most 512 here: CPU-friendly)"),
+        c("    dtype: float32", "bfloat16 on a GPU; on CPUs bf16 is ~25x slower"),
         "tasks:",
         f"  - name: {name}",
         f"    kind: {reading.kind}",
@@ -199,22 +202,22 @@ def suite_text(name: str, reading: Reading, model: str, max_length: int, files: 
         f"      files: {data}",
     ]
     if columns:
-        lines.append("      columns: {" + ", ".join(f"{f}: {c}" for f, c in columns.items()) + "}"
-                     "   # task field: your column")
+        lines.append(c("      columns: {" + ", ".join(f"{f}: {col}" for f, col in columns.items()) + "}",
+                       "task field: your column"))
     if "validation" not in files:
         lines.append("      # no validation file: 10% of train is carved out (seeded); choices read it, never test")
     if drop:
-        lines.append("      on_bad_rows: drop   # bad rows are left out and counted on the report")
+        lines.append(c("      on_bad_rows: drop", "bad rows are left out and counted on the report"))
     if n_rows > 2000:
-        lines.append("      train_size: 2000    # a first sweep on a sample; remove for the whole training file")
-    lines += ["methods:   # the quickstart's; harness ls methods lists all"]
+        lines.append(c("      train_size: 2000", "a first sweep on a sample; remove for the whole training file"))
+    lines += [c("methods:", "the quickstart's; harness ls methods lists all")]
     lines += [f"  - name: {m}" for m in methods]
     lines += [f"  # left out: {why}" for why in left_out]
     lines += [
         "search:",
-        "  trials_per_cell: 3   # the same budget for every method; trial 0 is each method's defaults",
+        c("  trials_per_cell: 3", "the same budget for every method; trial 0 is each method's defaults"),
         "confirm:",
-        "  seeds: 3             # the validation-best configuration re-run with fresh seeds, reported on test",
+        c("  seeds: 3", "the validation-best configuration re-run with fresh seeds, reported on test"),
         "training:",
         "  max_steps: 100",
         "  batch_size: 16",
