@@ -253,8 +253,8 @@ def notice_lines(records: list[TrialRecord], log_file: str | None = None) -> lis
     if not noticed:
         return []
     where = f"; all library output: {log_file}" if log_file else ""
-    return [f"{len(noticed)} library warning{'s' if len(noticed) != 1 else ''} that could change speed or memory "
-            f"figures (a fallback) on the report{where}"]
+    return [f"{len(noticed)} library warning{'s' if len(noticed) != 1 else ''} may affect speed or memory (listed on "
+            f"the report){where}"]
 
 
 class ProgressView:
