@@ -65,7 +65,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
                 cells += [{"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
                           {"show": tie_text(row), "sort": values.get("diff_vs_best", ""), "text": True}]
             cells += [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[2:]]
-            rows.append({"best": not row["reference"] and (values.get("rank") == 1 or values.get("tied_with_best") is True),
+            rows.append({"best": not row["reference"] and values.get("rank") == 1,
                          "reference": bool(row["reference"]), "cells": cells})
         boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part)})
     return boards

@@ -61,8 +61,8 @@ def tie_text(row) -> str:
     diff = row.get("diff_vs_best")
     if diff is None or pd.isna(diff):
         return "—"
-    near = " ≈" if row.get("tied_with_best") is True else ""
-    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{near}"
+    word = " undecided" if row.get("tied_with_best") is True else " worse"  # an interval holding zero is not a tie
+    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{word}"
 
 
 def verdict_text(row) -> str:
