@@ -175,7 +175,7 @@ def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame) -> None:
                 continue
             mean, low, high, p, n = paired_difference(by_seed[row.method], by_seed[best])
             board.loc[idx, ["diff_vs_best", "diff_low", "diff_high", "p_vs_best"]] = [mean, low, high, p]
-            # "≈ best": the interval of the paired difference holds zero
+            # the interval of the paired difference holds zero: undecided against the best (not a tie)
             board.at[idx, "tied_with_best"] = None if math.isnan(low) else bool(low <= 0 <= high)
 
 
