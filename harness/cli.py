@@ -249,7 +249,12 @@ def cmd_estimate(args) -> int:
 
     target = target_for(pick_device(loaded.suite.training.device), args.gpu, gpu_memory,
                         loaded.suite.runner.memory_limit)
-    estimates = estimate_suite(loaded, target, calibration)
+    from harness.runner.logs import captured
+
+    # peft's and transformers' warnings while the methods are applied on the meta device: to a log
+    log = Path(loaded.suite.output.results_dir) / loaded.suite.name / "estimate.log"
+    with captured(log, args.verbose):
+        estimates = estimate_suite(loaded, target, calibration)
     if args.json:
         print(json.dumps({"target": {"device": target.device, "gpu": target.gpu_name,
                                      "memory_limit_bytes": target.memory_limit_bytes,
@@ -401,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit per-method activation factors (and MFU) from measured records, print how far they "
                         "moved, write RESULTS_DIR/estimate-calibration.json, and apply them to SUITE")
     p.add_argument("--json", action="store_true", help='print {"cells": [...]} for scripts')
+    p.add_argument("--verbose", action="store_true", help="show the libraries' warnings (by default in "
+                                                          "results/<suite>/estimate.log)")
     p.set_defaults(func=cmd_estimate)
     p = sub.add_parser("schema", help="the suite's JSON Schema, for editors (harness schema > suite.schema.json)")
     p.add_argument("--markdown", action="store_true", help="the suite reference as Markdown (docs/suites.md)")

@@ -106,7 +106,7 @@ def captured(log_file: Path | None, verbose: bool):
         yield
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no file where nothing was said
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
