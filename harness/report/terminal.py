@@ -52,6 +52,13 @@ def rank_text(row) -> str:
     return rank + ("*" if row.get("test_selected") is True else "")
 
 
+def verdict_word(row) -> str:
+    """Against the best, from the paired difference's 95% interval (leaderboard.tied_with_best):
+    "worse" where it excludes zero, "undecided" where it holds zero (not yet known: never "as good"),
+    "" where no interval could be formed (a single seed)."""
+    return {True: "undecided", False: "worse"}.get(row.get("tied_with_best"), "")
+
+
 def tie_text(row) -> str:
     """The mean paired difference to the best method over the seeds both ran, with its 95% interval."""
     if row.get("reference"):
@@ -61,22 +68,19 @@ def tie_text(row) -> str:
     diff = row.get("diff_vs_best")
     if diff is None or pd.isna(diff):
         return "—"
-    word = " undecided" if row.get("tied_with_best") is True else " worse"  # an interval holding zero is not a tie
-    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]{word}"
+    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}] {verdict_word(row)}".rstrip()
 
 
 def verdict_text(row) -> str:
-    """The compact table's word against the best, from the paired difference's 95% interval: worse
-    where it excludes zero, undecided where it holds zero (not yet known: never "as good")."""
+    """The compact table's cell: the verdict against the best and the mean paired difference."""
     if row.get("reference"):
         return "—"
     if row.get("rank") == 1:
         return "best"
-    diff, low, high = row.get("diff_vs_best"), row.get("diff_low"), row.get("diff_high")
-    if diff is None or pd.isna(diff) or pd.isna(low) or pd.isna(high):
+    diff = row.get("diff_vs_best")
+    if diff is None or pd.isna(diff):
         return "—"
-    word = "undecided" if low <= 0 <= high else "worse"
-    return f"{word} {diff:+.3f}"
+    return f"{verdict_word(row)} {diff:+.3f}".strip()
 
 
 def score_text(row, metric: str) -> str:

@@ -163,19 +163,26 @@ def _json_array_rows(path: Path, columns: list[str] | None) -> Iterator[Row]:
             yield Row(number, None, f"a row must be a JSON object, but item {number} is a {type(value).__name__}")
 
 
+def _csv_header(raw, path: Path, bom: bool):
+    """(a csv reader over the open binary file, its header row, checked); [] for an empty file."""
+    reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig" if bom else "utf-8", newline=""))
+    try:
+        header = next(reader, [])
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, 1, exc) from None
+    except csv.Error as exc:
+        raise FileProblem(f"the header row cannot be read as CSV ({exc})", 1) from None
+    _check_header(header)
+    return reader, header
+
+
 def _csv_rows(path: Path, columns: list[str] | None, bom: bool) -> Iterator[Row]:
     with open(path, "rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if bom else "utf-8", newline="")
-        reader = csv.reader(text)
+        reader, header = _csv_header(raw, path, bom)
+        if not header:
+            return
         start = 1
         try:
-            try:
-                header = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise FileProblem(f"the header row cannot be read as CSV ({exc})", 1) from None
-            _check_header(header)
             wanted = [(i, name) for i, name in enumerate(header) if columns is None or name in columns]
             start = reader.line_num + 1
             while True:
@@ -237,17 +244,8 @@ def file_columns(path: Path) -> list[str]:
         except (OSError, ValueError) as exc:
             raise FileProblem(f"cannot be read as Parquet ({exc})") from None
     if fmt == ".csv":
-        bom = _check_encoding(path)
         with open(path, "rb") as raw:
-            try:
-                header = next(csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig" if bom else "utf-8",
-                                                          newline="")), [])
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(path, 1, exc) from None
-            except csv.Error as exc:
-                raise FileProblem(f"the header row cannot be read as CSV ({exc})", 1) from None
-        _check_header(header)
-        return header
+            return _csv_header(raw, path, _check_encoding(path))[1]
     for row in read_rows(path):  # JSON: the first row that parses names the columns
         if row.values is not None:
             return list(row.values)
