@@ -108,6 +108,7 @@ def captured(log_file: Path | None, verbose: bool):
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no file where nothing was said
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    _send_library_logs_to_root()  # transformers' advisories too ("use_cache=True is incompatible ...")
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     root.handlers[:] = [handler]
