@@ -59,8 +59,9 @@ def verdict_word(row) -> str:
     return {True: "undecided", False: "worse"}.get(row.get("tied_with_best"), "")
 
 
-def tie_text(row) -> str:
-    """The mean paired difference to the best method over the seeds both ran, with its 95% interval."""
+def _against_best(row, show) -> str:
+    """A row's cell against the best: "—" for a baseline or where no paired difference exists, "best"
+    for the best, else show(the mean paired difference) -- the wide and the compact cell alike."""
     if row.get("reference"):
         return "—"
     if row.get("rank") == 1:
@@ -68,19 +69,18 @@ def tie_text(row) -> str:
     diff = row.get("diff_vs_best")
     if diff is None or pd.isna(diff):
         return "—"
-    return f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}] {verdict_word(row)}".rstrip()
+    return show(diff)
+
+
+def tie_text(row) -> str:
+    """The mean paired difference to the best method over the seeds both ran, with its 95% interval."""
+    return _against_best(row, lambda diff: f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}] "
+                                           f"{verdict_word(row)}".rstrip())
 
 
 def verdict_text(row) -> str:
     """The compact table's cell: the verdict against the best and the mean paired difference."""
-    if row.get("reference"):
-        return "—"
-    if row.get("rank") == 1:
-        return "best"
-    diff = row.get("diff_vs_best")
-    if diff is None or pd.isna(diff):
-        return "—"
-    return f"{verdict_word(row)} {diff:+.3f}".strip()
+    return _against_best(row, lambda diff: f"{verdict_word(row)} {diff:+.3f}".strip())
 
 
 def score_text(row, metric: str) -> str:
