@@ -89,9 +89,9 @@ def packing(out: Path) -> None:
                            str(out / "reports")], capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"packing run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
 
-    records = {r.acceleration["label"]: r for r in RecordStore(out / "results" / "packing").load_all()}
+    records = {r.acceleration["label"]: r for r in FileRecordStore(out / "results" / "packing").load_all()}
     padded, packed = records["eager"], records["packing"]
     print("\n## packing: SmolLM2-135M, LoRA, DialogSum dialogues (../shared/data), micro-batch 8 up to 512 tokens, 6 steps")
     print("| option | non-padding tokens | train s | tok/s | train MiB | busy |")
@@ -122,7 +122,7 @@ def scoring(out: Path, prompts: int = 48) -> None:
     from shared_data import DATA, pubmedqa
 
     from harness.config.loader import load_suite
-    from harness.runner.plan import plan
+    from harness.plan import plan
     from harness.runner.prepare import Preparer
     from harness.tasks.generative import pick_options
 

@@ -37,10 +37,10 @@ def run(model: str, lengths: list[int], batch: int, root: Path) -> list[dict]:
     suite.write_text(SUITE.format(model=model, models=models, batch=batch))
     subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--quiet", "--results", str(root / "results"),
                     "--reports", str(root / "reports")], check=False, stdout=subprocess.DEVNULL)
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
 
     rows = []
-    for r in RecordStore(root / "results" / f"estimate-{model}").load_all():
+    for r in FileRecordStore(root / "results" / f"estimate-{model}").load_all():
         est = r.estimate or {}
         rows.append({"model": r.model, "method": r.method, "status": r.status, "record": r,
                      "length": int(r.model.rsplit("-", 1)[1]),

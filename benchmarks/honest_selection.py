@@ -88,7 +88,7 @@ def main() -> None:
         sys.exit(f"no shared data at {DATA}")
     from harness.cli import main as harness
     from harness.records.select import best_search_trial
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
 
     tmp = Path(tempfile.mkdtemp(prefix="harness-honest-"))
     files = rt_polarity(tmp, train=2000, validation=500, test=500)
@@ -97,7 +97,7 @@ def main() -> None:
     t0 = time.perf_counter()
     code = harness(["run", str(suite), "--quiet", "--results", str(tmp / "results"), "--reports", str(tmp / "reports")])
     sweep_s = time.perf_counter() - t0
-    records = RecordStore(tmp / "results" / "honest-rt").load_all()
+    records = FileRecordStore(tmp / "results" / "honest-rt").load_all()
     print(f"\nsweep: exit {code}, {sweep_s:.0f} s; results in {tmp}")
     print(f"{'method':8} {'trial':>5} {'learning rate':>13} {'other':>10} {'val acc':>8} {'test acc':>8}")
     chosen = {}

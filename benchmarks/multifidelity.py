@@ -35,7 +35,7 @@ references: false
 
 def run(tmp: Path, files: dict, strategy: str, args) -> dict:
     from harness.cli import main as harness
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
     from harness.report.compute import compute_table
     from harness.report.leaderboard import leaderboard
 
@@ -47,7 +47,7 @@ def run(tmp: Path, files: dict, strategy: str, args) -> dict:
     t0 = time.perf_counter()
     code = harness(["run", str(suite), "--quiet", "--results", str(tmp / "results"), "--reports", str(tmp / "reports")])
     wall = time.perf_counter() - t0
-    records = RecordStore(tmp / "results" / f"mf-{strategy}").load_all()
+    records = FileRecordStore(tmp / "results" / f"mf-{strategy}").load_all()
     compute = compute_table(records)
     board = leaderboard(records)
     search = [r for r in records if r.phase == "search"]

@@ -43,12 +43,12 @@ def run_nights(history: Path, n: int) -> None:
 
 def spreads(history: Path):
     """cell -> metric -> (grand mean, within-night seed SD, night-effect SD, seeds per night, nights)."""
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
     from harness.report.compare import METRICS, cell_samples, results_folder
 
     nights = []
     for night in sorted(p for p in history.iterdir() if p.is_dir() and p.name.startswith("night-")):
-        nights.append(cell_samples(RecordStore(results_folder(night)).load_all()))
+        nights.append(cell_samples(FileRecordStore(results_folder(night)).load_all()))
     out = {}
     for cell in sorted(set.intersection(*(set(n) for n in nights))):
         out[cell] = {}
@@ -92,7 +92,7 @@ def main() -> None:
     if args.run:
         run_nights(history, args.run)
     from harness.report.compare import METRICS, compare, results_folder, tolerances
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
     from harness.report.verdicts import ALPHA, LEVEL
 
     data, n_nights = spreads(history)
@@ -116,7 +116,7 @@ def main() -> None:
     alarms = total = 0
     for a, b in zip(nights, nights[1:]):
         ba, bb = results_folder(a), results_folder(b)
-        verdicts = compare(RecordStore(ba).load_all(), RecordStore(bb).load_all(), tolerances(ba, {}))
+        verdicts = compare(FileRecordStore(ba).load_all(), FileRecordStore(bb).load_all(), tolerances(ba, {}))
         flagged = {v.cell for v in verdicts if v.is_failure}
         cells = {v.cell for v in verdicts}
         alarms += len(flagged)

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--isolation", choices=["process", "inline"], default="process")
     args = parser.parse_args()
     from harness.cli import main as harness_main
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
 
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "overhead.yaml"
@@ -48,7 +48,7 @@ def main() -> None:
         code = harness_main(["run", str(suite), "--quiet", "--results", f"{tmp}/results", "--reports", f"{tmp}/reports"])
         wall = time.perf_counter() - t0
         assert code == 0
-        records = RecordStore(Path(tmp) / "results" / "overhead").load_all()
+        records = FileRecordStore(Path(tmp) / "results" / "overhead").load_all()
     overheads = [r.timing.overhead_s for r in records]
     useful = [r.timing.train_s + r.timing.eval_s for r in records]
     print(f"import of transformers+peft+bitsandbytes+evaluate (once per sweep): {import_cost_s():.1f} s")

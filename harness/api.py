@@ -30,13 +30,9 @@ class Results:
     _records: list | None = field(default=None, repr=False)
 
     def _store(self):
-        if self.storage:
-            from harness.records.pg import PgRecordStore
+        from harness.records.store import open_store
 
-            return PgRecordStore(self.storage, self.suite or self.root.name)
-        from harness.records.store import RecordStore
-
-        return RecordStore(self.root)
+        return open_store(self.storage or self.root, self.suite or self.root.name)
 
     def _where(self) -> str:
         return f"{self.storage}#{self.suite}" if self.storage else str(self.root)
@@ -105,7 +101,8 @@ def run(suite: str | Path | dict[str, Any], *, results: str | None = None, repor
     from harness.report.publish import publish
     from harness.report.terminal import ProgressView
     from harness.runner.logs import captured
-    from harness.runner.sweep import cells_verdict, log_file, planned_trials, prepare_run, run_sweep
+    from harness.report.outcome import cells_verdict
+    from harness.runner.sweep import log_file, planned_trials, prepare_run, run_sweep
 
     loaded, root = prepare_run(load_suite(_suite_file(suite)), results, smoke)
     if gpu_memory:
@@ -119,7 +116,7 @@ def run(suite: str | Path | dict[str, Any], *, results: str | None = None, repor
         shown = publish(records, reports_root / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
                         elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""), console=console,
                         wide=wide, log_file=None if verbose else str(log_file(loaded, root)))
-    code = cells_verdict(outcome, records, smoke=smoke)
+    code = cells_verdict([c.id for c in outcome.cells], records, smoke=smoke)
     return Results(root=Path(outcome.store.root), storage=storage, suite=loaded.suite.name, page=shown.page,
                    exit_code=code, _records=records)
 
@@ -146,9 +143,10 @@ def memory_option(text: str, command: str) -> int:
 
 def _done_before(loaded, root: Path, storage: str | None) -> int:
     """Finished trials already in the results set (a resumed run shows only what is left)."""
-    from harness.records.pg import is_postgres
+    from harness.errors import UserError
+    from harness.runner.sweep import results_store
 
-    if is_postgres(storage):
+    try:
+        return results_store(loaded.suite.name, root, storage).count()
+    except UserError:  # a storage that cannot be reached: the run's preflight says so, with the rest
         return 0
-    folder = root / loaded.suite.name / "records"
-    return len(list(folder.glob("*/*.json"))) if folder.is_dir() else 0

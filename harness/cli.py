@@ -121,60 +121,40 @@ def cmd_worker(args) -> int:
 
 def cmd_export(args) -> int:
     """Write a results set held in PostgreSQL as today's files: records/<cell>/*.json and suite.yaml."""
-    from harness.records.pg import PgRecordStore
-    from harness.records.store import RecordStore
+    from harness.records.store import open_store
 
-    source = PgRecordStore(args.storage, args.suite)
+    source = open_store(args.storage, args.suite)
     records = source.load_all()
     if not records:
         raise UserError(f"{source.where}: no records")
-    target = RecordStore(Path(args.out))
+    target = open_store(Path(args.out))
     for record in records:
         target.write(record)
     text = source.saved_suite()
     if text:
-        (target.root / "suite.yaml").write_text(text, encoding="utf-8")
+        target.save_suite(text)
     print(f"exported {len(records)} records to {target.root}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from harness.records.store import RecordStore
+    from harness.records.store import open_store
     from harness.report.publish import publish
 
-    if args.storage:
-        from harness.records.pg import PgRecordStore
-
-        store = PgRecordStore(args.storage, args.results_dir)
-        folder = Path(args.results_dir)
-        suite_text = store.saved_suite() or ""
-    else:
-        folder = Path(args.results_dir)
-        if not folder.is_dir():
-            raise UserError(f"{folder}: results folder not found")
-        store = RecordStore(folder)
-        suite_text = (folder / "suite.yaml").read_text(encoding="utf-8") if (folder / "suite.yaml").exists() else ""
+    folder = Path(args.results_dir)
+    if not args.storage and not folder.is_dir():
+        raise UserError(f"{folder}: results folder not found")
+    store = open_store(args.storage or folder, args.results_dir)
+    suite_text = store.saved_suite() or ""
     records = store.load_all(skip_bad=args.skip_bad)
     for problem in store.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     if not records:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
-    out = Path(args.out) if args.out else _saved_reports_dir(suite_text) / records[0].suite
-    storage = store.study_storage_url if args.storage or (folder / "optuna.db").exists() else None
+    out = Path(args.out) if args.out else store.reports_dir() / records[0].suite
+    storage = store.study_storage_url if store.has_studies() else None
     print(f"report: {publish(records, out, storage, suite_text, study_prefix=store.study_name(''), wide=args.wide).page}")
     return 0
-
-
-def _saved_reports_dir(suite_text: str) -> Path:
-    """Where `harness run` put this suite's report: its output.reports_dir (default reports/)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(suite_text) or {}
-        folder = (data.get("output") or {}).get("reports_dir") if isinstance(data, dict) else None
-    except yaml.YAMLError:
-        folder = None
-    return Path(folder) if isinstance(folder, str) and folder else Path("reports")
 
 
 # Where each part of the bench's one-cell suite comes from on the command line.

@@ -4,6 +4,7 @@ columns, what a method can run on) live in harness/config, above the registries.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -223,17 +224,37 @@ class SearchSpec(Strict):
     objective: Objective = Field(default_factory=Objective)
 
 
-class TrainingSpec(Strict):
-    max_steps: int = Field(60, gt=0)
+class MethodTraining(BaseModel):
+    """The training settings a method entry may fix in `params` or search over, beside the method's own
+    parameters: declared once here (type, default, range, description) and listed by the suite's
+    TrainingSpec, a method entry's TrainingParams and so a trial's TrialTraining, which `harness
+    estimate` reads too. Not a suite block itself."""
+
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
     batch_size: int = Field(16, gt=0, description="examples per optimizer step (the effective batch)")
+    optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
+
+
+def _declared(name: str):
+    """A MethodTraining field's declaration (type, default, range, description), for TrainingSpec to
+    list it in its own order (the order a suite's training block and every record show)."""
+    return copy.copy(MethodTraining.model_fields[name])
+
+
+class TrainingSpec(Strict):
+    """The suite's training settings (`training:`), every method's unless its entry fixes its own."""
+
+    max_steps: int = Field(60, gt=0)
+    batch_size: int = _declared("batch_size")
     micro_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] | None = Field(
         None, description="examples per forward pass; gradient accumulation makes up batch_size (default: "
                                 "all of it); auto: the largest that `harness estimate` predicts to fit")
     eval_batch_size: int = Field(64, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = _declared("weight_decay")
+    warmup_ratio: float = _declared("warmup_ratio")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
+    optim: str = _declared("optim")
     eval_every_steps: int | None = Field(None, gt=0, description="score the validation split every N steps "
                                                                   "(pruning, curves); it is always scored at the end")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -362,15 +383,15 @@ class Suite(Strict):
 
 
 class TrainingParams(BaseModel):
-    """Training settings a method entry may fix in `params` or search over, beside the method's own
-    parameters; declared once, like them, so values and search ranges are checked the same way."""
+    """What a method entry's `params` may hold beside the method's own: its peak learning rate and the
+    MethodTraining settings, checked like them (strict types, unknown keys refused)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
     learning_rate: float = Field(5e-5, gt=0, le=10, description="peak learning rate")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming up")
-    batch_size: int = Field(16, gt=0, description="examples per optimizer step (the effective batch)")
-    optim: str = Field("adamw_torch", description="a transformers optimizer name, e.g. paged_adamw_8bit")
+    weight_decay: float = _declared("weight_decay")
+    warmup_ratio: float = _declared("warmup_ratio")
+    batch_size: int = _declared("batch_size")
+    optim: str = _declared("optim")
 
 
 TRAINING_PARAMS = tuple(TrainingParams.model_fields)

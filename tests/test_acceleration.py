@@ -13,9 +13,9 @@ import pytest
 from harness.cli import main
 from harness.config import loader
 from harness.config.loader import load_suite
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.report.acceleration import acceleration_table
-from harness.runner.plan import plan
+from harness.plan import plan
 
 DECODER = """\
 name: {name}
@@ -120,6 +120,7 @@ def test_row_packer_fills_rows_no_longer_than_the_longest_example():
     assert RowPacker.rows([7, 7, 7]) == [[0], [1], [2]]  # equal lengths: nothing to pack
 
 
+@pytest.mark.e2e
 def test_packing_trains_the_same_tokens_as_padding_with_the_same_loss(write_suite, tmp_path):
     """Packed micro-batches (rows of several examples, position ids restarting at each) see exactly
     the non-padding tokens a padded batch has, and their loss equals the padded one: the examples
@@ -162,7 +163,7 @@ def test_packing_trains_the_same_tokens_as_padding_with_the_same_loss(write_suit
     assert got["cached"] != pytest.approx(padded_loss, abs=1e-5)
 
     assert _run(loaded.path, tmp_path) == 0
-    records = {r.acceleration["label"]: r for r in RecordStore(tmp_path / "results" / "pack").load_all()
+    records = {r.acceleration["label"]: r for r in FileRecordStore(tmp_path / "results" / "pack").load_all()
                if r.method in ("lora+eager", "lora+packing")}
     eager, packing = records["eager"], records["packing"]
     assert eager.status == packing.status == "complete"
@@ -187,6 +188,7 @@ def test_flash_attention_packs_the_micro_batch_into_one_row():
     assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5]  # the varlen kernel's sequence boundaries
 
 
+@pytest.mark.e2e
 def test_checkpointing_reaches_the_trainer_and_trains_the_same_steps(write_suite, tmp_path):
     from harness.runner.jobs import make_job
     from harness.runner.trainer import training_args
@@ -198,7 +200,7 @@ def test_checkpointing_reaches_the_trainer_and_trains_the_same_steps(write_suite
     args = training_args(job, str(tmp_path / "out"))
     assert args.activation_checkpointing and not args.torch_compile and not args.use_liger_kernel
     assert _run(loaded.path, tmp_path) == 0
-    records = {r.method: r for r in RecordStore(tmp_path / "results" / "ckpt").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "results" / "ckpt").load_all()}
     losses = lambda r: [h["loss"] for h in r.history if "loss" in h]  # noqa: E731
     # recomputing activations changes no number: the same losses step by step
     assert losses(records["full+ckpt"]) == pytest.approx(losses(records["full+eager"]), abs=1e-4)
@@ -211,6 +213,7 @@ def test_checkpointing_reaches_the_trainer_and_trains_the_same_steps(write_suite
     assert "Acceleration: speed-up and memory change" in page and "full" in page
 
 
+@pytest.mark.e2e
 def test_attention_implementation_reaches_the_trial_model(write_suite):
     from harness.runner.jobs import make_job
     from harness.runner.prepare import Preparer
@@ -232,12 +235,13 @@ def test_attention_implementation_reaches_the_trial_model(write_suite):
     assert trial_model == "eager" and shared_base == "sdpa"  # the shared base is untouched
 
 
+@pytest.mark.e2e
 def test_compile_runs_end_to_end_with_its_time_kept_apart(write_suite, tmp_path):
     """torch.compile through the Trainer (inductor: C++ on the CPU). The compile time is on record and
     out of train time, so tokens/s is the compiled steady state."""
     text = ENCODER.format(name="compiled") + "acceleration: {compile: true}\n"
     assert _run(write_suite(text), tmp_path) == 0
-    [record] = RecordStore(tmp_path / "results" / "compiled").load_all()
+    [record] = FileRecordStore(tmp_path / "results" / "compiled").load_all()
     assert record.status == "complete", record.reason
     assert record.acceleration["compile"] and record.acceleration["label"] == "compile"
     assert record.timing.compile_s > 1.0  # inductor's C++ build alone takes seconds
@@ -245,6 +249,7 @@ def test_compile_runs_end_to_end_with_its_time_kept_apart(write_suite, tmp_path)
     assert record.throughput.train_tokens_per_s > 0
 
 
+@pytest.mark.e2e
 def test_batched_option_scoring_picks_what_one_prompt_at_a_time_picks(write_suite):
     """Decoder QA scores its prompts eval_batch_size at a time (left padding, shared KV cache): the
     same scores, to float rounding, and the same picks as one prompt at a time."""
@@ -275,6 +280,7 @@ def test_batched_option_scoring_picks_what_one_prompt_at_a_time_picks(write_suit
     assert got["picks"][3] == got["picks"][8] == got["picks"][64] == singles
 
 
+@pytest.mark.e2e
 def test_bench_runs_a_causal_lm_head_and_reports_evaluation_speed(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
     assert main(["bench", "--model", "builtin:tiny-llama", "--head", "causal-lm", "--data", "sentiment",

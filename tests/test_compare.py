@@ -8,13 +8,13 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.cli import main
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.records.synthetic import make_record
 from harness.report.leaderboard import leaderboard
 
 
 def write_results(folder, accuracies: dict[str, list[float]], peak_mib: float = 500.0, tokens_per_s: float = 1000.0):
-    store = RecordStore(folder)
+    store = FileRecordStore(folder)
     for method, accs in accuracies.items():
         store.write(make_record(method=method, trial=0, accuracy=max(accs), peak_mib=peak_mib,
                                 tokens_per_s=tokens_per_s))
@@ -83,7 +83,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     base = write_results(tmp_path / "base", BASE)
     code, text = compare(tmp_path, base, tmp_path / "missing", capsys)
     assert code == 2 and "results folder not found" in text
-    other = RecordStore(tmp_path / "other")
+    other = FileRecordStore(tmp_path / "other")
     other.write(make_record(method="full"))
     code, text = compare(tmp_path, base, tmp_path / "other", capsys)
     # no cell in common: each baseline cell is missing (a regression), the candidate's is new
@@ -108,7 +108,7 @@ def test_leaderboard_seed_means_intervals_and_ties():
 
 def _night(folder, cells: dict, fingerprint="synthetic", env=None, suite_text=None, **extra):
     """cells: method -> list of (seed, accuracy, peak MiB, tokens/s) confirmation runs, or a status."""
-    store = RecordStore(folder)
+    store = FileRecordStore(folder)
     for method, runs in cells.items():
         if isinstance(runs, str):  # every trial ended badly
             store.write(make_record(method=method, status=runs, reason=f"synthetic {runs} reason",
@@ -174,7 +174,13 @@ def test_another_suite_setting_is_a_mismatch_but_budget_and_seeds_are_not(tmp_pa
     assert compare(tmp_path, base, same, capsys)[0] == 0
     other = _night(tmp_path / "d", {"lora": runs}, suite_text=text.replace("max_steps: 60", "max_steps: 30"))
     code, out = compare(tmp_path, base, other, capsys)
-    assert code == 2 and "suite setting 'training' differs" in out
+    assert code == 2 and "suite setting 'training.max_steps' differs: 60 -> 30" in out
+    # one list of the settings that may change (records/store.py CHANGEABLE_KEYS), shared with resume:
+    # the budget may, the rest of the search may not
+    searched = _night(tmp_path / "e", {"lora": runs}, suite_text=text.replace("trials_per_cell: 3",
+                                                                              "trials_per_cell: 3, seed: 7"))
+    code, out = compare(tmp_path, base, searched, capsys)
+    assert code == 2 and "suite setting 'search.seed' differs: None -> 7" in out
 
 
 def test_another_device_judges_quality_only(tmp_path, capsys):
@@ -208,7 +214,7 @@ def test_a_metric_defined_differently_is_not_comparable(tmp_path, capsys):
 @pytest.mark.parametrize("test_size, drop, expected", [(200, 0.05, "unchanged"), (5000, 0.05, "regressed"),
                                                        (200, 0.20, "regressed")])
 def test_single_run_accuracy_threshold_follows_the_test_size(test_size, drop, expected, tmp_path, capsys):
-    store_b, store_c = RecordStore(tmp_path / "b"), RecordStore(tmp_path / "c")
+    store_b, store_c = FileRecordStore(tmp_path / "b"), FileRecordStore(tmp_path / "c")
     store_b.write(make_record(method="lora", accuracy=0.80, test_size=test_size))
     store_c.write(make_record(method="lora", accuracy=0.80 - drop, test_size=test_size))
     compare(tmp_path, tmp_path / "b", tmp_path / "c", capsys)

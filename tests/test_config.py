@@ -120,6 +120,7 @@ def test_every_problem_at_once(write_suite):
     assert len(msgs) == 3, msgs
 
 
+@pytest.mark.e2e
 def test_cli_validate_exit_codes_without_traceback(write_suite):
     bad = write_suite(GOOD.replace("name: lora", "name: lorra"), "bad.yaml")
     good = write_suite(GOOD, "good.yaml")

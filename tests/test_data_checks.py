@@ -207,9 +207,9 @@ def test_on_bad_rows_drop_runs_and_counts_each_split_and_reason(tmp_path, capsys
                  "--reports", str(tmp_path / "reports")])
     out = capsys.readouterr()
     assert code == 0, out.err
-    from harness.records.store import RecordStore
+    from harness.records.store import FileRecordStore
 
-    record = RecordStore(tmp_path / "results" / "mine").load_all()[0]
+    record = FileRecordStore(tmp_path / "results" / "mine").load_all()[0]
     assert record.status == "complete", record.reason
     checks = record.data_checks
     assert checks["rows"] == {"train": 40, "test": 12}

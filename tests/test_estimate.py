@@ -12,7 +12,7 @@ from harness.estimate import estimate, target_for
 from harness.estimate.parts import optimizer_bytes, quantized_weight_bytes
 from harness.estimate.simulate import PeakTracker, StepShape, build_meta_model, simulate
 from harness.methods import METHODS, ApplyContext
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.spec import TrialTraining, parse_bytes
 from harness.tasks.heads import HEADS
 
@@ -99,6 +99,7 @@ def test_activations_scale_with_the_batch_and_checkpointing_lowers_them():
     assert checkpointed.peak["activations"] < 0.7 * two.peak["activations"]
 
 
+@pytest.mark.e2e
 def test_qlora_counts_its_base_packed():
     """QLoRA's frozen Linear layers are counted at 4 bits with their constants; the lm_head stays."""
     method = METHODS.get("qlora")
@@ -158,6 +159,7 @@ def test_bad_gpu_memory_is_a_clean_error(tmp_path, capsys):
     assert "--gpu-memory" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_sweep_skips_what_does_not_fit_and_fits_auto_micro_batches(tmp_path, capsys, monkeypatch):
     """Under a memory limit too small for full fine-tuning at micro-batch 1, its cell is a skipped
     record with the prediction (the run still exits 0, the leaderboard lists it); LoRA with
@@ -180,7 +182,7 @@ runner: {memory_limit: 3MiB, isolation: inline}
     code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")])
     out = capsys.readouterr()
     assert code == 0
-    records = {r.method: r for r in RecordStore(tmp_path / "results" / "est").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "results" / "est").load_all()}
     full, lora = records["full"], records["lora"]
     assert full.status == "skipped" and "predicted not to fit" in full.reason
     assert full.estimate["fits"] is False and full.estimate["predicted_peak_bytes"] > 3 * 2**20
@@ -199,7 +201,7 @@ runner: {memory_limit: 3MiB, isolation: inline}
 def test_calibration_fits_factor_and_offset_and_the_cli_reports_it(tmp_path, capsys):
     from harness.records.synthetic import make_record
 
-    store = RecordStore(tmp_path / "results")
+    store = FileRecordStore(tmp_path / "results")
     mib = 2**20
     for i, activations in enumerate((100, 200, 400)):
         r = make_record(method="lora", trial=i)
@@ -212,7 +214,7 @@ def test_calibration_fits_factor_and_offset_and_the_cli_reports_it(tmp_path, cap
     saved = json.loads((tmp_path / "results" / "estimate-calibration.json").read_text())
     assert saved["activation_factor"] == {"lora": 1.5} and saved["offset_bytes"]["lora"] == 50 * mib
 
-    bare = RecordStore(tmp_path / "old")
+    bare = FileRecordStore(tmp_path / "old")
     bare.write(make_record(method="lora"))  # written before estimates existed
     assert main(["estimate", "--calibrate", str(tmp_path / "old")]) == 2
     assert "no complete trial record carries an estimate" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The house stays one-way (../shared/DESIGN.md): the spec at the bottom imports nothing else from
 harness; the runner never publishes (no report/ import); the report never runs anything (no runner/
-import). Read from the imports themselves (ast), so a lazy import inside a function counts too."""
+import); the estimate and the runner share the plan (harness/plan.py) and the estimate never
+imports the runner. Read from the imports themselves (ast), so a lazy import inside a function counts too."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def harness_imports(path: Path) -> set[str]:
 
 
 def files(folder: str) -> list[Path]:
-    return sorted((PACKAGE / folder).rglob("*.py")) if folder else [PACKAGE / "spec.py"]
+    """A folder's modules; "" is spec.py, "plan" is plan.py (single-module rooms)."""
+    if folder in ("", "plan"):
+        return [PACKAGE / ("plan.py" if folder else "spec.py")]
+    return sorted((PACKAGE / folder).rglob("*.py"))
 
 
 def offenders(folder: str, forbidden) -> dict[str, list[str]]:
@@ -57,6 +61,14 @@ def test_estimate_never_publishes():
     assert offenders("estimate", lambda m: m.startswith(("harness.report", "harness.config"))) == {}
 
 
+def test_estimate_and_runner_do_not_import_each_other():
+    # the sweep asks the estimate for predictions (runner -> estimate); the estimate plans from the
+    # suite alone, through harness/plan.py, which sits below both
+    assert offenders("estimate", lambda m: m.startswith("harness.runner")) == {}
+    assert offenders("plan", lambda m: m.startswith(("harness.runner", "harness.estimate", "harness.report",
+                                                      "harness.config"))) == {}
+
+
 def test_registries_sit_below_validation():
     # methods, tasks and models check their own entries; none of them reaches up into config/
     for folder in ("methods", "tasks", "models", "records", "measure"):
@@ -68,3 +80,12 @@ def test_the_check_itself_sees_lazy_imports(tmp_path):
     sample.write_text("def f():\n    from harness.report.publish import publish\n    import harness.runner.sweep\n")
     assert harness_imports(sample) == {"harness.report.publish", "harness.report.publish.publish",
                                        "harness.runner.sweep"}
+
+
+def test_only_one_module_reaches_into_optunas_private_attributes():
+    # Optuna keeps a study's storage and a trial's id private; runner/optuna_private.py is the one
+    # adapter that reads them (and says why), so an Optuna upgrade that renames them changes one file
+    private = ("._storage", "._trial_id", "optuna.storages._", "._backend")
+    reach = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+             if any(name in p.read_text(encoding="utf-8") for name in private)}
+    assert reach == {"runner/optuna_private.py"}

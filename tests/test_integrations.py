@@ -36,6 +36,7 @@ def tracked(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.e2e
 def test_tensorboard_and_mlflow_hold_one_run_per_trial(tracked):
     root, results = tracked
     records = results.records()
@@ -70,6 +71,7 @@ def test_tensorboard_and_mlflow_hold_one_run_per_trial(tracked):
         assert r.timing.tracking_s > 0
 
 
+@pytest.mark.e2e
 def test_the_optuna_storage_opens_as_optuna_dashboard_opens_it(tracked):
     """optuna-dashboard's own WSGI app over the results' storage lists the studies; each trial holds
     its parameters, its validation score as the value, and the record's key figures as attributes."""
@@ -97,6 +99,7 @@ def test_the_optuna_storage_opens_as_optuna_dashboard_opens_it(tracked):
         assert trial.user_attrs["status"] == "complete" and trial.user_attrs["train_mib"] > 0
 
 
+@pytest.mark.e2e
 def test_the_python_api_returns_the_cli_leaderboard(tracked, tmp_path):
     root, results = tracked
     assert main(["report", str(root / "results" / "tools"), "--out", str(tmp_path / "report")]) == 0
@@ -108,6 +111,7 @@ def test_the_python_api_returns_the_cli_leaderboard(tracked, tmp_path):
     assert set(verdicts["verdict"]) <= {"unchanged", "not judged"} and not verdicts["failure"].any()
 
 
+@pytest.mark.e2e
 def test_a_suite_as_a_mapping_runs_through_the_api(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     suite = yaml.safe_load(SUITE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import threading
@@ -10,7 +12,7 @@ import time
 import psutil
 
 from harness.cli import main
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 
 
 def _run(suite, tmp_path):
@@ -18,6 +20,7 @@ def _run(suite, tmp_path):
                  "--reports", str(tmp_path / "reports")])
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
     # One long cell (the victim) then a short one that must still run after the kill.
     suite = tiny_suite(methods=("  - name: bitfit\n    label: victim", "lora"), trials=1, steps=400)
@@ -52,12 +55,13 @@ def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
     assert _run(suite, tmp_path) == 1  # the victim's cell has no complete trial
     thread.join(timeout=5)
     assert killed, "no trial process was found to kill"
-    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "results" / "tiny").load_all()}
     assert records["victim"].status == "crashed"
     assert "SIGKILL" in records["victim"].reason
     assert records["lora"].status == "complete"
 
 
+@pytest.mark.e2e
 def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, monkeypatch):
     import torch
     import transformers
@@ -69,7 +73,7 @@ def test_out_of_memory_is_recorded_with_the_batch_size(tiny_suite, tmp_path, mon
     monkeypatch.setattr(transformers.Trainer, "train", out_of_memory)
     suite = tiny_suite(methods=("bitfit",), trials=1, steps=4, extra="runner: {isolation: inline}\n")
     assert _run(suite, tmp_path) == 1
-    [record] = RecordStore(tmp_path / "results" / "tiny").load_all()
+    [record] = FileRecordStore(tmp_path / "results" / "tiny").load_all()
     assert record.status == "oom"
     assert "out of memory in the train phase at micro-batch size 16" in record.reason
     assert "Tried to allocate 2.00 GiB" in record.reason

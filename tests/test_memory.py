@@ -52,6 +52,7 @@ def _two_phases(phase_reset: bool) -> dict:
     return {"peaks": memory.peaks, "peak": memory.peak_bytes, "baseline": memory.baseline_bytes}
 
 
+@pytest.mark.e2e
 def test_phase_peaks_are_separate_and_the_trial_peak_spans_the_resets():
     out, kernel = _in_child(lambda: _two_phases(phase_reset=True))
     big, small = out["peaks"]["big"], out["peaks"]["small"]
@@ -62,12 +63,14 @@ def test_phase_peaks_are_separate_and_the_trial_peak_spans_the_resets():
     assert kernel < big - 250 * MIB
 
 
+@pytest.mark.e2e
 def test_without_resets_the_peak_equals_the_kernels_ru_maxrss():
     out, kernel = _in_child(lambda: _two_phases(phase_reset=False))
     assert out["peak"] - out["baseline"] >= 290 * MIB
     assert abs(out["peak"] / kernel - 1) < 0.01
 
 
+@pytest.mark.e2e
 def test_a_trial_does_not_inherit_the_process_earlier_peak():
     """Inline trials share the sweep process: an earlier trial's peak must not become this one's."""
 
@@ -86,6 +89,7 @@ def test_a_trial_does_not_inherit_the_process_earlier_peak():
     assert out["peak"] - out["baseline"] < 100 * MIB
 
 
+@pytest.mark.e2e
 def test_baseline_leaves_out_the_inherited_model_and_growth_is_near_zero_for_nothing_new():
     """A forked trial starts with the sweep process's base model resident. The baseline is the process
     before any model weights; the train phase's peak above it is what training needs (weights
@@ -113,6 +117,7 @@ def test_baseline_leaves_out_the_inherited_model_and_growth_is_near_zero_for_not
     assert out["start"] - out["baseline"] == 120 * MIB
 
 
+@pytest.mark.e2e
 def test_host_load_sees_other_processes_busy_on_every_cpu():
     import multiprocessing as mp
     import time
@@ -151,6 +156,7 @@ def test_host_load_arithmetic(monkeypatch):
     assert host.busy_share(load) > host.BUSY_SHARE
 
 
+@pytest.mark.e2e
 def test_weights_in_a_file_mapping_are_resident_before_the_trial_start_is_read(tmp_path):
     """Weights from safetensors can live in a file mapping, whose pages a forked trial does not
     inherit as resident: unless brought in before the start is read, training counted them twice

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.cli import main
 from harness.config import load_suite
 from harness.models import BUILTIN_MODELS
@@ -21,6 +23,7 @@ training: {{max_steps: 2}}
 """
 
 
+@pytest.mark.e2e
 def test_hub_model_without_hub_or_cache_fails_at_once(write_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     suite = write_suite(SUITE.format(source="some-org/not-cached-model"))
@@ -31,6 +34,7 @@ def test_hub_model_without_hub_or_cache_fails_at_once(write_suite, tmp_path, cap
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_local_model_folder_runs(write_suite, tmp_path, capsys):
     folder = BUILTIN_MODELS.get("tiny-bert").locate()
     suite = write_suite(SUITE.format(source=str(folder)))
@@ -46,6 +50,7 @@ def test_local_model_folder_without_config_is_rejected(write_suite, tmp_path, ca
     assert "models[0].source: local model folder" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_hub_data_set_without_hub_fails_at_once(write_suite, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     text = SUITE.format(source="builtin:tiny-bert").replace(

@@ -18,9 +18,9 @@ import pytest
 
 from harness.cli import main
 from harness.config.loader import load_suite
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.report.compute import compute_table
-from harness.runner.plan import evaluation_steps, rungs
+from harness.plan import evaluation_steps, rungs
 
 # Summaries by a tiny random decoder: their validation ROUGE-L after a few steps differs from trial to
 # trial, so successive halving stops some of the 6 trials at a rung (classification: CLASSIFY below).
@@ -68,11 +68,12 @@ def _run(suite, tmp_path, *extra):
                  "--reports", str(tmp_path / "reports"), *extra])
 
 
+@pytest.mark.e2e
 def test_asha_evaluates_at_the_rungs_and_records_where_a_trial_stopped(write_suite, tmp_path, capsys):
     suite = write_suite(SUITE.format(name="asha", trials=6, strategy="asha"))
     assert _run(suite, tmp_path) == 0
     out = capsys.readouterr().out
-    records = RecordStore(tmp_path / "results" / "asha").load_all()
+    records = FileRecordStore(tmp_path / "results" / "asha").load_all()
     search = [r for r in records if r.phase == "search"]
     assert len(search) == 6 and {r.status for r in search} <= {"complete", "pruned"}
     pruned = [r for r in search if r.status == "pruned"]
@@ -94,7 +95,7 @@ def test_asha_evaluates_at_the_rungs_and_records_where_a_trial_stopped(write_sui
             assert r.throughput.train_steps == 18 and r.metrics
     # what Optuna saw is what the records say
     study = optuna.load_study(study_name=STUDY,
-                              storage=RecordStore(tmp_path / "results" / "asha").study_storage_url)
+                              storage=FileRecordStore(tmp_path / "results" / "asha").study_storage_url)
     for t in study.trials:
         assert set(t.intermediate_values) <= {2, 6}
     assert Counter(t.state.name for t in study.trials)["PRUNED"] == len(pruned)
@@ -122,11 +123,12 @@ def _run_until_killed(suite, tmp_path, until) -> list[str]:
     return args
 
 
+@pytest.mark.e2e
 def test_a_sweep_killed_mid_bracket_continues_with_the_trials_it_had(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="kill", trials=6, strategy="asha"))
     folder = tmp_path / "results" / "kill" / "records"
     args = _run_until_killed(suite, tmp_path, lambda: len(list(folder.glob("*/trial-*.json"))) >= 3)
-    store = RecordStore(tmp_path / "results" / "kill")
+    store = FileRecordStore(tmp_path / "results" / "kill")
     before = {r.trial_number: r for r in store.load_all()}
     assert 3 <= len(before) < 6
     study_url = store.study_storage_url
@@ -161,11 +163,12 @@ def _value_at(record, step):
     return next(h[KEY] for h in record.history if KEY in h and h["step"] == step)
 
 
+@pytest.mark.e2e
 def test_sha_judges_each_rung_together_and_counts_every_run(write_suite, tmp_path, capsys):
     suite = write_suite(SUITE.format(name="sha", trials=6, strategy="sha"))
     assert _run(suite, tmp_path) == 0
     out = capsys.readouterr().out
-    store = RecordStore(tmp_path / "results" / "sha")
+    store = FileRecordStore(tmp_path / "results" / "sha")
     records = store.load_all()
     search = sorted((r for r in records if r.phase == "search"), key=lambda r: r.trial_number)
     # one record per configuration: its latest run
@@ -211,6 +214,7 @@ def test_sha_judges_each_rung_together_and_counts_every_run(write_suite, tmp_pat
     assert "Compute spent" in page and "runs" in page
 
 
+@pytest.mark.e2e
 def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="shakill", trials=6, strategy="sha"))
     folder = tmp_path / "results" / "shakill" / "records"
@@ -225,7 +229,7 @@ def test_a_sha_sweep_killed_mid_bracket_continues_at_its_rung(write_suite, tmp_p
         return out
 
     args = _run_until_killed(suite, tmp_path, lambda: 1 in rungs_on_record())  # the first run of rung 1 on record
-    store = RecordStore(tmp_path / "results" / "shakill")
+    store = FileRecordStore(tmp_path / "results" / "shakill")
     url = store.study_storage_url
     first = {t.number: dict(t.intermediate_values) for t in optuna.load_study(study_name=STUDY, storage=url).trials}
     assert len(first) == 6
@@ -255,12 +259,13 @@ def test_validate_explains_rung_lengths_that_cannot_work(write_suite, capsys, se
     assert re.search(r"suite\.yaml:\d+: search\.rung_max_length", err) and words in err, err
 
 
+@pytest.mark.e2e
 def test_sha_with_rung_lengths_trains_lower_rungs_on_shorter_examples(write_suite, tmp_path, capsys):
     text = SUITE.format(name="shalen", trials=4, strategy="sha").replace(
         "reduction_factor: 3}", "reduction_factor: 3, rung_max_length: [24, 48]}")
     assert _run(write_suite(text), tmp_path) == 0
     out = capsys.readouterr().out
-    records = RecordStore(tmp_path / "results" / "shalen").load_all()
+    records = FileRecordStore(tmp_path / "results" / "shalen").load_all()
     search = [r for r in records if r.phase == "search"]
     # 4 configurations at step 2 (24 tokens), the best one straight to the end at the model's 96
     assert Counter((r.status, r.config["model"]["max_length"]) for r in search) == {("pruned", 24): 3,
@@ -292,12 +297,13 @@ references: false
 """
 
 
+@pytest.mark.e2e
 def test_rungs_judge_classification_by_its_validation_log_loss(write_suite, tmp_path, capsys):
-    from harness.runner.plan import plan
+    from harness.plan import plan
 
     assert _run(write_suite(CLASSIFY.format(name="loss", extra="")), tmp_path) == 0
     out = " ".join(capsys.readouterr().out.split())  # as the terminal wraps it
-    store = RecordStore(tmp_path / "results" / "loss")
+    store = FileRecordStore(tmp_path / "results" / "loss")
     search = [r for r in store.load_all() if r.phase == "search"]
     assert len(search) == 6 and all(r.config["search"]["rung_metric"] == "log_loss" for r in search)
 

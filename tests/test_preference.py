@@ -233,6 +233,7 @@ def test_validate_names_what_cannot_run(write_suite, capsys):
     assert code == 2 and "has no objective" in out.err + out.out and "tasks[0].objective" in out.err + out.out
 
 
+@pytest.mark.e2e
 def test_a_preference_sweep_records_each_objective_with_its_reference(tmp_path, write_suite):
     from harness.api import run
 
@@ -271,6 +272,7 @@ def test_a_preference_sweep_records_each_objective_with_its_reference(tmp_path, 
     assert "preference_accuracy" in page and "kl_to_reference" in page
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("objective,left_out", [("dpo", {"bitfit"}), ("reward", {"bitfit", "prefix_tuning"})])
 def test_every_method_that_applies_runs_under_dpo_and_reward(tmp_path, write_suite, capsys, objective, left_out):
     """The same budget and rules as every task, for every registered method; validate names the reason

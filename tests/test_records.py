@@ -9,12 +9,12 @@ import pytest
 
 from harness.cli import main
 from harness.records.schema import SCHEMA_VERSION, UPGRADES, upgrade
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.records.synthetic import make_record
 
 
 def _results(tmp_path):
-    store = RecordStore(tmp_path / "results" / "synthetic")
+    store = FileRecordStore(tmp_path / "results" / "synthetic")
     for method in ("lora", "bitfit", "ia3"):
         store.write(make_record(method=method))
     return store
@@ -40,7 +40,7 @@ def test_unreadable_record_is_a_clean_error_naming_the_file(case, command, tmp_p
     if command == "report":
         argv = ["report", str(store.root), "--out", str(tmp_path / "rep")]
     elif command == "compare":
-        other = RecordStore(tmp_path / "base" / "synthetic")
+        other = FileRecordStore(tmp_path / "base" / "synthetic")
         other.write(make_record(method="lora"))
         argv = ["compare", str(other.root), str(store.root), "--out", str(tmp_path / "cmp")]
     else:
@@ -70,10 +70,64 @@ def test_every_older_schema_version_has_an_upgrade():
 
 
 def test_csv_export_quotes_formulas(tmp_path):
-    store = RecordStore(tmp_path / "results" / "s")
+    store = FileRecordStore(tmp_path / "results" / "s")
     store.write(make_record(method="=HYPERLINK(\"http://evil\")"))
     store.write(make_record(method="+lora"))
     assert main(["report", str(store.root), "--out", str(tmp_path / "rep")]) == 0
     csv = (tmp_path / "rep" / "leaderboard.csv").read_text()
     assert "'=HYPERLINK" in csv and "'+lora" in csv
     assert "\n=" not in csv and ",=" not in csv and ",+" not in csv
+
+
+def test_one_store_interface_opens_a_folder_or_a_postgresql_url(tmp_path):
+    from harness.records.pg import PgRecordStore
+    from harness.records.store import open_store
+
+    store = open_store(tmp_path / "set")
+    assert isinstance(store, FileRecordStore) and not store.has_records() and store.saved_suite() is None
+    store.write(make_record(method="lora"))
+    store.save_suite("name: s\noutput: {reports_dir: pages}\n")
+    again = open_store(str(tmp_path / "set"))
+    assert again.has_records() and again.count() == 1 and again.reports_dir().name == "pages"
+    assert [r.method for r in again.load_all()] == ["lora"]
+    pg = open_store("postgresql://u@localhost/db#nightly")  # opened lazily: no connection yet
+    assert isinstance(pg, PgRecordStore) and pg.suite == "nightly" and pg.study_name("c") == "nightly/c"
+    assert open_store("postgresql://u@localhost/db", "other").suite == "other"
+
+
+def test_resume_and_compare_share_one_list_of_settings_that_may_change():
+    from harness.records.store import setting_differences
+
+    before = {"name": "a", "search": {"trials_per_cell": 3, "seed": 0}, "confirm": {"seeds": 3},
+              "training": {"max_steps": 60}, "output": {"reports_dir": "r"}}
+    budget = {**before, "search": {"trials_per_cell": 5, "seed": 0}, "confirm": {"seeds": 5}, "output": {}}
+    assert setting_differences(before, budget) == []
+    assert setting_differences(before, {**before, "training": {"max_steps": 30}}) == [("training.max_steps", 60, 30)]
+    assert setting_differences(before, {**before, "search": {"trials_per_cell": 3, "seed": 1}}) == [("search.seed", 0, 1)]
+
+
+def test_a_resume_into_a_set_of_another_suite_version_is_refused_naming_the_setting(tmp_path):
+    from harness.errors import UserError
+    from harness.runner.sweep import check_resumable
+
+    store = FileRecordStore(tmp_path / "set")
+    text = "name: s\ntraining: {max_steps: 60}\nsearch: {trials_per_cell: 3}\n"
+    check_resumable(store, text)  # nothing saved yet
+    store.save_suite(text)
+    check_resumable(store, text.replace("max_steps: 60", "max_steps: 30"))  # no records yet: nothing to mix
+    store.write(make_record())
+    check_resumable(store, text.replace("trials_per_cell: 3", "trials_per_cell: 9"))  # a budget raised resumes
+    with pytest.raises(UserError, match=r"differs in training\.max_steps"):
+        check_resumable(store, text.replace("max_steps: 60", "max_steps: 30"))
+
+
+@pytest.mark.parametrize("key", ["sentiment--tiny--lora", "sentiment--tiny--lora::rung2",
+                                 "sentiment--tiny--lora::confirm-t0007", "qa@100--m--ia3::rung1"])
+def test_a_study_key_has_one_to_string_and_one_from_string(key):
+    from harness.records.studies import StudyKey
+
+    parsed = StudyKey.parse(key)
+    assert str(parsed) == key
+    assert StudyKey.parse("suite/" + key, "suite/") == parsed
+    assert parsed.phase == ("confirm" if "::confirm-t" in key else "search")
+    assert StudyKey.confirming("c", 7) == StudyKey("c", "confirm", trial=7)

@@ -146,6 +146,7 @@ def _browser():
     return chromium, sync_playwright
 
 
+@pytest.mark.e2e
 def test_report_in_headless_chromium(records, tmp_path, storage):
     chromium, sync_playwright = _browser()
     if not chromium or not sync_playwright:

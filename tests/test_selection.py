@@ -11,9 +11,9 @@ import optuna
 import pytest
 
 from harness.cli import main
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.spec import Suite
-from harness.runner.plan import confirm_seeds, search_seed
+from harness.plan import confirm_seeds, search_seed
 
 WORDS = {"positive": ["wonderful", "superb", "lovely"], "negative": ["terrible", "awful", "boring"]}
 
@@ -62,18 +62,19 @@ def inverted(tmp_path):
     return tmp_path
 
 
+@pytest.mark.e2e
 def test_the_choice_is_the_validation_winner_even_where_test_disagrees(inverted, write_suite, tmp_path, capsys):
     suite = write_suite(SUITE.format(trials=2, seed=3, confirm=0))
     code, out = _run(suite, tmp_path, capsys)
     assert code == 0, out.err
-    records = {r.trial_number: r for r in RecordStore(tmp_path / "r" / "honest").load_all()}
+    records = {r.trial_number: r for r in FileRecordStore(tmp_path / "r" / "honest").load_all()}
     assert records[0].params["learning_rate"] == 1e-6  # trial 0: the fixed value (the suite's "default")
     assert records[1].params["learning_rate"] == 0.01
     learned, idle = records[1], records[0]
     assert learned.validation_metrics["accuracy"] > idle.validation_metrics["accuracy"]
     assert learned.metrics["accuracy"] < idle.metrics["accuracy"]  # the test split says the opposite
     # every choice read validation: Optuna's best, the leaderboard's row
-    study = optuna.load_study(study_name="words--tiny-bert--lora", storage=RecordStore(tmp_path / "r" / "honest").study_storage_url)
+    study = optuna.load_study(study_name="words--tiny-bert--lora", storage=FileRecordStore(tmp_path / "r" / "honest").study_storage_url)
     assert study.best_trial.number == 1
     board = json.loads((tmp_path / "p" / "honest" / "leaderboard.json").read_text())
     [row] = [b for b in board if b["method"] == "lora"]
@@ -81,10 +82,11 @@ def test_the_choice_is_the_validation_winner_even_where_test_disagrees(inverted,
     assert learned.validation_source == {"origin": "given", "size": 40}
 
 
+@pytest.mark.e2e
 def test_resumed_search_with_a_new_best_is_confirmed_afresh(inverted, write_suite, tmp_path, capsys):
     suite = write_suite(SUITE.format(trials=1, seed=3, confirm=2))
     assert _run(suite, tmp_path, capsys)[0] == 0
-    store = RecordStore(tmp_path / "r" / "honest")
+    store = FileRecordStore(tmp_path / "r" / "honest")
     first = store.load_all()
     assert sorted((r.phase, r.trial_number, r.seed) for r in first) == [
         ("confirm", 0, 1), ("confirm", 0, 2), ("search", 0, 0)]  # fresh seeds, never the search seed 0
@@ -110,24 +112,39 @@ def test_confirmation_seeds_are_disjoint_from_the_search_seed():
         assert search_seed(suite) not in confirm_seeds(suite)
 
 
-def test_trial_zero_is_the_methods_own_defaults(tiny_suite, tmp_path, capsys):
-    suite = tiny_suite(methods=("lora", "bitfit"), trials=2, steps=2)
-    code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
-    assert code == 0
-    records = {(r.method, r.trial_number): r for r in RecordStore(tmp_path / "r" / "tiny").load_all()}
-    assert records[("lora", 0)].params["learning_rate"] == 3e-3 and records[("lora", 0)].params["r"] == 8
-    assert records[("bitfit", 0)].params["learning_rate"] == 5e-3
-    assert records[("lora", 1)].params["learning_rate"] != 3e-3  # then the search takes over
-    for (method, _), r in records.items():  # the learning rate stays within 5x of the default, either way
+def test_trial_zero_is_the_methods_own_defaults(tiny_suite, tmp_path):
+    # a planning detail, read from the plan and an in-memory study: no sweep runs
+    from harness.config import load_suite
+    from harness.plan import distributions, plan
+    from harness.records.studies import StudyKey
+    from harness.runner.jobs import make_job
+    from harness.runner.study import open_study
+
+    loaded = load_suite(tiny_suite(methods=("lora", "bitfit"), trials=2, steps=2))
+    store = FileRecordStore(tmp_path)
+    params = {}
+    for index, cell in enumerate(plan(loaded.suite)):
+        study = open_study(StudyKey(cell.id), cell, index, loaded.suite, store, optuna.storages.InMemoryStorage())
+        dists = distributions(cell.space)
+        for number in range(cell.budget):
+            trial = study.ask(dists)
+            job = make_job(loaded, cell, trial_number=number, seed=0, device="cpu", suite_hash="", sampled=trial.params)
+            params[(cell.method.name, number)] = job.params
+            study.tell(trial, 0.5)
+    assert params[("lora", 0)]["learning_rate"] == 3e-3 and params[("lora", 0)]["r"] == 8
+    assert params[("bitfit", 0)]["learning_rate"] == 5e-3
+    assert params[("lora", 1)]["learning_rate"] != 3e-3  # then the search takes over
+    for (method, _), values in params.items():  # the learning rate stays within 5x of the default, either way
         default = {"lora": 3e-3, "bitfit": 5e-3}[method]
-        assert default / 5 <= r.params["learning_rate"] <= default * 5
+        assert default / 5 <= values["learning_rate"] <= default * 5
 
 
+@pytest.mark.e2e
 def test_trial_over_its_time_limit_is_a_timeout_record_and_the_cell_goes_on(tiny_suite, tmp_path, capsys):
     suite = tiny_suite(methods=("  - name: bitfit\n    label: slow\n    params: {batch_size: 64}", "trivial"),
                        trials=1, steps=3000, extra="runner: {trial_timeout_s: 6}\n")
     code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
-    records = {r.method: r for r in RecordStore(tmp_path / "r" / "tiny").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "r" / "tiny").load_all()}
     assert records["slow"].status == "timeout"
     assert "runner.trial_timeout_s (6 s)" in records["slow"].reason
     assert 6 <= records["slow"].timing.total_s < 30
@@ -135,6 +152,7 @@ def test_trial_over_its_time_limit_is_a_timeout_record_and_the_cell_goes_on(tiny
     assert code == 1  # the slow cell has no complete trial
 
 
+@pytest.mark.e2e
 def test_baseline_rows_in_every_leaderboard(write_suite, tmp_path, capsys):
     text = """\
 name: refs
@@ -146,7 +164,7 @@ training: {max_steps: 4}
 """
     code, out = _run(write_suite(text), tmp_path, capsys)
     assert code == 0, out.err
-    records = {r.method: r for r in RecordStore(tmp_path / "r" / "refs").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "r" / "refs").load_all()}
     assert set(records) == {"bitfit", "none", "trivial"}
     assert records["none"].trainable_params == 0 and records["none"].throughput.train_steps == 0
     assert records["trivial"].trainable_params == 0 and records["trivial"].memory.peak_bytes >= 0
@@ -191,6 +209,7 @@ def test_splits_from_one_source_are_rejected(write_suite, tmp_path, capsys):
     assert "tasks[0].data.hub.splits.test: the test split reads the same source as the train split" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_exact_train_test_duplicates_are_counted_and_flagged(write_suite, tmp_path, capsys):
     _write_split(tmp_path / "train.jsonl", 40, 1)
     _write_split(tmp_path / "validation.jsonl", 10, 2)
@@ -199,7 +218,7 @@ def test_exact_train_test_duplicates_are_counted_and_flagged(write_suite, tmp_pa
     text = SUITE.format(trials=1, seed=0, confirm=0).replace("max_steps: 30", "max_steps: 2")
     code, out = _run(write_suite(text), tmp_path, capsys)
     assert code == 0
-    [record] = RecordStore(tmp_path / "r" / "honest").load_all()
+    [record] = FileRecordStore(tmp_path / "r" / "honest").load_all()
     assert record.train_test_duplicates == 5  # the five copied rows; the new one is not counted
     assert "warning: 5 test examples also stand in the training split" in out.out
 
@@ -218,7 +237,7 @@ def test_old_records_are_read_and_marked_as_chosen_on_test(tmp_path, capsys):
     from harness.records.synthetic import make_record
 
     folder = tmp_path / "old" / "synthetic"
-    store = RecordStore(folder)
+    store = FileRecordStore(folder)
     for trial, acc in ((0, 0.7), (1, 0.8)):
         path = store.write(make_record(method="lora", trial=trial, accuracy=acc))
         data = json.loads(path.read_text())

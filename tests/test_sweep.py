@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
-import time
+from contextlib import redirect_stderr, redirect_stdout
+from types import SimpleNamespace
 
 import optuna
+import pytest
 
+from conftest import TINY_SUITE
 from harness.cli import main
 from harness.records.schema import SCHEMA_VERSION
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 
 
 def run(suite, tmp_path, capsys, *extra):
@@ -18,15 +22,28 @@ def run(suite, tmp_path, capsys, *extra):
     return code, capsys.readouterr()
 
 
-def test_end_to_end_sweep_two_methods_two_trials(tiny_suite, tmp_path, capsys):
-    t0 = time.perf_counter()
-    code, out = run(tiny_suite(), tmp_path, capsys)
-    elapsed = time.perf_counter() - t0
-    assert code == 0
-    assert elapsed < 60, f"the tiny end-to-end sweep took {elapsed:.0f} s"
-    store = RecordStore(tmp_path / "results" / "tiny")
+@pytest.fixture(scope="module")
+def three_methods(tmp_path_factory):
+    """One sweep that several tests read: LoRA, BitFit and full fine-tuning, two trials each."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_SUITE.format(name="tiny", methods="  - name: lora\n  - name: bitfit\n  - name: full",
+                                       trials=2, steps=12))
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "results"),
+                     "--reports", str(tmp_path / "reports")])
+    return code, SimpleNamespace(out=out.getvalue(), err=err.getvalue()), tmp_path
+
+
+@pytest.mark.e2e
+def test_end_to_end_sweep_three_methods_two_trials(three_methods):
+    code, out, tmp_path = three_methods
+    assert code == 0, out.err
+    store = FileRecordStore(tmp_path / "results" / "tiny")
     records = store.load_all()
-    assert sorted((r.method, r.trial_number) for r in records) == [("bitfit", 0), ("bitfit", 1), ("lora", 0), ("lora", 1)]
+    assert sorted((r.method, r.trial_number) for r in records) == [("bitfit", 0), ("bitfit", 1), ("full", 0),
+                                                                   ("full", 1), ("lora", 0), ("lora", 1)]
     for r in records:
         assert r.status == "complete", r.reason
         assert 0.0 <= r.metrics["accuracy"] <= 1.0 and "macro_f1" in r.metrics
@@ -42,18 +59,20 @@ def test_end_to_end_sweep_two_methods_two_trials(tiny_suite, tmp_path, capsys):
         assert r.timing.total_s >= r.timing.train_s + r.timing.eval_s
     # the records on disk are complete JSON with a schema version
     files = sorted((store.root / "records").glob("*/trial-*.json"))
-    assert len(files) == 4 and all(json.loads(f.read_text())["schema_version"] == SCHEMA_VERSION for f in files)
+    assert len(files) == 6 and all(json.loads(f.read_text())["schema_version"] == SCHEMA_VERSION for f in files)
     assert not list((store.root / "records").glob("*/.*.tmp"))
     # one Optuna study per cell, with the same budget each
     studies = optuna.get_all_study_summaries(store.study_storage_url)
-    assert sorted(s.study_name for s in studies) == ["sentiment--tiny-bert--bitfit", "sentiment--tiny-bert--lora"]
+    assert sorted(s.study_name for s in studies) == ["sentiment--tiny-bert--bitfit", "sentiment--tiny-bert--full",
+                                                     "sentiment--tiny-bert--lora"]
     assert all(s.n_trials == 2 for s in studies)
     # the leaderboard: a table per (task, model), one row per method, and exported files
     assert "sentiment · tiny-bert" in out.out and "bitfit" in out.out and "lora" in out.out
     board = json.loads((tmp_path / "reports" / "tiny" / "leaderboard.json").read_text())
-    assert {row["method"] for row in board} == {"bitfit", "lora"}
+    assert {row["method"] for row in board} == {"bitfit", "full", "lora"}
 
 
+@pytest.mark.e2e
 def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, capsys):
     import torch
 
@@ -63,7 +82,7 @@ def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, c
     assert (torch.ones(256, 256) @ torch.ones(256, 256)).sum() > 0
     suite = tiny_suite(methods=("bitfit",), trials=2, steps=4)
     assert run(suite, tmp_path, capsys)[0] == 0
-    store = RecordStore(tmp_path / "results" / "tiny")
+    store = FileRecordStore(tmp_path / "results" / "tiny")
     before = {r.trial_number: r.finished_at for r in store.load_all()}
     # raise the budget: only the new trial runs
     suite.write_text(suite.read_text().replace("trials_per_cell: 2", "trials_per_cell: 3"))
@@ -73,31 +92,36 @@ def test_rerun_resumes_without_rerunning_finished_trials(tiny_suite, tmp_path, c
     assert all(after[n] == before[n] for n in before)
 
 
+@pytest.mark.e2e
 def test_changed_suite_is_not_mixed_into_old_results(tiny_suite, tmp_path, capsys):
     suite = tiny_suite(methods=("bitfit",), trials=1, steps=4)
     assert run(suite, tmp_path, capsys)[0] == 0
     suite.write_text(suite.read_text().replace("max_steps: 4", "max_steps: 8"))
     code, out = run(suite, tmp_path, capsys)
     assert code == 2 and "holds trials of a different version of this suite" in out.err
-    assert len(RecordStore(tmp_path / "results" / "tiny").load_all()) == 1  # nothing lost or mixed
+    assert "differs in training.max_steps" in out.err
+    assert len(FileRecordStore(tmp_path / "results" / "tiny").load_all()) == 1  # nothing lost or mixed
 
 
+@pytest.mark.e2e
 def test_failing_trial_is_a_record_and_the_sweep_goes_on(tiny_suite, tmp_path, capsys):
     broken = "  - name: lora\n    label: lora-broken\n    params: {target_modules: [no_such_module]}"
     code, out = run(tiny_suite(methods=(broken, "bitfit"), trials=1, steps=4), tmp_path, capsys)
     assert code == 1  # after writing every record and the report
     assert "cell sentiment--tiny-bert--lora-broken has no complete trial (failed: NoMatchingPeftModuleError" in out.err
     assert (tmp_path / "reports" / "tiny" / "index.html").exists()
-    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+    records = {r.method: r for r in FileRecordStore(tmp_path / "results" / "tiny").load_all()}
     assert records["lora-broken"].status == "failed"
     assert records["lora-broken"].reason.startswith("NoMatchingPeftModuleError: No modules were targeted")
     assert records["bitfit"].status == "complete"
     assert "failed" in out.out and "lora-broken" in out.out
 
 
-def test_trainable_parameter_counts(tiny_suite, tmp_path, capsys):
-    assert run(tiny_suite(methods=("full", "bitfit"), trials=1, steps=2), tmp_path, capsys)[0] == 0
-    records = {r.method: r for r in RecordStore(tmp_path / "results" / "tiny").load_all()}
+@pytest.mark.e2e
+def test_trainable_parameter_counts(three_methods):
+    code, _, tmp_path = three_methods
+    assert code == 0
+    records = {r.method: r for r in FileRecordStore(tmp_path / "results" / "tiny").load_all()}
     full, bitfit = records["full"], records["bitfit"]
     assert full.trainable_params == full.total_params and full.trainable_pct == 100.0
     # tiny-bert: hidden 32, 2 layers, intermediate 64, 2 labels -> biases + classifier weights
@@ -112,6 +136,7 @@ def test_trainable_parameter_counts(tiny_suite, tmp_path, capsys):
     assert bitfit.total_params == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.e2e
 def test_smoke_runs_every_cell_once_on_a_few_examples(tmp_path, capsys, write_suite):
     text = """\
 name: sm
@@ -136,7 +161,7 @@ training: {max_steps: 500, batch_size: 8}
     assert code == 0, out.err
     # 2 models x 2 training-set sizes x (2 methods + the 2 baseline rows)
     assert "smoke: all 16 cells trained, validated and were scored on test" in out.out
-    records = RecordStore(tmp_path / "results" / "sm-smoke").load_all()
+    records = FileRecordStore(tmp_path / "results" / "sm-smoke").load_all()
     assert len(records) == 16 and {r.status for r in records} == {"complete"}
     assert {r.phase for r in records} == {"search"}  # no confirmation seeds
     for r in (r for r in records if r.method in ("lora", "ia3")):
@@ -145,6 +170,7 @@ training: {max_steps: 500, batch_size: 8}
     assert not (tmp_path / "results" / "sm").exists()  # the real results folder is untouched
 
 
+@pytest.mark.e2e
 def test_data_that_fails_to_load_is_a_failed_record_and_the_sweep_goes_on(write_suite, tmp_path, capsys):
     # a model folder whose config reads but which holds no tokenizer or weights: validate reads only
     # the config (a data file's faults stop validate itself: tests/test_data_checks.py), so the cell
@@ -164,7 +190,7 @@ references: false
 """
     code, out = run(write_suite(text), tmp_path, capsys)
     assert code == 1
-    records = RecordStore(tmp_path / "results" / "two").load_all()
+    records = FileRecordStore(tmp_path / "results" / "two").load_all()
     broken = [r for r in records if r.task == "broken"]
     assert len(broken) == 2 and all(r.status == "failed" for r in broken)
     assert broken[0].reason.startswith("preparing half / broken failed:")

@@ -12,7 +12,7 @@ from harness.config import load_suite
 from harness.errors import UserError
 from harness.metrics import load
 from harness.models import BUILTIN_MODELS
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 from harness.tasks.generative import IGNORE, option_scores, sft_example
 from harness.tasks.qa import answer_index, options_of
 
@@ -131,11 +131,12 @@ references: false
 """
 
 
+@pytest.mark.e2e
 def test_decoder_tasks_end_to_end_with_train_sizes(write_suite, tmp_path, capsys):
     suite = write_suite(DECODER_SUITE)
     code = main(["run", str(suite), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
     assert code == 0
-    records = {r.task: r for r in RecordStore(tmp_path / "r" / "gen").load_all()}
+    records = {r.task: r for r in FileRecordStore(tmp_path / "r" / "gen").load_all()}
     assert sorted(records) == ["dialogsum@16", "dialogsum@48", "medqa"]
     for name in ("dialogsum@16", "dialogsum@48"):
         r = records[name]
@@ -153,6 +154,7 @@ def test_summarization_on_an_encoder_is_rejected(write_suite):
     assert "model tiny-bert cannot run task dialogsum: the summarization task needs a decoder LM" in str(info.value)
 
 
+@pytest.mark.e2e
 def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
     text = ("name: qaenc\nmodels: [{source: 'builtin:tiny-bert', max_length: 64}]\n"
             "tasks: [{name: medqa, kind: qa, data: {builtin: medqa-mini, train_size: 48, test_size: 20}}]\n"
@@ -160,7 +162,7 @@ def test_qa_on_an_encoder_classifies_the_answers(write_suite, tmp_path, capsys):
             "references: false\n")
     code = main(["run", str(write_suite(text)), "--quiet", "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p")])
     assert code == 0
-    [record] = RecordStore(tmp_path / "r" / "qaenc").load_all()
+    [record] = FileRecordStore(tmp_path / "r" / "qaenc").load_all()
     assert record.status == "complete" and 0 <= record.metrics["accuracy"] <= 1
     # yes/no/maybe and the letters A-D: one class per distinct answer in the training data
     assert record.trainable_params > 0 and record.config["task"]["kind"] == "qa"
@@ -211,6 +213,7 @@ references: false
 """
 
 
+@pytest.mark.e2e
 def test_verbalizer_family_scores_label_words(write_suite, tmp_path):
     """The task family added in one file (harness/tasks/verbalizer.py): tokenized data, then a run."""
     import datasets
@@ -235,7 +238,7 @@ def test_verbalizer_family_scores_label_words(write_suite, tmp_path):
     code = main(["run", str(write_suite(VERBALIZER_SUITE)), "--quiet", "--results", str(tmp_path / "r"),
                  "--reports", str(tmp_path / "p")])
     assert code == 0
-    [record] = RecordStore(tmp_path / "r" / "verb").load_all()  # tasks[0].models left MiniLM's cell out
+    [record] = FileRecordStore(tmp_path / "r" / "verb").load_all()  # tasks[0].models left MiniLM's cell out
     assert record.model == "tiny-llama" and record.status == "complete", record.reason
     assert set(record.metrics) == {"accuracy", "macro_f1", "log_loss"} and record.metrics["log_loss"] > 0
     assert [h["step"] for h in record.history if "validation_accuracy" in h] == [2, 4]

@@ -10,7 +10,7 @@ import torch
 
 from harness.runner.bench import bench_suite
 from harness.runner.jobs import make_job
-from harness.runner.plan import plan
+from harness.plan import plan
 from harness.runner.prepare import Preparer
 from harness.runner.trainer import trainer_class, training_args
 from harness.runner.trial import apply_context

@@ -15,11 +15,16 @@ from collections import Counter
 import pytest
 
 from harness.cli import main
-from harness.records.store import RecordStore
+from harness.records.store import FileRecordStore
 
 POSTGRES = os.environ.get("HARNESS_TEST_POSTGRES")
-need_postgres = pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"),
+_no_postgres = pytest.mark.skipif(not POSTGRES and not os.environ.get("CI"),
                                    reason="no PostgreSQL here (set HARNESS_TEST_POSTGRES; .ci/run starts one)")
+
+
+def need_postgres(test):
+    """Runs against a PostgreSQL server (an e2e test), skipped where none is set and not on CI."""
+    return pytest.mark.e2e(_no_postgres(test))
 
 SUITE = """\
 name: {name}
@@ -101,7 +106,7 @@ def test_three_workers_on_postgres_share_one_budget(write_suite, tmp_path):
     # the report and an export read the same results set from the database
     assert main(["report", name, "--storage", POSTGRES, "--out", str(tmp_path / "rep")]) == 0
     assert main(["export", name, str(tmp_path / "exported"), "--storage", POSTGRES]) == 0
-    assert len(RecordStore(tmp_path / "exported").load_all()) == len(records)
+    assert len(FileRecordStore(tmp_path / "exported").load_all()) == len(records)
 
 
 def _kill_mid_trial(proc: subprocess.Popen, min_age_s: float = 1.0, timeout_s: float = 120) -> None:
@@ -142,6 +147,7 @@ def test_a_killed_worker_s_trial_is_run_once_more_and_nothing_is_lost(write_suit
     _check_exact(records, _studies(_pg_store(name).study_storage_url, f"{name}/"), budget=2, seeds=1)
 
 
+@pytest.mark.e2e
 def test_a_killed_local_worker_on_sqlite_is_recovered_by_the_other(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="local", trials=2, seeds=1, steps=150))
     run = _harness("run", suite, "--workers", "2", "--results", tmp_path / "r", "--reports", tmp_path / "p",
@@ -168,12 +174,13 @@ def test_a_killed_local_worker_on_sqlite_is_recovered_by_the_other(write_suite, 
     assert killed
     out = run.communicate(timeout=600)[0]
     assert run.returncode == 1 and "a sweep process died" in out  # the other worker finished the suite
-    store = RecordStore(tmp_path / "r" / "local")
+    store = FileRecordStore(tmp_path / "r" / "local")
     records = store.load_all()
     assert [r.status for r in records].count("crashed") == 1
     _check_exact(records, _studies(store.study_storage_url), budget=2, seeds=1)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_suite, tmp_path):
     suite = write_suite(SUITE.format(name="intr", trials=2, seeds=0, steps=600))  # trials of seconds: a window to interrupt
     import psutil
@@ -205,7 +212,7 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_sui
         out = run.communicate(timeout=120)[0]
         break
     assert run.returncode == 130, out
-    store = RecordStore(root / "r" / "intr")
+    store = FileRecordStore(root / "r" / "intr")
     [interrupted] = [r for r in store.load_all() if r.status == "interrupted"]
     rerun = _harness(*args)
     out = rerun.communicate(timeout=600)[0]
@@ -230,6 +237,7 @@ references: false
 """
 
 
+@pytest.mark.e2e
 def test_out_of_memory_backoff_recovers_with_a_smaller_micro_batch(write_suite, tmp_path, capsys):
     # 48 MiB above the trial process's size at fork: a micro-batch of 16 x 256 tokens does not fit, 4
     # does (measured here, 4 runs: 16 failed every time, 8 failed 3 times of 4, 4 always fit)
@@ -239,7 +247,7 @@ def test_out_of_memory_backoff_recovers_with_a_smaller_micro_batch(write_suite, 
     for attempt in range(3):
         results = tmp_path / f"r{attempt}"
         code = main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "p"), "--quiet"])
-        [record] = RecordStore(results / "oom").load_all()
+        [record] = FileRecordStore(results / "oom").load_all()
         if code == 0:
             break
         assert record.status == "oom" and record.failed_phase == "validation", (record.status, record.reason)
@@ -251,16 +259,18 @@ def test_out_of_memory_backoff_recovers_with_a_smaller_micro_batch(write_suite, 
     assert record.throughput.train_steps == 3
 
 
+@pytest.mark.e2e
 def test_out_of_memory_the_backoff_cannot_recover(write_suite, tmp_path, capsys):
     code = main(["run", str(write_suite(OOM_SUITE.format(limit=2))), "--results", str(tmp_path / "r"),
                  "--reports", str(tmp_path / "p"), "--quiet"])
     assert code == 1
-    [record] = RecordStore(tmp_path / "r" / "oom").load_all()
+    [record] = FileRecordStore(tmp_path / "r" / "oom").load_all()
     assert record.status == "oom" and record.failed_phase == "train"
     assert [a["micro_batch_size"] for a in record.attempts] == [16, 8, 4, 2]
     assert "at micro-batch size 1" in record.reason
 
 
+@pytest.mark.e2e
 def test_a_diverging_loss_ends_the_trial_as_diverged(tiny_suite, tmp_path, capsys, monkeypatch):
     import torch
     import transformers
@@ -275,11 +285,12 @@ def test_a_diverging_loss_ends_the_trial_as_diverged(tiny_suite, tmp_path, capsy
     monkeypatch.setattr(transformers.Trainer, "compute_loss", blows_up)
     suite = tiny_suite(methods=("bitfit",), trials=1, steps=40, extra="runner: {isolation: inline}\n")
     code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
-    [record] = RecordStore(tmp_path / "r" / "tiny").load_all()
+    [record] = FileRecordStore(tmp_path / "r" / "tiny").load_all()
     assert record.status == "diverged" and "training loss" in record.reason and "at step" in record.reason
     assert code == 1
 
 
+@pytest.mark.e2e
 def test_preflight_refuses_before_any_trial(tiny_suite, tmp_path, capsys, monkeypatch):
     suite = tiny_suite(methods=("bitfit",), trials=1, steps=2)
     code = main(["run", str(suite), "--storage", "postgresql://nobody:x@127.0.0.1:1/none", "--results",

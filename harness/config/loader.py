@@ -234,7 +234,7 @@ def _tracking_problems(suite: Suite, lines: LineMap) -> list[Problem]:
 def _rung_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     """Under a multi-fidelity strategy the validation steps are the rungs (plan.rungs): an
     eval_every_steps beside it would evaluate where no decision reads, or contradict the rungs."""
-    from harness.runner.plan import rungs
+    from harness.plan import rungs
 
     search, out = suite.search, []
     if search.rung_max_length is not None:

@@ -23,9 +23,7 @@ def model_config(spec, base_dir: Path):
 
 def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> list[CellEstimate]:
     """One estimate per training cell, at the method's default parameters and the suite's fixed ones."""
-    from harness.runner.jobs import trial_training
-    from harness.runner.plan import plan
-    from harness.runner.prepare import head_for
+    from harness.plan import head_for, plan, trial_training
     from harness.tasks import family_for
 
     configs: dict[Any, Any] = {}
@@ -137,12 +135,12 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def load_calibration(results_dir: str) -> dict:
-    from harness.records.store import RecordStore
+    from harness.records.store import open_store
 
     folder = Path(results_dir)
     if not folder.is_dir():
         raise UserError(f"{folder}: results folder not found")
-    records = RecordStore(folder).load_all()
+    records = open_store(folder).load_all()
     calibration = calibrate(records)
     if not calibration["methods"]:
         raise UserError(f"{folder}: no complete trial record carries an estimate and a measured train peak to "

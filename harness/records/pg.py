@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.errors import Problem, UserError
 from harness.records.schema import TrialRecord, upgrade
+from harness.records.store import SavedSuite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS harness_records (
@@ -81,8 +82,8 @@ def redact(url: str) -> str:
     return url
 
 
-class PgRecordStore:
-    """The RecordStore interface over a PostgreSQL table; `root` is the local folder for what
+class PgRecordStore(SavedSuite):
+    """A RecordStore (records/store.py) over a PostgreSQL table; `root` is the local folder for what
     stays on the machine that runs a trial (saved adapters)."""
 
     def __init__(self, url: str, suite: str, root: Path | None = None):
@@ -107,9 +108,9 @@ class PgRecordStore:
     def study_storage_url(self) -> str:
         return sqlalchemy_url(self.url)
 
-    def study_name(self, name: str) -> str:
+    def study_name(self, key: str) -> str:
         """A cell's Optuna study, prefixed with the suite: one database holds many suites."""
-        return f"{self.suite}/{name}"
+        return f"{self.suite}/{key}"
 
     @property
     def where(self) -> str:
@@ -124,6 +125,19 @@ class PgRecordStore:
                         (self.suite, record.cell_id, record.phase, record.trial_number, record.seed,
                          record.schema_version, body))
         return f"{self.where}: {record.cell_id} {record.phase} {record.trial_number}/{record.seed}"
+
+    def has_records(self) -> bool:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM harness_records WHERE suite = %s LIMIT 1", (self.suite,))
+            return cur.fetchone() is not None
+
+    def count(self) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM harness_records WHERE suite = %s", (self.suite,))
+            return int(cur.fetchone()[0])
+
+    def has_studies(self) -> bool:
+        return True  # the database holds the studies beside the records
 
     def save_suite(self, text: str) -> None:
         with self.conn.cursor() as cur:

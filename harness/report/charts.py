@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.records.schema import TrialRecord
+from harness.records.studies import StudyKey
 from harness.report.compute import judged_by, search_trials_by_cell
 from harness.report.pages import figure_json
 
@@ -62,7 +63,7 @@ def search_figures(storage_url: str, prefix: str = "") -> list[dict]:
 
     figures = []
     for summary in optuna.get_all_study_summaries(storage_url):
-        if not summary.study_name.startswith(prefix) or "::confirm-t" in summary.study_name:
+        if not summary.study_name.startswith(prefix) or StudyKey.parse(summary.study_name, prefix).phase == "confirm":
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage_url)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

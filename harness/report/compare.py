@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-import yaml
-
 from harness.errors import UserError
 from harness.measure.host import BUSY_SHARE, busy_share
 from harness.records.schema import TrialRecord
 from harness.records.select import chosen_runs, skipped_cells
-from harness.records.store import RecordStore
+from harness.records.store import SUITE_FILE, open_store, setting_differences
 from harness.report.pages import write_page
 from harness.report.verdicts import LEVEL, Side, judge, side
 from harness.spec import CompareSpec
@@ -55,8 +53,6 @@ METRICS = (
     Metric("train_tokens_per_s", "throughput", "throughput_rel", True, True, "tokens/s", True),
     Metric("train_s", "train_time", "time_rel", True, False, "s", True),
 )
-# suite settings that may differ between two comparable result sets
-FREE_KEYS = ("search", "confirm", "seeds", "output", "compare", "description", "runner")
 
 
 @dataclass
@@ -131,28 +127,8 @@ def results_folder(path: str | Path) -> Path | str:
     raise UserError(f"{folder}: holds several suites ({', '.join(p.name for p in inner)}); name one of them")
 
 
-def open_results(location: Path | str):
-    """The record store behind a results folder or a postgresql://...#SUITE location."""
-    from harness.records.pg import PgRecordStore, is_postgres
-
-    if is_postgres(str(location)):
-        url, _, suite = str(location).partition("#")
-        return PgRecordStore(url, suite)
-    return RecordStore(Path(location))
-
-
 def _saved_suite(location: Path | str) -> dict:
-    store = open_results(location)
-    try:
-        if hasattr(store, "saved_suite"):
-            text = store.saved_suite() or ""
-        else:
-            path = store.root / "suite.yaml"
-            text = path.read_text(encoding="utf-8") if path.exists() else ""
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
-        data = {}
-    return data if isinstance(data, dict) else {}
+    return open_store(location).settings()
 
 
 def tolerances(baseline_folder: Path, overrides: dict) -> CompareSpec:
@@ -161,7 +137,7 @@ def tolerances(baseline_folder: Path, overrides: dict) -> CompareSpec:
     try:
         return CompareSpec.model_validate({**spec, **{k: v for k, v in overrides.items() if v is not None}})
     except Exception as exc:  # noqa: BLE001 - a hand-edited suite.yaml: say where
-        raise UserError(f"{baseline_folder / 'suite.yaml'}: compare: {exc}")
+        raise UserError(f"{open_store(baseline_folder).where} ({SUITE_FILE}): compare: {exc}")
 
 
 def cell_samples(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:
@@ -178,10 +154,8 @@ def mismatches(base_dir: Path, cand_dir: Path, base: list[TrialRecord], cand: li
     for task in sorted(set(fb) & set(fc)):
         if fb[task] != fc[task]:
             out.append(f"data of task {task} differ (fingerprint {fb[task]} -> {fc[task]})")
-    sb, sc = _saved_suite(base_dir), _saved_suite(cand_dir)
-    for key in sorted(set(sb) | set(sc)):
-        if key not in FREE_KEYS and key != "name" and sb.get(key) != sc.get(key):
-            out.append(f"suite setting {key!r} differs: {sb.get(key)!r} -> {sc.get(key)!r}")
+    for key, before, after in setting_differences(_saved_suite(base_dir), _saved_suite(cand_dir)):
+        out.append(f"suite setting {key!r} differs: {before!r} -> {after!r}")
     return out
 
 
@@ -309,9 +283,7 @@ def _bar(v: Verdict) -> dict | None:
 def _report_link(folder: Path | str) -> str | None:
     if not isinstance(folder, Path):
         return None
-    name = folder.name
-    reports = _saved_suite(folder).get("output", {}) if isinstance(_saved_suite(folder).get("output"), dict) else {}
-    page = Path(reports.get("reports_dir") or "reports") / name / "index.html"
+    page = open_store(folder).reports_dir() / folder.name / "index.html"
     return str(page.resolve()) if page.exists() else None
 
 
@@ -361,7 +333,7 @@ def comparison(baseline: str, candidate: str, overrides: dict | None = None,
                allow_mismatch: bool = False) -> tuple[Comparison, Path | str, Path | str]:
     """(the verdicts, the two results folders): what `harness compare` and the Python API share."""
     base_dir, cand_dir = results_folder(baseline), results_folder(candidate)
-    base_records, cand_records = open_results(base_dir).load_all(), open_results(cand_dir).load_all()
+    base_records, cand_records = open_store(base_dir).load_all(), open_store(cand_dir).load_all()
     if not base_records:
         raise UserError(f"{base_dir}: the baseline has no records")
     found = mismatches(base_dir, cand_dir, base_records, cand_records)

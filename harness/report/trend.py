@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.records.store import RecordStore
+from harness.records.store import open_store
 from harness.report.compare import METRICS, cell_samples, compare, results_folder, tolerances
 from harness.report.pages import figure_json, safe_json, write_page
 
@@ -28,7 +28,7 @@ def trend_points(history: Path) -> Trend:
             folder = results_folder(night)
         except UserError:
             continue
-        nights.append((night.name, folder, RecordStore(folder).load_all()))
+        nights.append((night.name, folder, open_store(folder).load_all()))
     if not nights:
         raise UserError(f"{history}: no nightly results folders with records inside")
     trend = Trend(points={m.name: {} for m in METRICS})

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.records.schema import TrialRecord
 from harness.runner.isolation import fork_call, run_isolated
 from harness.runner.jobs import TrialJob, make_job
-from harness.runner.plan import plan
+from harness.plan import plan
 from harness.runner.prepare import Prepared
 from harness.runner.trial import TrialHooks, phase_memory, setup_model
 from harness.spec import LoadedSuite, Suite

@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from harness.runner import optuna_private as private
+
 DISCARDED = "harness:discarded"
 SLOT = "harness:slot"
 READY = "harness:ready"
@@ -103,7 +105,7 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     """The next trial of this study within its budget, or None when the budget is taken."""
     import optuna
 
-    _beat_silent(study)
+    private.beat_silent(study)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     taken = [t for t in trials if fresh(t)]
@@ -113,41 +115,17 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     trial = study.ask(dists)
     # A first heartbeat at once: Optuna only finds a trial stale once it has one, so a worker killed
     # between claiming and its trial's first beat would leave the trial running for ever.
-    study._storage.record_heartbeat(trial._trial_id)
-    frozen = study._storage.get_trial(trial._trial_id)
+    private.record_heartbeat(study, trial)
+    frozen = private.frozen(study, trial)
     if is_retry(frozen):  # a lost trial run again: it keeps its original's slot
         return Claim(trial, int(frozen.user_attrs.get(SLOT, 0)), frozen.system_attrs["failed_trial"])
     slot = slot_of(frozen, study.get_trials(deepcopy=False))
     if slot >= budget:
-        study._storage.set_trial_user_attr(trial._trial_id, DISCARDED, f"over budget (slot {slot} of {budget})")
+        private.set_user_attr(study, trial, DISCARDED, f"over budget (slot {slot} of {budget})")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
-    study._storage.set_trial_user_attr(trial._trial_id, SLOT, slot)
+    private.set_user_attr(study, trial, SLOT, slot)
     return Claim(trial, slot, None)
-
-
-def _beat_silent(study) -> None:
-    """Give a running trial that never beat a heartbeat now. Optuna never finds a trial without one
-    stale, so a worker killed between claiming a trial and its first beat would leave it running for
-    ever and its cell waiting; with one it goes stale after lost_after_s like any lost trial (a live
-    worker's own beats overwrite it). Optuna has no public call for this: its storage's models do."""
-    import optuna
-    from optuna.storages._rdb import models
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return
-    running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
-    if not running:
-        return
-    session = storage.scoped_session()
-    try:
-        silent = [t._trial_id for t in running
-                  if models.TrialHeartbeatModel.where_trial_id(t._trial_id, session) is None]
-    finally:
-        session.close()
-    for trial_id in silent:
-        storage.record_heartbeat(trial_id)
 
 
 def finished(study, budget: int) -> bool:
@@ -162,9 +140,10 @@ def finished(study, budget: int) -> bool:
         t.state in running for t in holders)
 
 
-def open_study(name: str, storage_obj, direction: str, sampler, pruner, initialize=None, wait_s: float = 30.0):
-    """Create the study, or load it once its creator has initialized it (enqueued trial 0): exactly
-    one worker creates it, so the method's defaults are enqueued once, however many race."""
+def open_study(name: str, storage_obj, direction: str, sampler, pruner, enqueue: tuple = (), wait_s: float = 30.0):
+    """Create the study, or load it once its creator has initialized it: exactly one worker creates
+    it and enqueues its first trials (`enqueue`: (params, user attributes, skip_if_exists) each: the
+    method's defaults, or a rung's promoted configurations) once, however many race."""
     import optuna
 
     try:
@@ -176,8 +155,8 @@ def open_study(name: str, storage_obj, direction: str, sampler, pruner, initiali
         while not study.user_attrs.get(READY) and time.monotonic() < deadline:
             time.sleep(0.2)
         return study
-    if initialize is not None:
-        initialize(study)
+    for params, user_attrs, skip_if_exists in enqueue:
+        study.enqueue_trial(params, user_attrs=user_attrs or None, skip_if_exists=skip_if_exists)
     study.set_user_attr(READY, True)
     return study
 
@@ -190,6 +169,6 @@ def heartbeat(study, trial, every_s: float) -> callable:
         now = time.monotonic()
         if now - last[0] >= every_s:
             last[0] = now
-            study._storage.record_heartbeat(trial._trial_id)
+            private.record_heartbeat(study, trial)
 
     return beat

@@ -33,10 +33,12 @@ its batch is drawn from, so it would save nothing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from harness.plan import rungs
 from harness.records.schema import TrialRecord
 
 CONFIG = "harness:config"  # user attribute of a rung's trial: the configuration's trial number at rung 0
-RUNG_STUDY = "::rung"
 
 
 def applies(suite, cell) -> bool:
@@ -47,8 +49,6 @@ def applies(suite, cell) -> bool:
 def stop_step(suite, rung: int, configurations: int) -> int:
     """Where this rung's runs stop: the rung's step (plan.rungs) while there is more than one
     configuration to judge and a rung left, else max_steps (the bracket's last runs)."""
-    from harness.runner.plan import rungs
-
     steps = rungs(suite)
     return steps[rung] if configurations > 1 and rung < len(steps) else suite.training.max_steps
 
@@ -57,8 +57,6 @@ def at_rung(suite, cell, stop: int):
     """The cell as a run that stops at `stop` trains it: under search.rung_max_length, a rung below the
     last truncates its examples (training and the validation that judges it) to the rung's length."""
     import dataclasses
-
-    from harness.runner.plan import rungs
 
     lengths = suite.search.rung_max_length
     if not lengths or stop == suite.training.max_steps or stop not in rungs(suite):
@@ -104,18 +102,29 @@ def config_number(trial) -> int:
     return int(trial.user_attrs.get(CONFIG, trial.number))
 
 
-def rung_of(study_name: str) -> int:
-    return int(study_name.rsplit(RUNG_STUDY, 1)[1]) if RUNG_STUDY in study_name else 0
+@dataclass(frozen=True)
+class Stage:
+    """Where a run sits in its cell's bracket: the rung, the step its runs stop at, and how many
+    configurations are judged together there."""
+
+    rung: int
+    stop: int
+    configurations: int
+
+    @classmethod
+    def at(cls, suite, rung: int, configurations: int) -> "Stage":
+        return cls(rung, stop_step(suite, rung, configurations), configurations)
 
 
-def note(record: TrialRecord, previous: TrialRecord | None, rung: int, stop: int, configurations: int,
-         reduction_factor: int) -> None:
-    """Fill the record's halving field, carrying the configuration's earlier runs (its previous record
-    and the runs that record carried), and say in its reason where a stopped run stopped."""
+def record_fields(record: TrialRecord, previous: TrialRecord | None, stage: Stage, reduction_factor: int) -> dict:
+    """The record's halving field, carrying the configuration's earlier runs (its previous record and
+    the runs that record carried), and, where a run stopped at its rung, a reason that says so."""
     earlier = [*((previous.halving or {}).get("earlier_runs", [])), previous.run_summary()] if previous is not None else []
-    record.halving = {"rung": rung, "stop_step": stop, "bracket": configurations, "earlier_runs": earlier}
-    if record.status == "pruned" and record.stopped_at_step == stop:
-        record.reason = (f"stopped at rung {rung + 1} (step {stop}, validation {record.stopped_metric}="
-                         f"{record.stopped_value:.4g}), where successive halving judges the {configurations} "
+    out = {"halving": {"rung": stage.rung, "stop_step": stage.stop, "bracket": stage.configurations,
+                       "earlier_runs": earlier}}
+    if record.status == "pruned" and record.stopped_at_step == stage.stop:
+        out["reason"] = (f"stopped at rung {stage.rung + 1} (step {stage.stop}, validation {record.stopped_metric}="
+                         f"{record.stopped_value:.4g}), where successive halving judges the {stage.configurations} "
                          f"configurations that reach it together and the best 1/{reduction_factor} go on (a "
                          f"configuration that goes on is recorded by its later run)")
+    return out

@@ -17,7 +17,8 @@ from multiprocessing.connection import Pipe
 from harness.records.schema import TrialRecord
 from harness.runner.prepare import Prepared
 from harness.runner.jobs import TrialJob
-from harness.runner.trial import TrialHooks, now, run_trial
+from harness.runner.record import RecordBuilder, now
+from harness.runner.trial import TrialHooks, run_trial
 
 PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sweep process
 
@@ -67,9 +68,8 @@ def _signal_name(code: int) -> str:
 
 def failure_record(job: TrialJob, reason: str, started: str, status: str = "crashed") -> TrialRecord:
     """The record of a trial that produced none of its own (its process died, or it never started)."""
-    return TrialRecord.model_validate(dict(job.record_base, trial_number=job.trial_number, seed=job.seed,
-                                           params=job.params, status=status, reason=reason,
-                                           started_at=started, finished_at=now()))
+    return RecordBuilder(**job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
+                         status=status, reason=reason, started_at=started, finished_at=now()).build()
 
 
 def fork_call(target, *args) -> tuple[int, object]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.measure.provenance import environment
-from harness.runner.plan import Cell, evaluation_steps, rungs
+from harness.plan import Cell, evaluation_steps, rungs, trial_training
 from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrialTraining
 
 
@@ -65,11 +65,6 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
                               "rung_metric": cell.rung_metric if s.search.strategy != "none" else None},
                    "suite_file": str(loaded.path), "tracking": list(s.tracking.report_to)},
     }
-
-
-def trial_training(suite, training_values: dict[str, Any]) -> TrialTraining:
-    """A trial's training settings: the suite's, with the values its method entry or the search fixed."""
-    return TrialTraining.model_validate({**suite.training.model_dump(), **training_values})
 
 
 def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.measure.memory import model_bytes
-from harness.models import is_decoder, resolve
+from harness.models import resolve
 from harness.spec import ModelSpec, TaskSpec
 from harness.tasks import TaskFamily, family_for
 from harness.tasks.data import fingerprint, load_splits, train_test_duplicates
+from harness.plan import head_for
 from harness.tasks.heads import HEADS, Head
 
 
@@ -44,11 +45,6 @@ class Prepared:
         """A fresh copy of the model loaded with extra from_pretrained arguments (quantization)."""
         model, _ = load_model(self.source, self.model_spec, self.head, self.labels, **kwargs)
         return model
-
-
-def head_for(family: TaskFamily, config) -> Head:
-    """The head a task family puts on this model: its encoder or its decoder head, by the config."""
-    return HEADS.get(family.head_for(is_decoder(config.model_type, getattr(config, "architectures", None) or ())))
 
 
 def pick_device(requested: str) -> str:

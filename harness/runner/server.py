@@ -53,10 +53,6 @@ def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, conn) -> 
         conn.close()
 
 
-def run_in_sweep_process(fn: Callable, args: tuple, view: Any, kwargs: dict | None = None) -> None:
-    run_in_sweep_processes(fn, [(args, kwargs or {}, {})], view)
-
-
 def run_in_sweep_processes(fn: Callable, workers: list[tuple[tuple, dict, dict]], view: Any) -> None:
     """Spawn one sweep process per (args, kwargs, environment) and relay their progress to view;
     Ctrl-C reaches each worker as its own KeyboardInterrupt, so it records its running trial as

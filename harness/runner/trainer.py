@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from harness.runner.jobs import TrialJob
+from harness.tasks.scores import Scores
 
 
 class Pruned(Exception):
@@ -51,9 +52,9 @@ def training_kwargs(job: TrialJob, out_dir: str) -> dict:
     )
 
 
-def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, history: list, validation_s: list,
+def callbacks(job: TrialJob, validate: Callable[[int], Scores], hooks, history: list, validation_s: list,
               steps) -> list:
-    """`validate()` scores the validation split; its time goes into validation_s (not train time)."""
+    """`validate(step)` scores the validation split; its time goes into validation_s (not train time)."""
     from transformers import TrainerCallback
 
     metric = job.cell.rung_metric  # search.rung_metric: a validation loss, or the objective
@@ -76,13 +77,14 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
             hooks.progress({"step": state.global_step, "max_steps": state.max_steps})
             if state.global_step in when:
                 t0 = time.perf_counter()
-                scores = validate()
+                scores = validate(state.global_step)
                 validation_s.append(time.perf_counter() - t0)
                 history.append(history_entry(state.global_step, scores))
+                value = scores.metrics.get(metric)
                 # A ten-line pruning hook: optuna-integration's callback would add a package for this.
-                if metric in scores and hooks.should_prune(sign * scores[metric], state.global_step):
-                    raise Pruned(f"pruned at step {state.global_step}: validation {metric}={scores[metric]:.4f}",
-                                 state.global_step, scores[metric], metric)
+                if value is not None and hooks.should_prune(sign * value, state.global_step):
+                    raise Pruned(f"pruned at step {state.global_step}: validation {metric}={value:.4f}",
+                                 state.global_step, value, metric)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -95,17 +97,12 @@ def callbacks(job: TrialJob, validate: Callable[[], dict[str, float]], hooks, hi
     return [Measure()]
 
 
-def history_entry(step: int, scores: dict[str, float]) -> dict[str, float]:
+def history_entry(step: int, scores: Scores) -> dict[str, float]:
     """An in-loop validation as the record's history keeps it: each score as validation_<metric>, its
-    standard error ("se:<metric>") as validation_<metric>_se where it is finite (JSON has no NaN), so
-    the report can say how far apart a rung's scores were (report/compute.py rung_lines)."""
-    entry = {"step": step}
-    for key, value in scores.items():
-        if not key.startswith("se:"):
-            entry[f"validation_{key}"] = value
-        elif math.isfinite(value):
-            entry[f"validation_{key.removeprefix('se:')}_se"] = value
-    return entry
+    standard error as validation_<metric>_se where it is finite, so the report can say how far apart
+    a rung's scores were (report/compute.py rung_lines)."""
+    return {"step": step, **{f"validation_{k}": v for k, v in scores.metrics.items()},
+            **{f"validation_{k}_se": v for k, v in scores.errors.items()}}
 
 
 def trainer_class(base=None):

@@ -7,13 +7,11 @@ loop shares, so both measure the same thing the same way."""
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +23,11 @@ from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
 from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
-from harness.runner.logs import notices
 from harness.runner.jobs import TrialJob
+from harness.runner.logs import notices
 from harness.runner.prepare import Prepared
+from harness.runner.record import RecordBuilder, now
+from harness.tasks.scores import Scores
 from harness.runner.trainer import Diverged, Pruned, callbacks, trainer_class, training_args, training_kwargs
 
 
@@ -39,10 +39,6 @@ class TrialHooks:
     progress: Callable[[dict], None]
     should_prune: Callable[[float, int], bool]
     tick: Callable[[], None] = lambda: None  # called often while the trial runs (the claim's heartbeat)
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def apply_context(job: TrialJob, prepared: Prepared) -> ApplyContext:
@@ -137,11 +133,12 @@ class Trial:
         family = prepared.family
         # what `evaluate` takes beside the usual arguments (preference: beta, the reference model)
         self.eval_extra = family.eval_options(prepared.task, prepared.model_spec) if family.eval_options else {}
-        self.record = dict(job.record_base, trial_number=job.trial_number, seed=job.seed, params=job.params,
-                           data_fingerprint=prepared.data_fingerprint, total_params=prepared.total_params,
-                           validation_source=prepared.validation_source,
-                           train_test_duplicates=prepared.train_test_duplicates,
-                           data_checks=prepared.data_checks, started_at=now())
+        self.last_validation: tuple[int, Scores] | None = None  # the last in-loop score: (step, scores)
+        self.record = RecordBuilder(**job.record_base, trial_number=job.trial_number, seed=job.seed,
+                                    params=job.params, data_fingerprint=prepared.data_fingerprint,
+                                    total_params=prepared.total_params, validation_source=prepared.validation_source,
+                                    train_test_duplicates=prepared.train_test_duplicates,
+                                    data_checks=prepared.data_checks, started_at=now())
 
     def run(self) -> TrialRecord:
         method = self.job.cell.method
@@ -154,23 +151,21 @@ class Trial:
                     self.train()
                 self.validate()
                 self.test()
-            self.record["status"] = "complete"
+            self.record.ended("complete")
         except Pruned as exc:
-            self.record.update(status="pruned", reason=str(exc), failed_phase="train")
+            self.record.ended("pruned", str(exc), "train")
         except Diverged as exc:
-            self.record.update(status="diverged", reason=str(exc), failed_phase=self.phase)
+            self.record.ended("diverged", str(exc), self.phase)
         except Exception as exc:  # any other failure is a record, never a crashed sweep
             if is_out_of_memory(exc, capped=self.job.memory_limit_mib is not None and self.job.device == "cpu"):
                 training = self.phase in ("load", "train")
                 size = self.job.training.micro_batch if training else self.job.training.eval_batch_size
-                self.record.update(status="oom", failed_phase=self.phase,
-                                   reason=f"out of memory in the {self.phase} phase at "
-                                          f"{'micro-batch' if training else 'eval batch'} size {size}: "
-                                          f"{type(exc).__name__}: {str(exc)[:300]}")
+                self.record.ended("oom", f"out of memory in the {self.phase} phase at "
+                                         f"{'micro-batch' if training else 'eval batch'} size {size}: "
+                                         f"{type(exc).__name__}: {str(exc)[:300]}", self.phase)
                 return self.finish()
             frames = traceback.format_exception(exc)
-            self.record.update(status="failed", failed_phase=self.phase,
-                               reason=f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000])
+            self.record.ended("failed", f"{type(exc).__name__}: {exc}\n{''.join(frames[-3:])}"[:4000], self.phase)
         return self.finish()
 
     def track(self, record: TrialRecord) -> TrialRecord:
@@ -188,8 +183,9 @@ class Trial:
     def trivial(self) -> None:
         """No model: the task's trivial predictor on validation and test."""
         family, splits = self.prepared.family, self.prepared.splits
-        self.record["metrics"], self.record["metric_errors"] = _errors_apart(family.trivial(splits, "test"))
-        self.record.update(validation_metrics=_drop_rates(family.trivial(splits, "validation")), trainable_params=0)
+        self.record.tested(Scores.of(family.trivial(splits, "test")))
+        self.record.validated(Scores.of(family.trivial(splits, "validation")).metrics)
+        self.record.loaded(trainable_params=0)
 
     def load(self) -> None:
         """The model, with the method applied, on the device."""
@@ -198,14 +194,15 @@ class Trial:
         set_seed(self.job.seed)
         t0 = time.perf_counter()
         self.memory.start("load")
-        self.model, self.record["trainable_params"] = setup_model(self.job, self.prepared)
+        self.model, trainable = setup_model(self.job, self.prepared)
+        self.record.loaded(trainable)
         self.memory.stop("load")
         self.timing.load_s = time.perf_counter() - t0
 
-    def score(self, split: str) -> dict[str, float]:
+    def score(self, split: str) -> Scores:
         p = self.prepared
-        return p.family.evaluate(self.model, p.tokenizer, p.data[split], self.job.training.eval_batch_size,
-                                 self.job.device, p.head.name, **self.eval_extra)
+        return Scores.of(p.family.evaluate(self.model, p.tokenizer, p.data[split], self.job.training.eval_batch_size,
+                                           self.job.device, p.head.name, **self.eval_extra))
 
     def train(self) -> None:
         """The Trainer's loop over the training split, scoring validation at the job's evaluation steps
@@ -214,9 +211,11 @@ class Trial:
         job, prepared = self.job, self.prepared
         self.phase = "train"
 
-        def in_loop_validation() -> dict[str, float]:
+        def in_loop_validation(step: int) -> Scores:
             with self.energy.span("validation"):
-                return _drop_rates(self.score("validation"), keep_errors=True)  # the history keeps them
+                scores = self.score("validation")
+            self.last_validation = (step, scores)
+            return scores
 
         if any(name in job.report_to for name in ("tensorboard", "wandb")):
             from harness.runner.tracking import Tracking
@@ -227,8 +226,9 @@ class Trial:
         with tempfile.TemporaryDirectory(prefix="harness-trial-") as out_dir:
             measure = callbacks(job, in_loop_validation, self.hooks, self.history, self.validation_s, self.steps)
             if prepared.family.trainer is not None:  # a family with its own trainer (TRL's preference trainers)
-                trainer, extra, self.record["preference"] = prepared.family.trainer(
+                trainer, extra, preference = prepared.family.trainer(
                     job, prepared, self.model, training_kwargs(job, out_dir), measure, lean=trainer_class)
+                self.record.set(preference=preference)
                 self.eval_extra.update(extra)
             else:
                 trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
@@ -249,7 +249,7 @@ class Trial:
                 with self.energy.span("train"), no_cache_in_training(self.model):
                     runtime = float(trainer.train().metrics["train_runtime"])
             except Pruned as exc:  # what it spent until the rung that stopped it counts as compute
-                self.record.update(stopped_at_step=exc.step, stopped_value=exc.value, stopped_metric=exc.metric)
+                self.record.stopped(exc.step, exc.value, exc.metric)
                 runtime = time.perf_counter() - t0
                 raise
             finally:
@@ -265,14 +265,12 @@ class Trial:
         """What every choice reads: the in-loop score of the last step where there is one."""
         self.phase = "validation"
         t0 = time.perf_counter()
-        key = "validation_" + self.job.cell.metric
-        last = next((h for h in reversed(self.history) if key in h), None)
-        if last is not None and last["step"] == self.throughput.train_steps:
-            self.record["validation_metrics"] = {k.removeprefix("validation_"): v for k, v in last.items()
-                                                 if k != "step" and not k.endswith("_se")}
+        last = self.last_validation
+        if last is not None and last[0] == self.throughput.train_steps and self.job.cell.metric in last[1].metrics:
+            self.record.validated(last[1].metrics)
         else:
             with self.energy.span("validation_end"):
-                self.record["validation_metrics"] = _drop_rates(self.score("validation"))
+                self.record.validated(self.score("validation").metrics)
         self.timing.validation_s = time.perf_counter() - t0 + sum(self.validation_s)
 
     def test(self) -> None:
@@ -281,34 +279,32 @@ class Trial:
         t0 = time.perf_counter()
         self.memory.start("eval")
         with self.energy.span("eval"):
-            self.record["metrics"], self.record["metric_errors"] = _errors_apart(self.score("test"))
+            scores = self.score("test")
+        self.record.tested(scores)
         self.memory.stop("eval")
-        gen_rate = self.record["metrics"].pop("generation_tokens_per_s", None)
-        if gen_rate is not None:
-            self.throughput.generation_tokens_per_s = gen_rate
+        if "generation_tokens_per_s" in scores.rates:
+            self.throughput.generation_tokens_per_s = scores.rates["generation_tokens_per_s"]
         self.timing.eval_s = time.perf_counter() - t0
         tested = len(self.prepared.data["test"])
         self.throughput.eval_samples_per_s = tested / self.timing.eval_s if self.timing.eval_s else 0.0
-        self.record["artifact_bytes"] = trainable_state_bytes(self.model)
         if self.job.artifact_dir and self.job.cell.method.trains:
-            self.record["artifact_bytes"] = save_trained(self.model, Path(self.job.artifact_dir))
-            self.record["artifact_path"] = self.job.artifact_dir
+            self.record.artifact(save_trained(self.model, Path(self.job.artifact_dir)), self.job.artifact_dir)
+        else:
+            self.record.artifact(trainable_state_bytes(self.model))
 
     def finish(self) -> TrialRecord:
         m = self.memory
         m.close()
-        self.record.update(
-            history=self.history, timing=self.timing, throughput=self.throughput, finished_at=now(),
+        self.record.measured(
+            history=self.history, timing=self.timing, throughput=self.throughput,
             host=self.host.read(m.sampler.handle if m.sampler is not None else None),
             energy=_energy(self.energy.joules, self.throughput.train_tokens, self.timing.train_s,
                            self.job.measure.price_per_gpu_hour, m.device),
             memory=Memory(source=m.source, train_bytes=m.above_baseline("train"), eval_bytes=m.above_baseline("eval"),
                           train_growth_bytes=m.growth("train"), peak_bytes=m.peak_bytes, by_phase_peak_bytes=m.peaks,
                           baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
-        noticed = notices()  # library warnings that could matter to this trial's numbers (runner/logs.py)
-        if noticed:
-            self.record["environment"] = {**self.record.get("environment", {}), "notices": noticed}
-        record = TrialRecord.model_validate(self.record)
+        self.record.noticed(notices())
+        record = self.record.build()
         return self.track(record) if self.tracking is not None else record
 
 
@@ -345,18 +341,6 @@ def compile_seconds() -> float:
 
     spent = calculate_time_spent()
     return float(spent.get("entire_frame_compile", 0.0) + spent.get("entire_backward_compile", 0.0))
-
-
-def _drop_rates(metrics: dict[str, float], keep_errors: bool = False) -> dict[str, float]:
-    """The validation scores a choice reads: no rates, no standard errors (unless `keep_errors`)."""
-    return {k: v for k, v in metrics.items()
-            if k != "generation_tokens_per_s" and (keep_errors or not k.startswith("se:"))}
-
-
-def _errors_apart(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-    """(metrics, their standard errors) from an evaluation's "se:<metric>" entries."""
-    errors = {k.removeprefix("se:"): v for k, v in metrics.items() if k.startswith("se:") and math.isfinite(v)}
-    return {k: v for k, v in metrics.items() if not k.startswith("se:")}, errors
 
 
 def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, dtype: str, family) -> Throughput:

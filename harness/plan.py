@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.spec import TRAINING_PARAMS, AccelerationSpec, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
+from harness.spec import TRAINING_PARAMS, AccelerationSpec, TrialTraining, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
 from harness.methods import METHODS, MethodSpec
 
 
@@ -196,3 +196,16 @@ def distributions(space: dict[str, ParamSpace]) -> dict[str, Any]:
             out[name] = FloatDistribution(float(dim.low), float(dim.high), log=dim.log,
                                           step=None if dim.log or dim.step is None else float(dim.step))
     return out
+
+
+def head_for(family, config):
+    """The head a task family puts on this model: its encoder or its decoder head, by the config."""
+    from harness.models import is_decoder
+    from harness.tasks.heads import HEADS
+
+    return HEADS.get(family.head_for(is_decoder(config.model_type, getattr(config, "architectures", None) or ())))
+
+
+def trial_training(suite: Suite, training_values: dict[str, Any]) -> TrialTraining:
+    """A trial's training settings: the suite's, with the values its method entry or the search fixed."""
+    return TrialTraining.model_validate({**suite.training.model_dump(), **training_values})

@@ -1,0 +1,208 @@
+"""The claim loop of one worker in its sweep process: every cell in order, its search trials claimed
+from the cell's study (rung by rung under successive halving), then the best configuration's
+confirmation runs; each trial run in its own process (or inline), and its record written once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from functools import partial
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.measure.provenance import text_hash
+from harness.plan import Cell, confirm_seeds, distributions, plan, search_seed
+from harness.records.schema import TrialRecord
+from harness.records.select import best_search_trial
+from harness.records.studies import StudyKey
+from harness.runner import claims, halving, study as studies
+from harness.runner.fitting import Fitting, backed_off, skipped_reason
+from harness.runner.isolation import failure_record, run_inline, run_isolated
+from harness.runner.jobs import make_job
+from harness.runner.prepare import Preparer, pick_device
+from harness.runner.progress import Progress
+from harness.runner.recovery import Recovery
+from harness.runner.record import amend, now
+from harness.runner.trial import TrialHooks
+from harness.spec import LoadedSuite
+
+
+class Worker:
+    """Claims and runs trials (runner/claims.py); what it shares across its cells: the store, the
+    prepared data and models (runner/prepare.py), the device and its predictions (runner/fitting.py)."""
+
+    def __init__(self, loaded: LoadedSuite, store, view: Progress, name: str | None = None):
+        suite = loaded.suite
+        self.suite, self.store, self.view = suite, store, view
+        self.name = f"{socket.gethostname()}:{os.getpid()}" + (f":{name}" if name else "")
+        self.device = pick_device(suite.training.device)
+        self.preparer = Preparer(loaded.base_dir, seed=suite.search.seed, max_examples=suite.runner.max_examples)
+        self.cells, self.seeds = plan(suite), confirm_seeds(suite)
+        self.studies: dict[str, tuple[Cell, StudyKey]] = {}  # the storage's study name -> its cell and key
+        self.skipped: set[str] = set()  # cells with nothing to confirm, counted once in the progress view
+        self.fitting = Fitting(self.device, suite.runner.memory_limit)
+        self.recovery = Recovery(self)
+        self.storage = claims.storage(store.study_storage_url, suite.runner.heartbeat_s, suite.runner.lost_after_s,
+                                      on_lost=self.recovery.record_lost, create_lock=getattr(store, "url", None))
+        tracking_root = str(Path(store.root) / "tracking")
+        # a trial's job: the cell, the trial's number, seed and parameters (runner/jobs.py)
+        self.job = partial(make_job, loaded, device=self.device, suite_hash=text_hash(loaded.text),
+                           tracking_root=tracking_root)
+        if "mlflow" in suite.tracking.report_to:
+            from harness.runner.tracking import prepare_mlflow
+
+            prepare_mlflow(tracking_root, suite.name)
+
+    def run(self) -> None:
+        """Every cell in order, claiming what is left of it; cells other workers still hold are
+        visited again until every one is done."""
+        pending = list(enumerate(self.cells))
+        while pending:
+            waiting = [(index, cell) for index, cell in pending if not self.work_on(index, cell)]
+            if waiting:
+                time.sleep(1.0)  # other workers hold the rest; their trials finish or go stale
+            pending = waiting
+
+    def work_on(self, index: int, cell: Cell) -> bool:
+        """Claim and run this cell's trials; True once the cell is done (search and confirmations)."""
+        search = self.open(StudyKey(cell.id), cell, index)
+        dists = distributions(cell.space)
+        if halving.applies(self.suite, cell):
+            if not self.halve(index, cell, search, dists):
+                return False
+        else:
+            while (got := claims.claim(search, dists, cell.budget)) is not None:
+                self.search_trial(index, cell, search, got)
+            if not claims.finished(search, cell.budget):
+                return False
+        if not self.seeds or not cell.confirms:
+            return True
+        best = best_search_trial(self.store.load_cell(cell.id), cell.direction)
+        if best is None:
+            if cell.id not in self.skipped:  # nothing completed, nothing to confirm; the failures are on record
+                self.skipped.add(cell.id)
+                self.view.skip(len(self.seeds))
+            return True
+        confirm = self.open(StudyKey.confirming(cell.id, best.trial_number), cell, index)
+        while (got := claims.claim(confirm, {}, len(self.seeds))) is not None:
+            self.confirm_trial(cell, confirm, got, best)
+        return claims.finished(confirm, len(self.seeds))
+
+    def halve(self, index: int, cell: Cell, study, dists) -> bool:
+        """The cell's synchronous successive-halving bracket (runner/halving.py), rung by rung: each
+        rung's runs are claimed like any trials; once every one is finished, the best go on to the next
+        rung's study. True once the last rung is finished. Every worker reads the same finished rung
+        from the storage, so all promote the same configurations, and a sweep killed mid-bracket
+        continues at the rung it stopped in."""
+        stage = halving.Stage.at(self.suite, 0, cell.budget)
+        while True:
+            while (got := claims.claim(study, dists, stage.configurations)) is not None:
+                self.search_trial(index, cell, study, got, stage)
+            if not claims.finished(study, stage.configurations):
+                return False
+            if stage.stop == self.suite.training.max_steps:
+                return True
+            chosen = halving.promoted(study.get_trials(deepcopy=False), stage.stop, cell.direction,
+                                      self.suite.search.reduction_factor)
+            if not chosen:  # no run reached the rung: their records say why
+                return True
+            stage = halving.Stage.at(self.suite, stage.rung + 1, len(chosen))
+            study = self.open(StudyKey(cell.id, rung=stage.rung), cell, index, promote=chosen)
+
+    def open(self, key: StudyKey, cell: Cell, index: int, promote: list | None = None):
+        self.studies[self.store.study_name(str(key))] = (cell, key)
+        return studies.open_study(key, cell, index, self.suite, self.store, self.storage, promote)
+
+    def search_trial(self, index: int, cell: Cell, study, got, stage: halving.Stage | None = None) -> None:
+        """One search trial; under sha the trial runs the configuration its rung's study was given, to
+        the stage's stop step."""
+        trial, suite = got.trial, self.suite
+        number = halving.config_number(trial)
+        artifacts = (str(self.store.root / "adapters" / cell.id / f"trial-{number:04d}")
+                     if suite.output.keep_adapters else None)
+        job = self.job(halving.at_rung(suite, cell, stage.stop) if stage else cell, trial_number=number,
+                       seed=search_seed(suite), sampled=dict(trial.params), artifact_dir=artifacts)
+        again = f" (again: trial {got.retry_of}'s worker was lost)" if got.retry_of is not None else ""
+        label, stop_at = f"trial {got.slot + 1}/{cell.budget}", None
+        if stage is not None:
+            label = (f"rung {stage.rung + 1} (to step {stage.stop}) configuration {number}, "
+                     f"{got.slot + 1}/{stage.configurations}")
+            stop_at = stage.stop if stage.stop < suite.training.max_steps else None
+        self.view.start_trial(f"[{index + 1}/{len(self.cells)}] {cell.id} {label}{again}", suite.training.max_steps)
+        hooks = TrialHooks(self.view.on_progress, studies.pruning_hook(trial, stop_at),
+                           claims.heartbeat(study, trial, suite.runner.heartbeat_s))
+        record = self.trial(job, hooks, study, trial, stage)
+        self.store.write(record)
+        studies.tell(study, trial, record)
+        self.view.end_trial(record)
+
+    def confirm_trial(self, cell: Cell, study, got, best) -> None:
+        seed = self.seeds[got.slot]
+        self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} "
+                              f"({got.slot + 1}/{len(self.seeds)})", self.suite.training.max_steps)
+        job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm")
+        hooks = TrialHooks(self.view.on_progress, studies.never_prune,
+                           claims.heartbeat(study, got.trial, self.suite.runner.heartbeat_s))
+        record = self.trial(job, hooks, study, got.trial)
+        self.store.write(record)
+        studies.tell_confirmed(study, got.trial, record)
+        self.view.end_trial(record)
+
+    def trial(self, job, hooks, study=None, trial=None, stage: halving.Stage | None = None) -> TrialRecord:
+        """Run one job in its own process (or inline), fitted to the device first (runner/fitting.py);
+        a cell whose data or model cannot be prepared gets a failed record per trial, and the sweep goes
+        on. Ctrl-C: the running trial is recorded as interrupted and enqueued again, so the next run
+        continues it. Every path ends in `sweep_facts`, which adds what only the sweep knows."""
+        started = now()
+        try:
+            prepared = self.preparer.get(job.cell.model, job.cell.task)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return self.sweep_facts(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} "
+                                                        f"failed: {type(exc).__name__}: {exc}"[:4000], started,
+                                                   status="failed"), job, stage)
+        job, predicted = self.fitting.predict(job, prepared)
+        hooks.tick()  # a first prediction of a large model takes seconds; the claim stays alive
+        if predicted is not None and predicted.fits is False:
+            record = failure_record(job, skipped_reason(predicted), started, status="skipped")
+            return self.sweep_facts(record, job, stage, estimate=predicted.to_json())
+
+        attempts = []
+        try:
+            while True:
+                if self.suite.runner.isolation == "process":
+                    record = run_isolated(job, prepared, hooks, self.suite.runner.trial_timeout_s)
+                else:
+                    record = run_inline(job, prepared, hooks)
+                smaller = backed_off(record, job, self.suite.runner.oom_backoff)
+                if smaller is None:
+                    break
+                micro = job.training.micro_batch
+                attempts.append({"micro_batch_size": micro, "status": record.status, "reason": record.reason})
+                self.view.status(f"{job.cell.id} trial {job.trial_number}: out of memory at micro-batch {micro}, "
+                                 f"again at {smaller.training.micro_batch}")
+                job = smaller
+        except KeyboardInterrupt:
+            record = failure_record(job, "interrupted (Ctrl-C); enqueued again, so running the same command "
+                                         "continues it", started, status="interrupted")
+            self.store.write(self.sweep_facts(record, job, stage))
+            if study is not None and trial is not None:
+                studies.interrupt(study, trial)
+            raise
+        if "mlflow" in job.report_to:  # written here, from the record: a trial process never opens the store
+            from harness.runner.tracking import log_to_mlflow
+
+            spent = log_to_mlflow(record, job.tracking_root)
+            record = amend(record, timing=record.timing.model_copy(update={"tracking_s": record.timing.tracking_s + spent}))
+        return self.sweep_facts(record, job, stage, attempts=attempts, estimate=self.fitting.recorded(job, predicted))
+
+    def sweep_facts(self, record: TrialRecord, job, stage: halving.Stage | None = None, **facts) -> TrialRecord:
+        """The record with what only the sweep knows: the worker, the out-of-memory attempts and the
+        prediction where the trial ran, and under sha its rung and the configuration's earlier runs."""
+        facts["worker"] = self.name
+        if stage is not None:
+            previous = self.recovery.search_record(job.cell, job.trial_number)
+            facts.update(halving.record_fields(record, previous, stage, self.suite.search.reduction_factor))
+        return amend(record, **facts)
