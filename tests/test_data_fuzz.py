@@ -45,7 +45,7 @@ def csv_bytes(cells: list[list[str]], encoding: str, crlf: bool) -> bytes:
     return text.encode(encoding, errors="replace")
 
 
-def check(tmp_path, name: str, data: bytes, drop: bool) -> None:
+def validate(tmp_path, name: str, data: bytes, drop: bool) -> tuple[int, str, float, object]:
     (tmp_path / "test.jsonl").write_text('{"text": "fine", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
     (tmp_path / name).write_bytes(data)
     extra = ", on_bad_rows: drop" if drop else ""
@@ -55,9 +55,22 @@ def check(tmp_path, name: str, data: bytes, drop: bool) -> None:
     t0 = time.perf_counter()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(["validate", str(suite)])
-    assert code in (0, 2), err.getvalue()
-    assert "Traceback" not in err.getvalue()
-    assert time.perf_counter() - t0 < 20, "validate hung on fuzzed data"
+    return code, err.getvalue(), time.perf_counter() - t0, suite
+
+
+CLEAN: list[float] = []  # seconds to validate a clean file, measured in this run
+
+
+def check(tmp_path, name: str, data: bytes, drop: bool) -> None:
+    if not CLEAN:  # the yardstick: the same command on clean rows, in this process
+        clean = b"".join(json.dumps({"text": f"row {i}", "label": "pos" if i % 2 else "neg"}).encode() + b"\n"
+                         for i in range(20))
+        CLEAN.append(min(validate(tmp_path, "clean.jsonl", clean, False)[2] for _ in range(3)))
+    code, err, seconds, suite = validate(tmp_path, name, data, drop)
+    assert code in (0, 2), err
+    assert "Traceback" not in err
+    # a hang shows as a ratio to clean data (no wall-clock limit: machines differ)
+    assert seconds < 200 * CLEAN[0] + 1.0, f"validate took {seconds:.2f} s, {seconds / CLEAN[0]:.0f}x clean data"
     if code == 0:  # what validate accepts, the loader loads
         from harness.config import load_suite
         from harness.tasks import family_for
