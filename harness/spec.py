@@ -316,6 +316,16 @@ class CompareSpec(Strict):
     time_rel: float = Field(0.15, ge=0, description="relative change in train time")
 
 
+class DecisionSpec(Strict):
+    """How the answer is read from the confirmed runs (report/decide.py)."""
+
+    tolerance: float = Field(0.01, gt=0, description="the difference to the best, in the objective's units, "
+                                                     "within which a method counts as equivalent (its 90% paired "
+                                                     "interval inside +-tolerance: two one-sided tests). 0.01: one "
+                                                     "point of accuracy, F1 or ROUGE, about one standard error of a "
+                                                     "2,000-example test set")
+
+
 class MeasureSpec(Strict):
     price_per_gpu_hour: float | None = Field(None, ge=0, description="turns train time into cost")
     nvml_period_ms: float = Field(5.0, gt=0, description="GPU memory sampling period")
@@ -375,6 +385,7 @@ class Suite(Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     compare: CompareSpec = Field(default_factory=CompareSpec)
+    decision: DecisionSpec = Field(default_factory=DecisionSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     acceleration: AccelerationSpec = Field(default_factory=AccelerationSpec)
     acceleration_axis: list[AccelerationSpec] | None = Field(

@@ -170,6 +170,8 @@ def test_report_in_headless_chromium(records, tmp_path, storage):
         rows = page.evaluate("""[...document.querySelectorAll('table.leaderboard tbody tr')].map(
             tr => [...tr.children].slice(0, 3).map(td => td.textContent.trim()))""")
         model_heading = page.evaluate("document.querySelector('h3').textContent")
+        first_section = page.evaluate("document.querySelector('h2').textContent")
+        said = page.evaluate("document.querySelector('p.answer').textContent")
         # sorting: click the accuracy header twice (ascending, then descending)
         page.click("table.leaderboard th:nth-child(3)")
         ascending = page.evaluate("[...document.querySelectorAll('table.leaderboard tbody tr')].map(tr => tr.children[2].textContent)")
@@ -180,6 +182,7 @@ def test_report_in_headless_chromium(records, tmp_path, storage):
     board = leaderboard(records)
     assert rows == [[str(int(r["rank"])), r["method"], f"{r['metric:accuracy']:.4f}"] for _, r in board.iterrows()]
     assert EVIL in model_heading  # shown as text
+    assert first_section == "The answer" and EVIL in said and ("Use " in said or "Best by" in said), said
     assert ascending == sorted(ascending)
     assert shot.stat().st_size > 10_000
 

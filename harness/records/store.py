@@ -22,9 +22,10 @@ STUDY_FILE = "optuna.db"  # a file store's Optuna studies (SQLite)
 
 # Settings that may change between runs into the same results set, or between two sets `harness
 # compare` judges, without making their trials incomparable: the budget (raising it resumes the
-# search), seeds added, where output goes, how the runner runs, compare's own tolerances, the text.
+# search), seeds added, where output goes, how the runner runs, the tolerances compare and the answer
+# read the records with, the text.
 CHANGEABLE_KEYS = (("name",), ("description",), ("search", "trials_per_cell"), ("confirm", "seeds"), ("output",),
-                   ("runner",), ("compare",))
+                   ("runner",), ("compare",), ("decision",))
 
 
 class RecordStore(Protocol):

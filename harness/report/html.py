@@ -13,6 +13,7 @@ from harness.report.charts import curve_figures, estimate_figures, pareto_figure
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
+from harness.report.decide import answers
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
@@ -52,7 +53,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         seeded = bool((part["seeds"] > 0).any())
         if seeded:
             columns += [{"label": "95% CI (seeds)", "text": False},
-                        {"label": "Δ vs best, paired by seed [95% CI]", "text": True}]
+                        {"label": "Δ vs best, paired by seed [90% CI], verdict", "text": True}]
         columns += [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[2:]]
         rows = []
         for _, row in part.iterrows():
@@ -65,7 +66,8 @@ def _boards(board: pd.DataFrame) -> list[dict]:
                 cells += [{"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
                           {"show": tie_text(row), "sort": values.get("diff_vs_best", ""), "text": True}]
             cells += [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[2:]]
-            rows.append({"best": not row["reference"] and values.get("rank") == 1,
+            verdict = values.get("verdict") if values.get("verdict") in ("equivalent", "undecided", "worse") else ""
+            rows.append({"best": not row["reference"] and values.get("rank") == 1, "verdict": verdict,
                          "reference": bool(row["reference"]), "cells": cells})
         boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part)})
     return boards
@@ -118,7 +120,9 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         "report.html.j2", out_dir, with_plotly=True,
         suite=records[0].suite, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
-        memory_source=MEMORY_NOTE + " " + records[0].memory.source, pareto=figures["pareto"], search=figures["search"],
+        memory_source=MEMORY_NOTE + " " + records[0].memory.source,
+        tolerance=f"{float(board['tolerance'].iloc[0]):g}" if "tolerance" in board and len(board) else "",
+        answers=[{"task": task, "model": model, "text": text} for (task, model), text in answers(board).items()], pareto=figures["pareto"], search=figures["search"],
         curves=figures["curves"], validation=figures["validation"],
         compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),

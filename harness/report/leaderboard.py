@@ -1,7 +1,7 @@
 """Records -> leaderboard: per (task, model, method) the search trial with the best validation
 score, shown by its test score; where that configuration was re-run with fresh seeds
 (confirmation), the seed mean of the test score with a 95% confidence interval, and the mean paired
-difference to the best method with its 95% interval. The test split decides nothing here: it is
+difference to the best method with its 90% interval and verdict (report/decide.py). The test split decides nothing here: it is
 only what each chosen configuration is reported with (rows are ranked by it, as results are).
 Baseline rows (the untrained model, the trivial predictor) are shown, not ranked."""
 
@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from harness.records.schema import TrialRecord
+from harness.report.decide import DEFAULT_TOLERANCE, verdict
 
 MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
@@ -127,7 +128,9 @@ def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
+def leaderboard(records: list[TrialRecord], tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """One row per task x model x method; confirmed rows carry their verdict against the best at this
+    tolerance (report/decide.py)."""
     df = records_frame(records)
     if df.empty:
         return df
@@ -141,9 +144,9 @@ def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
     board = counts.merge(best.drop(columns=["family", "objective_metric", "direction", "phase", "search_space",
                                             "duplicates", "chosen"]), on=KEYS, how="left")
     board["test_selected"] = board["selection"] == "test"
-    for col in ("seeds", "ci_low", "ci_high", "diff_vs_best", "diff_low", "diff_high", "p_vs_best"):
+    for col in ("seeds", "ci_low", "ci_high", "diff_vs_best", "diff_low", "diff_high", "p_vs_best", "more_seeds"):
         board[col] = 0 if col == "seeds" else math.nan
-    board["tied_with_best"] = None
+    board["verdict"], board["tolerance"] = None, tolerance
     conf = df[df.chosen & (df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
     confirmed = _confirmed(conf)
     if not confirmed.empty:
@@ -156,27 +159,34 @@ def leaderboard(records: list[TrialRecord]) -> pd.DataFrame:
     board["_score"] = [v if d == "maximize" else -v for v, d in zip(board.objective, board.direction)]
     methods = board[~board.reference]
     board["rank"] = methods.groupby(["task", "model"])["_score"].rank(ascending=False, method="min")
-    _paired_to_best(board, conf)
+    _paired_to_best(board, conf, tolerance)
     board = board.sort_values(["task", "model", "_score"], ascending=[True, True, False], na_position="last",
                               kind="stable")
     return board.drop(columns=["_score"]).reset_index(drop=True)
 
 
-def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame) -> None:
-    """Each confirmed method's test score minus the best method's, paired by seed: its mean and 95%
-    interval, so a reader sees how large the gap could be, not only whether a test found one."""
+def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame, tolerance: float) -> None:
+    """Each confirmed method's test score minus the best method's, paired by seed: its mean, its 90%
+    interval and the verdict it gives at this tolerance (equivalent, worse, better, undecided, with the
+    seeds that would likely decide an undecided one), so a reader sees how large the gap could be, not
+    only whether a test found one."""
     for (task, model), part in board[(board.seeds > 0) & ~board.reference].groupby(["task", "model"], sort=False):
         best = part.loc[part["rank"].idxmin(), "method"]
         by_seed = {m: conf[(conf.task == task) & (conf.model == model) & (conf.method == m)].set_index("seed")["objective"]
                    for m in part.method}
         for idx, row in part.iterrows():
             if row.method == best:
-                board.at[idx, "tied_with_best"] = True
+                board.at[idx, "verdict"] = "best"
                 continue
-            mean, low, high, p, n = paired_difference(by_seed[row.method], by_seed[best])
-            board.loc[idx, ["diff_vs_best", "diff_low", "diff_high", "p_vs_best"]] = [mean, low, high, p]
-            # the interval of the paired difference holds zero: undecided against the best (not a tie)
-            board.at[idx, "tied_with_best"] = None if math.isnan(low) else bool(low <= 0 <= high)
+            joined = pd.concat([by_seed[row.method], by_seed[best]], axis=1, join="inner").dropna()
+            found = verdict(list(joined.iloc[:, 0] - joined.iloc[:, 1]), tolerance, row.direction == "maximize")
+            p = paired_difference(by_seed[row.method], by_seed[best])[3]
+            if found is None:  # fewer than two seeds pair up: no interval, no verdict
+                continue
+            board.loc[idx, ["diff_vs_best", "diff_low", "diff_high", "p_vs_best"]] = [found.mean, found.low,
+                                                                                     found.high, p]
+            board.at[idx, "verdict"] = found.word
+            board.at[idx, "more_seeds"] = math.nan if found.more_seeds is None else found.more_seeds
 
 
 def metric_columns(board: pd.DataFrame) -> list[str]:

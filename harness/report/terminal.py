@@ -14,6 +14,7 @@ from harness.records.schema import TrialRecord
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
+from harness.report.decide import DEFAULT_TOLERANCE, MAX_SEEDS, answers
 from harness.report.leaderboard import leaderboard, metric_columns
 
 
@@ -23,9 +24,11 @@ MEMORY_NOTE = ("train MiB: the training phase's peak above the process before an
                "trial, so its speed is not the method's.")
 
 
-COMPACT_NOTE = ("vs best: the paired difference to the best over the seeds both ran; worse where its 95% interval "
-                "excludes zero, undecided where it holds zero (not yet known). train MiB: the training phase's peak "
-                "above the process before any model weights. Every column: --wide, the report, leaderboard.csv.")
+def compact_note(tolerance: float) -> str:
+    return (f"vs best: the paired difference to the best over the seeds both ran; equivalent where its 90% interval "
+            f"lies within ±{tolerance:g} (decision.tolerance), worse where it lies below zero, undecided otherwise "
+            f"(+N: more seeds that would likely decide it). train MiB: the training phase's peak above the process "
+            f"before any model weights. Every column: --wide, the report, leaderboard.csv.")
 
 
 def human_count(n: float) -> str:
@@ -53,10 +56,19 @@ def rank_text(row) -> str:
 
 
 def verdict_word(row) -> str:
-    """Against the best, from the paired difference's 95% interval (leaderboard.tied_with_best):
-    "worse" where it excludes zero, "undecided" where it holds zero (not yet known: never "as good"),
-    "" where no interval could be formed (a single seed)."""
-    return {True: "undecided", False: "worse"}.get(row.get("tied_with_best"), "")
+    """Against the best (report/decide.py): equivalent, worse, better or undecided (not yet known:
+    never "as good"), with the seeds that would likely decide an undecided one; "" where no interval
+    could be formed (a single seed)."""
+    word = row.get("verdict")
+    return word if word in ("equivalent", "worse", "better", "undecided") else ""
+
+
+def more_seeds_text(row) -> str:
+    """An undecided row's "+N": the seeds that would likely decide it ("+100+": more than a sweep spends)."""
+    more = row.get("more_seeds")
+    if row.get("verdict") != "undecided" or more is None or pd.isna(more):
+        return ""
+    return f" +{int(more)}{'+' if more >= MAX_SEEDS else ''}"
 
 
 def _against_best(row, show) -> str:
@@ -73,14 +85,14 @@ def _against_best(row, show) -> str:
 
 
 def tie_text(row) -> str:
-    """The mean paired difference to the best method over the seeds both ran, with its 95% interval."""
+    """The mean paired difference to the best method over the seeds both ran, its 90% interval and verdict."""
     return _against_best(row, lambda diff: f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}] "
-                                           f"{verdict_word(row)}".rstrip())
+                                           f"{verdict_word(row)}{more_seeds_text(row)}".rstrip())
 
 
 def verdict_text(row) -> str:
     """The compact table's cell: the verdict against the best and the mean paired difference."""
-    return _against_best(row, lambda diff: f"{verdict_word(row)} {diff:+.3f}".strip())
+    return _against_best(row, lambda diff: f"{verdict_word(row)} {diff:+.3f}{more_seeds_text(row)}".strip())
 
 
 def score_text(row, metric: str) -> str:
@@ -208,7 +220,9 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
     table, 200 for the wide one."""
     if console is None:
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 200 if wide else 100)
+    said = answers(board)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
+        console.print(f"[bold]{task} · {model}:[/] {said[(task, model)]}", highlight=False)  # the answer first
         console.print(leaderboard_table(board, task, model) if wide else
                       compact_table(board, task, model, console.width))
     for line in data_lines(records) + notice_lines(records, log_file):
@@ -219,7 +233,8 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
                       markup=True, highlight=False, soft_wrap=True)
     if records:
         source = f" Measured by {records[0].memory.source}." if records[0].memory.source else ""
-        console.print((MEMORY_NOTE if wide else COMPACT_NOTE) + source, markup=False, highlight=False)
+        tolerance = float(board["tolerance"].iloc[0]) if "tolerance" in board and len(board) else DEFAULT_TOLERANCE
+        console.print((MEMORY_NOTE if wide else compact_note(tolerance)) + source, markup=False, highlight=False)
     for line in compute_lines(compute_table(records) if compute is None else compute) + rung_lines(records):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # greppable
     accel = acceleration_rows(acceleration_table(records))

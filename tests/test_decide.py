@@ -1,0 +1,111 @@
+"""Verdicts against the best (report/decide.py): equivalent only where the 90% paired interval lies
+inside the tolerance (two one-sided tests), worse or better where it clears zero, undecided otherwise,
+with the seeds that would likely decide it; and, by simulation on paired scores with a known truth,
+false decisions at or under the stated 5% per side."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harness.report.decide import MAX_SEEDS, seeds_to_decide, verdict
+
+
+def test_each_verdict_and_its_interval():
+    assert verdict([0.001, -0.002, 0.0015, -0.001], 0.01).word == "equivalent"
+    assert verdict([-0.08, -0.07, -0.075], 0.01).word == "worse"
+    assert verdict([0.05, 0.06, 0.055], 0.01).word == "better"
+    wide = verdict([-0.3, 0.1, -0.2], 0.01)  # a wide interval holding zero: not known, never a tie
+    assert wide.word == "undecided" and wide.low < 0 < wide.high and wide.more_seeds > 0
+    assert verdict([0.01], 0.01) is None  # one seed: no interval, no verdict
+    # a loss (minimized): higher is worse
+    assert verdict([0.08, 0.07, 0.075], 0.01, maximize=False).word == "worse"
+    # statistically below the best but inside the tolerance: equivalent for the team's purpose
+    assert verdict([-0.004, -0.005, -0.0045, -0.0042], 0.01).word == "equivalent"
+
+
+def test_the_seeds_to_decide_would_decide_it_were_the_observed_spread_the_truth():
+    diffs = [-0.03, 0.01, -0.02, 0.0]
+    found = verdict(diffs, 0.01)
+    assert found.word == "undecided"
+    more = found.more_seeds
+    mean, sd = found.mean, (sum((d - found.mean) ** 2 for d in diffs) / 3) ** 0.5
+    # the same mean and spread over n + more seeds decide; over one seed fewer they would not yet
+    spread = [mean + sd * z for z in (1, -1)] * ((4 + more) // 2) + [mean] * ((4 + more) % 2)
+    assert verdict(spread, 0.01).word != "undecided"
+    assert seeds_to_decide(0.0, 0.0, 3, 0.01) == 0
+    assert seeds_to_decide(0.01, 10.0, 3, 0.01) == MAX_SEEDS  # no budget a sweep spends would do
+
+
+@pytest.mark.parametrize("truth, forbidden", [(0.0, ("worse",)), (0.0, ("better",)),  # truly equal: each side
+                                              (-0.01, ("equivalent",)),  # exactly at the tolerance
+                                              (-0.03, ("equivalent", "better"))])  # truly worse
+def test_false_decisions_stay_at_or_under_five_percent(truth, forbidden):
+    rng = random.Random(0)
+    runs, seeds, sd, tolerance = 2000, 5, 0.01, 0.01
+    wrong = sum(verdict([rng.gauss(truth, sd) for _ in range(seeds)], tolerance).word in forbidden
+                for _ in range(runs))
+    # 5% per one-sided test; the binomial noise of 2,000 runs is about 0.5 points
+    assert wrong / runs <= 0.05 + 0.015, f"{wrong / runs:.3f} wrong at truth {truth}"
+
+
+def _board(methods: dict, refs: dict | None = None, tolerance: float = 0.01):
+    """A leaderboard from synthetic records: {method: (accuracies per seed, train MiB)}."""
+    from harness.records.synthetic import make_record
+    from harness.report.leaderboard import leaderboard
+
+    records = []
+    for method, (accs, mib) in methods.items():
+        records.append(make_record(method=method, accuracy=max(accs), peak_mib=mib))
+        if len(accs) > 1:
+            records += [make_record(method=method, seed=s + 1, accuracy=a, peak_mib=mib, phase="confirm")
+                        for s, a in enumerate(accs)]
+    for method, acc in (refs if refs is not None else {"none": 0.5, "trivial": 0.5}).items():
+        records.append(make_record(method=method, accuracy=acc, family="baseline", trainable=0))
+    return leaderboard(records, tolerance)
+
+
+def test_the_answer_is_the_cheapest_of_the_best_and_its_equivalents():
+    from harness.report.decide import answer
+
+    board = _board({"full": ([0.90, 0.92, 0.91], 900.0), "lora": ([0.899, 0.921, 0.905], 300.0),
+                    "bitfit": ([0.70, 0.71, 0.72], 200.0)}, tolerance=0.02)
+    said = answer(board)
+    assert said.startswith("Use lora: equivalent to full within ±0.02 accuracy, at 33% of its train memory"), said
+    assert "bitfit" not in said  # worse: cheaper, but not a candidate
+
+
+def test_an_undecided_method_that_could_change_the_answer_is_named_with_its_seeds():
+    from harness.report.decide import answer
+
+    board = _board({"full": ([0.90, 0.92, 0.91], 900.0), "ln_tuning": ([0.70, 0.95, 0.80], 100.0)})
+    said = answer(board)
+    assert said.startswith("Use full: the best by test accuracy (0.910 over 3 seeds)")
+    assert "Undecided against it, and first by train memory: ln_tuning" in said and "more seed" in said
+
+
+def test_no_method_that_beats_the_baselines_is_no_recommendation():
+    from harness.report.decide import answer
+
+    board = _board({"lora": ([0.55, 0.50, 0.53], 300.0), "full": ([0.52, 0.54, 0.51], 900.0)},
+                   refs={"none": 0.55, "trivial": 0.552})
+    said = answer(board)
+    assert said.startswith("No method learned this task at this budget") and "Use" not in said
+    assert "trivial 0.552" in said
+
+
+def test_single_runs_are_not_a_verdict():
+    from harness.report.decide import answer
+
+    said = answer(_board({"full": ([0.91], 900.0), "lora": ([0.90], 300.0)}))
+    assert said.startswith("Best by test accuracy: full (0.910), from single runs")
+
+
+def test_a_best_whose_interval_reaches_the_baselines_is_not_the_answer():
+    from harness.report.decide import answer
+
+    board = _board({"full": ([0.95, 0.55, 0.98], 900.0), "lora": ([0.80, 0.81, 0.80], 300.0)},
+                   refs={"none": 0.6, "trivial": 0.5})
+    said = answer(board)
+    assert said.startswith("Use lora: the best of the methods that beat the baselines"), said
