@@ -52,7 +52,7 @@ class _Rows(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
-            self._in_board = "leaderboard" in dict(attrs).get("class", "")
+            self._in_board = "leaderboard" in (dict(attrs).get("class") or "").split()  # the first table
         elif tag == "tr" and self._in_board:
             self._row = []
         elif tag == "td" and self._row is not None:
@@ -171,6 +171,10 @@ def test_report_in_headless_chromium(records, tmp_path, storage):
             tr => [...tr.children].slice(0, 3).map(td => td.textContent.trim()))""")
         model_heading = page.evaluate("document.querySelector('h3').textContent")
         first_section = page.evaluate("document.querySelector('h2').textContent")
+        # the first screen fits 1280 pixels: nothing scrolls sideways, with every column opened too
+        widths = [page.evaluate("document.documentElement.scrollWidth")]
+        page.click("details.every-column summary")
+        widths.append(page.evaluate("document.documentElement.scrollWidth"))
         said = page.evaluate("document.querySelector('p.answer').textContent")
         # sorting: click the accuracy header twice (ascending, then descending)
         page.click("table.leaderboard th:nth-child(3)")
@@ -183,6 +187,7 @@ def test_report_in_headless_chromium(records, tmp_path, storage):
     assert rows == [[str(int(r["rank"])), r["method"], f"{r['metric:accuracy']:.4f}"] for _, r in board.iterrows()]
     assert EVIL in model_heading  # shown as text
     assert first_section == "The answer" and EVIL in said and ("Use " in said or "Best by" in said), said
+    assert widths == [1280, 1280], widths
     assert ascending == sorted(ascending)
     assert shot.stat().st_size > 10_000
 

@@ -18,7 +18,7 @@ from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
 from harness.report.terminal import (MEMORY_NOTE, caption, confidence_text, data_lines, human_count, rank_text,
-                                     tie_text)
+                                     tie_text, verdict_text)
 
 COLUMNS = [  # (board column, header, format)
     ("rank", "#", str),
@@ -68,9 +68,30 @@ def _boards(board: pd.DataFrame) -> list[dict]:
             cells += [_cell(values.get(k), f, k in ("method", "family")) for k, _, f in COLUMNS[2:]]
             verdict = values.get("verdict") if values.get("verdict") in ("equivalent", "undecided", "worse") else ""
             rows.append({"best": not row["reference"] and values.get("rank") == 1, "verdict": verdict,
-                         "reference": bool(row["reference"]), "cells": cells})
-        boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part)})
+                         "reference": bool(row["reference"]), "cells": cells,
+                         "compact": _compact_cells(row, values, part)})
+        objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else "score"
+        compact = [{"label": label, "text": text} for label, text in (
+            ("#", False), ("method", True), (objective, False), ("95% CI (seeds)", False),
+            ("vs best: verdict, Δ", True), ("trainable %", False), ("train MiB", False), ("tokens/s", False),
+            ("train s", False))]
+        boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part),
+                       "compact_columns": compact})
     return boards
+
+
+def _compact_cells(row, values: dict, part: pd.DataFrame) -> list[dict]:
+    """The page's first table, which fits 1280 pixels: rank, method, the objective with its seed
+    interval, the verdict against the best, trainable share, train memory, speed and time (every
+    column: the table under it, and the exports)."""
+    objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
+    fmt = dict((key, f) for key, _, f in COLUMNS)
+    return [{"show": rank_text(row), "sort": values.get("rank") if pd.notna(values.get("rank")) else 99, "text": False},
+            _cell(values.get("method"), str, True),
+            _cell(values.get(f"metric:{objective}"), lambda v: f"{v:.4f}"),
+            {"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
+            {"show": verdict_text(row), "sort": values.get("diff_vs_best", ""), "text": True},
+            *[_cell(values.get(k), fmt[k]) for k in ("trainable_pct", "peak_mib", "tokens_per_s", "train_s")]]
 
 
 def _compute_rows(table: pd.DataFrame) -> list[dict]:
