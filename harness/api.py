@@ -43,6 +43,14 @@ class Results:
             self._records = self._store().load_all()
         return list(self._records)
 
+    def decision(self, tolerance: float | None = None, prefer: list[str] | None = None) -> list[dict]:
+        """Per task x model: the answer (which method to use) and each method's verdict against the best,
+        as `harness recommend --json` prints them; the suite's decision settings unless given."""
+        from harness.report.decide import decision, decision_of
+
+        spec = decision_of(self._store().saved_suite() or "", tolerance=tolerance, prefer=prefer)
+        return decision(self.records(), spec)
+
     def leaderboard(self) -> pd.DataFrame:
         """One row per task x model x method: what the CLI prints and exports as leaderboard.json."""
         from harness.report.leaderboard import leaderboard

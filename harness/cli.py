@@ -137,6 +137,44 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_recommend(args) -> int:
+    """The answer for an existing results set, with the suite's decision settings or the command line's."""
+    import json
+
+    from rich.console import Console
+
+    from harness.records.store import open_store
+    from harness.report.decide import decision, decision_of
+
+    folder = Path(args.results_dir)
+    if not args.storage and not folder.is_dir():
+        raise UserError(f"{folder}: results folder not found")
+    store = open_store(args.storage or folder, args.results_dir)
+    records = store.load_all()
+    if not records:
+        raise UserError(f"{store.where}: no trial records found")
+    prefer = [p.strip() for p in args.prefer.split(",") if p.strip()] if args.prefer else None
+    try:
+        spec = decision_of(store.saved_suite() or "", tolerance=args.tolerance, prefer=prefer)
+    except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference
+        raise UserError(f"harness recommend: {'; '.join(e['msg'] for e in exc.errors())} "
+                        f"(--tolerance > 0; --prefer from train_memory, train_time)") from None
+    decided = decision(records, spec)
+    if args.json:
+        print(json.dumps(decided, indent=1))
+        return 0
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
+    for part in decided:
+        console.print(f"[bold]{part['task']} · {part['model']}:[/] {part['answer']}")
+        for row in part["methods"]:
+            n = row["more_seeds"]
+            more = f" (+{n} seed{'s' if n != 1 else ''} would likely decide it)" if n else ""
+            diff = f" {row['diff_vs_best']:+.4f}" if row["diff_vs_best"] is not None else ""
+            console.print(f"  {row['method']}: {row['verdict'] or 'no verdict (one seed)'}{diff}{more}", markup=False)
+    print(f"tolerance ±{spec.tolerance:g}; prefer {', '.join(spec.prefer)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from harness.records.store import open_store
     from harness.report.publish import publish
@@ -408,6 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("history", help="e.g. results/nightly")
     p.add_argument("--out", help="report folder (default reports/<history>-trend)")
     p.set_defaults(func=cmd_trend)
+    p = sub.add_parser("recommend", help="which method to use, from an existing results set: the answer and each "
+                                         "method's verdict against the best")
+    p.add_argument("results_dir", help="results/<suite>, or the suite's name with --storage")
+    p.add_argument("--storage", help="postgresql://USER@HOST/DB holding the suite's records")
+    p.add_argument("--tolerance", type=float, help="equivalence tolerance in the objective's units "
+                                                   "(default: the suite's decision.tolerance, 0.01)")
+    p.add_argument("--prefer", help="order among the equivalent methods, e.g. train_time,train_memory "
+                                    "(default: the suite's decision.prefer)")
+    p.add_argument("--json", action="store_true", help="the answer and the verdicts as JSON")
+    p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")
     p.add_argument("results_dir", help="results/<suite>, or the suite's name with --storage")
     p.add_argument("--storage", help="postgresql://USER@HOST/DB holding the suite's records")

@@ -324,6 +324,10 @@ class DecisionSpec(Strict):
                                                      "interval inside +-tolerance: two one-sided tests). 0.01: one "
                                                      "point of accuracy, F1 or ROUGE, about one standard error of a "
                                                      "2,000-example test set")
+    prefer: list[Literal["train_memory", "train_time"]] = Field(
+        ["train_memory", "train_time"], min_length=1,
+        description="among the best method and those equivalent to it, the answer is the first by these, in "
+                    "order: less train memory (the training phase's peak), less train time")
 
 
 class MeasureSpec(Strict):

@@ -109,3 +109,34 @@ def test_a_best_whose_interval_reaches_the_baselines_is_not_the_answer():
                    refs={"none": 0.6, "trivial": 0.5})
     said = answer(board)
     assert said.startswith("Use lora: the best of the methods that beat the baselines"), said
+
+
+def test_recommend_gives_the_answer_for_an_existing_results_set_with_other_settings(tmp_path, capsys):
+    import json
+
+    from harness.api import load
+    from harness.cli import main
+    from harness.records.store import FileRecordStore
+    from harness.records.synthetic import make_record
+
+    store = FileRecordStore(tmp_path / "set")
+    for method, accs, mib, seconds in (("full", [0.90, 0.92, 0.91], 900.0, 5.0),
+                                       ("lora", [0.895, 0.915, 0.912], 300.0, 9.0)):
+        store.write(make_record(method=method, accuracy=max(accs), peak_mib=mib, train_s=seconds))
+        for s, a in enumerate(accs):
+            store.write(make_record(method=method, seed=s + 1, accuracy=a, peak_mib=mib, train_s=seconds,
+                                    phase="confirm"))
+    store.save_suite("name: synthetic\ndecision: {tolerance: 0.03}\n")
+    assert main(["recommend", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "Use lora: equivalent to full within ±0.03 accuracy, at 33% of its train memory" in out
+    assert "tolerance ±0.03; prefer train_memory, train_time" in out
+    # other settings than the suite's: time first picks full; a tight tolerance leaves lora undecided
+    assert main(["recommend", str(store.root), "--prefer", "train_time", "--json"]) == 0
+    decided = json.loads(capsys.readouterr().out)
+    assert decided[0]["answer"].startswith("Use full") and decided[0]["prefer"] == ["train_time"]
+    assert {m["method"]: m["verdict"] for m in decided[0]["methods"]} == {"full": "best", "lora": "equivalent"}
+    tight = load(store.root).decision(tolerance=0.001)
+    assert {m["method"]: m["verdict"] for m in tight[0]["methods"]}["lora"] == "undecided"
+    assert main(["recommend", str(store.root), "--prefer", "cost"]) == 2
+    assert "--prefer from train_memory, train_time" in capsys.readouterr().err

@@ -84,13 +84,20 @@ def seeds_to_decide(mean: float, sd: float, n: int, tolerance: float) -> int:
     return MAX_SEEDS
 
 
-def tolerance_of(suite_text: str) -> float:
-    """A saved suite's decision.tolerance (the default where it sets none or cannot be read)."""
+def decision_of(suite_text: str, **overrides) -> DecisionSpec:
+    """A saved suite's decision settings (the defaults where it sets none or cannot be read), with the
+    command line's overrides (None: not given)."""
     try:
         data = yaml.safe_load(suite_text or "") or {}
-        return DecisionSpec.model_validate((data.get("decision") or {}) if isinstance(data, dict) else {}).tolerance
-    except Exception:  # noqa: BLE001 - a hand-edited suite text: the default, as for records without one
-        return DEFAULT_TOLERANCE
+        spec = DecisionSpec.model_validate((data.get("decision") or {}) if isinstance(data, dict) else {})
+    except Exception:  # noqa: BLE001 - a hand-edited suite text: the defaults, as for records without one
+        spec = DecisionSpec()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return DecisionSpec.model_validate({**spec.model_dump(), **given}) if given else spec
+
+
+def tolerance_of(suite_text: str) -> float:
+    return decision_of(suite_text).tolerance
 
 
 PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time")}
@@ -161,6 +168,31 @@ def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> st
     return text + "."
 
 
-def answers(board) -> dict[tuple[str, str], str]:
+def answers(board, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> dict[tuple[str, str], str]:
     """The answer per task x model of a leaderboard, in its order."""
-    return {(task, model): answer(part) for (task, model), part in board.groupby(["task", "model"], sort=False)}
+    return {(task, model): answer(part, tuple(prefer))
+            for (task, model), part in board.groupby(["task", "model"], sort=False)}
+
+
+def decision(records, spec: DecisionSpec | None = None) -> list[dict]:
+    """The answer and each method's verdict, per task x model, as data: what `harness recommend
+    --json` prints and `Results.decision()` returns."""
+    from harness.report.leaderboard import leaderboard
+
+    spec = spec or DecisionSpec()
+    board = leaderboard(records, spec.tolerance)
+    said = answers(board, tuple(spec.prefer))
+    out = []
+    for (task, model), part in board.groupby(["task", "model"], sort=False):
+        rows = []
+        for row in part[~part["reference"].astype(bool)].itertuples():
+            number = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)  # noqa: E731
+            rows.append({"method": row.method, "verdict": row.verdict, "objective": number(row.objective),
+                         "seeds": int(row.seeds or 0), "diff_vs_best": number(row.diff_vs_best),
+                         "interval_90": [number(row.diff_low), number(row.diff_high)],
+                         "more_seeds": None if number(row.more_seeds) is None else int(row.more_seeds),
+                         "train_mib": number(row.peak_mib), "train_s": number(row.train_s),
+                         "tokens_per_s": number(row.tokens_per_s)})
+        out.append({"task": task, "model": model, "answer": said[(task, model)], "tolerance": spec.tolerance,
+                    "prefer": list(spec.prefer), "methods": rows})
+    return out

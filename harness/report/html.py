@@ -13,7 +13,7 @@ from harness.report.charts import curve_figures, estimate_figures, pareto_figure
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
-from harness.report.decide import answers
+from harness.report.decide import answers, decision_of
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
@@ -143,7 +143,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         n_records=len(records), objective=records[0].objective_metric, boards=_boards(board),
         memory_source=MEMORY_NOTE + " " + records[0].memory.source,
         tolerance=f"{float(board['tolerance'].iloc[0]):g}" if "tolerance" in board and len(board) else "",
-        answers=[{"task": task, "model": model, "text": text} for (task, model), text in answers(board).items()], pareto=figures["pareto"], search=figures["search"],
+        answers=[{"task": task, "model": model, "text": text}
+                 for (task, model), text in answers(board, tuple(decision_of(suite_text).prefer)).items()], pareto=figures["pareto"], search=figures["search"],
         curves=figures["curves"], validation=figures["validation"],
         compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),

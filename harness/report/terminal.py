@@ -214,13 +214,13 @@ def acceleration_view(rows: list[dict]) -> Table:
 
 def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
                 console: Console | None = None, compute: pd.DataFrame | None = None, wide: bool = False,
-                log_file: str | None = None) -> None:
-    """The compact leaderboard per task x model (wide: every column), then failures, notes and the
+                log_file: str | None = None, prefer=("train_memory", "train_time")) -> None:
+    """The answer, then the compact leaderboard per task x model (wide: every column), then failures, notes and the
     compute lines. Off a terminal (CI logs, files) rich would assume 80 columns: 100 for the compact
     table, 200 for the wide one."""
     if console is None:
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 200 if wide else 100)
-    said = answers(board)
+    said = answers(board, tuple(prefer))
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
         console.print(f"[bold]{task} · {model}:[/] {said[(task, model)]}", highlight=False)  # the answer first
         console.print(leaderboard_table(board, task, model) if wide else
