@@ -9,10 +9,10 @@ from typing import Any
 
 from harness.measure.memory import model_bytes
 from harness.models import resolve
+from harness.plan import head_for
 from harness.spec import ModelSpec, TaskSpec
 from harness.tasks import TaskFamily, family_for
 from harness.tasks.data import fingerprint, load_splits, train_test_duplicates
-from harness.plan import head_for
 from harness.tasks.heads import HEADS, Head
 
 
