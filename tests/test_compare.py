@@ -277,3 +277,17 @@ def test_a_cell_skipped_as_not_fitting_is_listed_as_skipped(tmp_path, capsys):
     code, text = compare(tmp_path, both, cand, capsys)
     assert code == 0 and "1 skipped" in text
     assert verdicts(tmp_path)[("sentiment--tiny--bitfit", "all")] == "skipped"
+
+
+def test_a_changed_answer_heads_the_comparison(tmp_path, capsys):
+    full = [(1, 0.90, 900.0, 1000), (2, 0.92, 900.0, 1000), (3, 0.91, 900.0, 1000)]
+    lora_same = [(1, 0.899, 300.0, 1500), (2, 0.921, 300.0, 1500), (3, 0.909, 300.0, 1500)]
+    lora_broken = [(1, 0.70, 300.0, 1500), (2, 0.71, 300.0, 1500), (3, 0.72, 300.0, 1500)]
+    text = "name: n\ndecision: {tolerance: 0.02}\n"
+    base = _night(tmp_path / "b", {"full": full, "lora": lora_same}, suite_text=text)
+    same = _night(tmp_path / "s", {"full": full, "lora": lora_same}, suite_text=text)
+    assert "the answer changed" not in compare(tmp_path, base, same, capsys)[1]
+    cand = _night(tmp_path / "c", {"full": full, "lora": lora_broken}, suite_text=text)
+    code, out = compare(tmp_path, base, cand, capsys)
+    assert code == 1 and out.startswith("the answer changed: sentiment · tiny: lora -> full"), out
+    assert "The answer changed: sentiment · tiny: lora -&gt; full" in (tmp_path / "out" / "index.html").read_text()

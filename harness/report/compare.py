@@ -17,6 +17,7 @@ from harness.measure.host import BUSY_SHARE, busy_share
 from harness.records.schema import TrialRecord
 from harness.records.select import chosen_runs, skipped_cells
 from harness.records.store import SUITE_FILE, open_store, setting_differences
+from harness.report.decide import answer_changes, decision_of
 from harness.report.pages import write_page
 from harness.report.verdicts import LEVEL, Side, judge, side
 from harness.spec import CompareSpec
@@ -93,6 +94,7 @@ class Comparison:
     mismatches: list[str]  # why the two sets are not comparable (with --allow-mismatch: compared anyway)
     allowed_mismatch: bool
     tolerances: CompareSpec
+    answer_changes: list[str] = field(default_factory=list)  # 'task · model: A -> B' (report/decide.py)
 
     @property
     def exit_code(self) -> int:
@@ -303,7 +305,9 @@ def print_verdicts(result: Comparison, baseline: str, candidate: str) -> None:
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     counts = result.counts()
-    # plain lines, never wrapped: CI logs grep them
+    # plain lines, never wrapped: CI logs grep them; a changed answer heads them
+    for change in result.answer_changes:
+        print(f"the answer changed: {change}")
     print(f"compare {baseline} -> {candidate}: {counts['regressed']} regressed, {counts['missing']} missing, "
           f"{counts['skipped']} skipped, "
           f"{counts['improved']} improved, {counts['unchanged']} unchanged, {counts['not comparable']} not "
@@ -341,8 +345,10 @@ def comparison(baseline: str, candidate: str, overrides: dict | None = None,
         raise UserError([f"{base_dir} and {cand_dir} are not comparable: {m}" for m in found] +
                         ["compare them anyway with --allow-mismatch (every output then says so)"])
     tol = tolerances(base_dir, overrides or {})
+    # the answer read with the baseline's decision settings on both sides (the candidate may be the broken one)
+    changed = answer_changes(base_records, cand_records, decision_of(open_store(base_dir).saved_suite() or ""))
     return (Comparison(compare(base_records, cand_records, tol), provenance_differences(base_records, cand_records),
-                       found, bool(found), tol), base_dir, cand_dir)
+                       found, bool(found), tol, changed), base_dir, cand_dir)
 
 
 def run_compare(baseline: str, candidate: str, out: str | None, overrides: dict, allow_mismatch: bool = False) -> int:

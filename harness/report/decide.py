@@ -121,35 +121,61 @@ def _ratio(value, base) -> float | None:
     return value / base if ok else None
 
 
+def recommended(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> str | None:
+    """The method the answer recommends for one task x model (None: it recommends none)."""
+    return _pick(part, prefer)[1]
+
+
+def _pick(part, prefer: tuple[str, ...]):
+    """(the answer's case, the method it recommends or None, what the text needs): one rule for
+    `answer` and `recommended`."""
+    methods = part[~part["reference"].astype(bool) & part["objective"].notna()]
+    refs = part[part["reference"].astype(bool)]
+    if methods.empty:
+        return "none completed", None, {}
+    learned = methods[[_learned(row, refs) for _, row in methods.iterrows()]]
+    if learned.empty:
+        return "none learned", None, {"methods": methods, "refs": refs}
+    best = methods.loc[methods["rank"].idxmin()]
+    if int(best.get("seeds") or 0) < 2:
+        return "single runs", None, {"methods": methods, "best": best}
+    keys = [PREFER[p][0] for p in prefer if p in PREFER]
+    order = lambda frame: frame.sort_values(keys + ["rank"], na_position="last", kind="stable")  # noqa: E731
+    candidates = order(learned[learned["verdict"].isin(["best", "equivalent"])])
+    if candidates.empty:  # the best's own interval reaches the baselines: the best of those that beat them
+        case, chosen = "beats the baselines", learned.sort_values("rank").iloc[0]
+    else:
+        chosen = candidates.iloc[0]
+        case = "best" if chosen.method == best.method else "equivalent"
+    return case, chosen.method, {"methods": methods, "best": best, "chosen": chosen, "order": order}
+
+
 def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> str:
     """The answer for one task x model from its leaderboard rows: among the methods that are best or
     equivalent to it and beat the baselines, the one that ranks first by `prefer` (less train memory,
     then less train time); undecided methods that would rank before it are named with the seeds that
     would likely settle them. Where no method beats the untrained model and the trivial predictor, the
     answer says so and recommends nothing."""
-    methods = part[~part["reference"].astype(bool) & part["objective"].notna()]
-    refs = part[part["reference"].astype(bool)]
-    if methods.empty:
+    case, _, got = _pick(part, prefer)
+    if case == "none completed":
         return "No method completed a trial: nothing to recommend (the records say why)."
+    methods = got["methods"]
     metric = methods["objective_metric"].iloc[0]
-    learned = methods[[_learned(row, refs) for _, row in methods.iterrows()]]
-    if learned.empty:
-        beaten = ", ".join(f"{r.method} {r.objective:.3f}" for r in refs.itertuples() if not math.isnan(r.objective))
+    if case == "none learned":
+        beaten = ", ".join(f"{r.method} {r.objective:.3f}" for r in got["refs"].itertuples()
+                           if not math.isnan(r.objective))
         return (f"No method learned this task at this budget: none beats the baselines ({beaten}) by its interval "
                 f"on test {metric}. Nothing to recommend; more steps, data or another model first.")
-    best = methods.loc[methods["rank"].idxmin()]
-    if int(best.get("seeds") or 0) < 2:
+    best = got["best"]
+    if case == "single runs":
         return (f"Best by test {metric}: {best.method} ({best.objective:.3f}), from single runs: confirm with seeds "
                 f"(confirm.seeds) before choosing on it.")
-    keys = [PREFER[p][0] for p in prefer if p in PREFER]
-    order = lambda frame: frame.sort_values(keys + ["rank"], na_position="last", kind="stable")  # noqa: E731
-    candidates = order(learned[learned["verdict"].isin(["best", "equivalent"])])
+    chosen, order = got["chosen"], got["order"]
     tolerance = float(best.get("tolerance", DEFAULT_TOLERANCE))
-    if candidates.empty:  # the best's own interval reaches the baselines: the best of those that beat them
-        chosen = learned.sort_values("rank").iloc[0]
+    if case == "beats the baselines":
         text = (f"Use {chosen.method}: the best of the methods that beat the baselines by their interval "
                 f"({best.method} scores {best.objective:.3f}, but its interval reaches them)")
-    elif (chosen := candidates.iloc[0]).method == best.method:
+    elif case == "best":
         text = f"Use {chosen.method}: the best by test {metric} ({chosen.objective:.3f} over {int(chosen.seeds)} seeds)"
     else:
         mem, speed = _ratio(chosen.peak_mib, best.peak_mib), _ratio(chosen.tokens_per_s, best.tokens_per_s)
@@ -166,6 +192,22 @@ def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> st
         text += (f". Undecided against it, and first by {prefer[0].replace('_', ' ')}: {named}; "
                  + ("it could change the answer" if len(before) == 1 else "each could change the answer"))
     return text + "."
+
+
+def answer_changes(base_records, cand_records, spec: DecisionSpec | None = None) -> list[str]:
+    """Per task x model in both sets whose recommended method differs: 'task · model: A -> B' (none
+    where a set recommends no method)."""
+    from harness.report.leaderboard import leaderboard
+
+    spec = spec or DecisionSpec()
+    picks = []
+    for records in (base_records, cand_records):
+        board = leaderboard(records, spec.tolerance)
+        picks.append({key: recommended(part, tuple(spec.prefer))
+                      for key, part in board.groupby(["task", "model"], sort=False)} if not board.empty else {})
+    return [f"{task} · {model}: {picks[0][(task, model)] or 'none'} -> {picks[1][(task, model)] or 'none'}"
+            for task, model in picks[0] if (task, model) in picks[1]
+            and picks[0][(task, model)] != picks[1][(task, model)]]
 
 
 def answers(board, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> dict[tuple[str, str], str]:
