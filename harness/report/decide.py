@@ -96,9 +96,6 @@ def decision_of(suite_text: str, **overrides) -> DecisionSpec:
     return DecisionSpec.model_validate({**spec.model_dump(), **given}) if given else spec
 
 
-def tolerance_of(suite_text: str) -> float:
-    return decision_of(suite_text).tolerance
-
 
 PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time")}
 
