@@ -84,8 +84,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             rows += run(model, lengths, args.batch, Path(tmp))
-    print(f"\n| model @ max_length | method | predicted MiB (weights / grads / optim / activ + CPU runtime + allocator) | measured MiB | "
-          f"difference | within aim |")
+    print("\n| model @ max_length | method | predicted MiB (weights / grads / optim / activ + CPU runtime + allocator) | measured MiB | "
+          "difference | within aim |")
     print("| --- | --- | --- | --- | --- | --- |")
     inside = 0
     for r in rows:

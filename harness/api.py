@@ -43,13 +43,19 @@ class Results:
             self._records = self._store().load_all()
         return list(self._records)
 
-    def decision(self, tolerance: float | None = None, prefer: list[str] | None = None) -> list[dict]:
-        """Per task x model: the answer (which method to use) and each method's verdict against the best,
-        as `harness recommend --json` prints them; the suite's decision settings unless given."""
-        from harness.report.decide import decision, decision_of
+    def decision(self, tolerance: float | None = None, prefer: list[str] | None = None,
+                 limits: dict | None = None, target: dict | None = None) -> list[dict]:
+        """Per task x model: the answer (which method to use), each method's verdict against the best
+        and the limits it breaks, as `harness recommend --json` prints them; the suite's decision
+        settings (tolerance, prefer, limits, target) unless given."""
+        from harness.report.decide import decision
+        from harness.report.publish import answer_terms
 
-        spec = decision_of(self._store().saved_suite() or "", tolerance=tolerance, prefer=prefer)
-        return decision(self.records(), spec)
+        store, records = self._store(), self.records()
+        where = store.reports_dir() / (self.suite or (records[0].suite if records else "results"))
+        terms = answer_terms(store.saved_suite() or "", records, where, Path.cwd(),
+                             tolerance=tolerance, prefer=prefer, limits=limits, target=target)
+        return decision(records, terms)
 
     def leaderboard(self) -> pd.DataFrame:
         """One row per task x model x method: what the CLI prints and exports as leaderboard.json."""
@@ -123,7 +129,8 @@ def run(suite: str | Path | dict[str, Any], *, results: str | None = None, repor
     with captured(log_file(loaded, root), verbose):
         shown = publish(records, reports_root / loaded.suite.name, outcome.store.study_storage_url, loaded.text,
                         elapsed_s=outcome.elapsed_s, study_prefix=outcome.store.study_name(""), console=console,
-                        wide=wide, log_file=None if verbose else str(log_file(loaded, root)))
+                        wide=wide, log_file=None if verbose else str(log_file(loaded, root)),
+                        base_dir=loaded.path.parent)
     code = cells_verdict([c.id for c in outcome.cells], records, smoke=smoke)
     return Results(root=Path(outcome.store.root), storage=storage, suite=loaded.suite.name, page=shown.page,
                    exit_code=code, _records=records)

@@ -145,6 +145,7 @@ def cmd_recommend(args) -> int:
 
     from harness.records.store import open_store
     from harness.report.decide import decision, decision_of
+    from harness.report.publish import answer_terms
 
     folder = Path(args.results_dir)
     if not args.storage and not folder.is_dir():
@@ -153,13 +154,24 @@ def cmd_recommend(args) -> int:
     records = store.load_all()
     if not records:
         raise UserError(f"{store.where}: no trial records found")
+    from harness.estimate import GPUS
+
     prefer = [p.strip() for p in args.prefer.split(",") if p.strip()] if args.prefer else None
+    if args.gpu is not None and args.gpu not in GPUS:
+        raise UserError(f"harness recommend: unknown GPU kind {args.gpu!r} for --gpu; known: {', '.join(GPUS)}")
+    suite_text = store.saved_suite() or ""
+    saved = decision_of(suite_text)
+    given = {k: v for k, v in (("gpu", args.gpu), ("memory", args.memory)) if v is not None}
+    limits = {**saved.limits.model_dump(), **given} if given else None
+    target = {**saved.target.model_dump(), **given} if given and saved.target else None
     try:
-        spec = decision_of(store.saved_suite() or "", tolerance=args.tolerance, prefer=prefer)
-    except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference
+        terms = answer_terms(suite_text, records, store.reports_dir() / records[0].suite, Path.cwd(),
+                             tolerance=args.tolerance, prefer=prefer, limits=limits, target=target)
+    except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference, a bad size
         raise UserError(f"harness recommend: {'; '.join(e['msg'] for e in exc.errors())} "
-                        f"(--tolerance > 0; --prefer from train_memory, train_time)") from None
-    decided = decision(records, spec)
+                        f"(--tolerance > 0; --prefer from train_memory, train_time; --memory e.g. 24GiB)") from None
+    spec = terms.spec
+    decided = decision(records, terms)
     if args.json:
         print(json.dumps(decided, indent=1))
         return 0
@@ -170,8 +182,11 @@ def cmd_recommend(args) -> int:
             n = row["more_seeds"]
             more = f" (+{n} seed{'s' if n != 1 else ''} would likely decide it)" if n else ""
             diff = f" {row['diff_vs_best']:+.4f}" if row["diff_vs_best"] is not None else ""
-            console.print(f"  {row['method']}: {row['verdict'] or 'no verdict (one seed)'}{diff}{more}", markup=False)
-    print(f"tolerance ±{spec.tolerance:g}; prefer {', '.join(spec.prefer)}")
+            broken = f"; breaks {', '.join(row['breaks'])}" if row["breaks"] else ""
+            console.print(f"  {row['method']}: {row['verdict'] or 'no verdict (one seed)'}{diff}{more}{broken}",
+                          markup=False)
+    limits = ", ".join(f"{k} {v}" for k, v in spec.limits.model_dump(exclude_none=True).items())
+    print(f"tolerance ±{spec.tolerance:g}; prefer {', '.join(spec.prefer)}" + (f"; limits: {limits}" if limits else ""))
     return 0
 
 
@@ -454,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the suite's decision.tolerance, 0.01)")
     p.add_argument("--prefer", help="order among the equivalent methods, e.g. train_time,train_memory "
                                     "(default: the suite's decision.prefer)")
+    p.add_argument("--gpu", help="the GPU kind a method must fit (l4, a10g, rtx4090, l40s, a100-40gb, a100, h100, "
+                                 "h200; default: the suite's decision.limits.gpu); with a decision.target, its GPU")
+    p.add_argument("--memory", help="the most train memory a method may need, e.g. 24GiB (default: the suite's "
+                                    "decision.limits.memory)")
     p.add_argument("--json", action="store_true", help="the answer and the verdicts as JSON")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")

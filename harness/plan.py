@@ -93,7 +93,7 @@ def search_seed(suite: Suite) -> int:
 def confirm_seeds(suite: Suite) -> list[int]:
     """Fresh seeds for the confirmation runs, never the search seed (a selected trial re-run with its
     own seed repeats its luck): the suite's further seeds, then the numbers after them."""
-    k = suite.confirm.seeds
+    k = suite.confirm.most
     seeds = [s for s in suite.seeds[1:] if s != search_seed(suite)][:k]
     nxt = max(suite.seeds) + 1
     while len(seeds) < k:

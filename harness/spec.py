@@ -303,8 +303,33 @@ class OutputSpec(Strict):
 
 
 class ConfirmSpec(Strict):
-    seeds: int = Field(0, ge=0, description="re-run each cell's validation-best configuration with this many fresh "
-                                            "seeds (never the search seed; 0: off)")
+    seeds: int | Literal["auto"] = Field(0, description="re-run each cell's validation-best configuration with "
+                                                        "this many fresh seeds (never the search seed; 0: off), or "
+                                                        "auto: min_seeds for every method, then more only where a "
+                                                        "method is undecided against the best (harness/sequential.py)")
+    min_seeds: int = Field(3, ge=2, description="seeds: auto: the seeds every method runs before the first look")
+    max_seeds: int = Field(10, ge=2, description="seeds: auto: the most seeds any method runs")
+    looks: int = Field(3, ge=1, description="seeds: auto: how many times the verdicts are read, evenly from "
+                                            "min_seeds to max_seeds; each look reads a Bonferroni-corrected interval "
+                                            "(level 1 - 0.10 / looks), so wrong verdicts stay at or under 5% per side")
+
+    @model_validator(mode="after")
+    def _auto_only(self):
+        extra = sorted({"min_seeds", "max_seeds", "looks"} & self.model_fields_set)
+        if self.seeds != "auto" and extra:
+            raise ValueError(f"{', '.join(extra)} only apply with seeds: auto (seeds is {self.seeds})")
+        if self.max_seeds < self.min_seeds:
+            raise ValueError(f"max_seeds ({self.max_seeds}) is below min_seeds ({self.min_seeds})")
+        return self
+
+    @property
+    def auto(self) -> bool:
+        return self.seeds == "auto"
+
+    @property
+    def most(self) -> int:
+        """The most seeds a cell can run: the fixed count, or max_seeds under auto."""
+        return self.max_seeds if self.auto else int(self.seeds)
 
 
 class CompareSpec(Strict):
@@ -314,6 +339,48 @@ class CompareSpec(Strict):
     memory_rel: float = Field(0.05, ge=0, description="relative change in peak memory")
     throughput_rel: float = Field(0.15, ge=0, description="relative change in train tokens/s")
     time_rel: float = Field(0.15, ge=0, description="relative change in train time")
+
+
+class LimitsSpec(Strict):
+    """What a method may need to be the answer; one that breaks a limit is listed with the limit it breaks."""
+
+    memory: str | None = Field(None, description="the most train memory a method may need, e.g. 24GiB: its measured "
+                                                 "train peak, or with decision.target its peak predicted there")
+    gpu: str | None = Field(None, description="a GPU kind the method must fit (harness estimate --gpu: l4, a10g, "
+                                              "rtx4090, l40s, a100-40gb, a100, h100, h100-pcie, h200): its memory as "
+                                              "the memory limit, the CUDA context counted")
+    train_hours: float | None = Field(None, gt=0, description="the most hours one training run may take (measured; "
+                                                              "with decision.target, predicted there)")
+    cost: float | None = Field(None, gt=0, description="the most USD one training run may cost: its train time x "
+                                                       "measure.price_per_gpu_hour")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bytes(value)
+        return value
+
+
+class TargetSpec(Strict):
+    """The model and GPU the team will really train on: each method's memory, largest micro-batch and
+    speed there, predicted by `harness estimate` from the model's config (calibrated on this run's records
+    where they were measured on the same kind of device); the quality stays the one measured here."""
+
+    model: str = Field(description="a folder holding the model's config.json (weights are not needed) or a hub id")
+    revision: str | None = None
+    seq_len: int | None = Field(None, gt=0, description="tokens per example there (default: the suite's max_length)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="the dtype it trains in there")
+    gpu: str | None = Field(None, description="the GPU kind there (default: decision.limits.gpu)")
+    memory: str | None = Field(None, description="the memory to fit in there (default: the GPU's, or "
+                                                 "decision.limits.memory)")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_bytes(value)
+        return value
 
 
 class DecisionSpec(Strict):
@@ -328,6 +395,9 @@ class DecisionSpec(Strict):
         ["train_memory", "train_time"], min_length=1,
         description="among the best method and those equivalent to it, the answer is the first by these, in "
                     "order: less train memory (the training phase's peak), less train time")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    target: TargetSpec | None = Field(None, description="decide for this model and GPU: memory and speed predicted "
+                                                        "there, quality measured on the suite's model")
 
 
 class MeasureSpec(Strict):

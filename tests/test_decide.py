@@ -140,3 +140,89 @@ def test_recommend_gives_the_answer_for_an_existing_results_set_with_other_setti
     assert {m["method"]: m["verdict"] for m in tight[0]["methods"]}["lora"] == "undecided"
     assert main(["recommend", str(store.root), "--prefer", "cost"]) == 2
     assert "--prefer from train_memory, train_time" in capsys.readouterr().err
+    # a memory limit full breaks (900 MiB measured): lora, named with the limit full breaks
+    assert main(["recommend", str(store.root), "--memory", "0.5GiB", "--prefer", "train_time"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps at 100 columns
+    assert "Use lora" in out and "full (memory: 0.9 GiB measured, over decision.limits.memory 0.5GiB)" in out
+    assert "limits: memory 0.5GiB" in out
+    assert main(["recommend", str(store.root), "--gpu", "nope"]) == 2
+    assert "unknown GPU kind 'nope'" in capsys.readouterr().err
+
+
+def test_a_method_that_breaks_a_limit_is_ruled_out_with_the_limit():
+    from harness.report.decide import Terms, answer
+    from harness.spec import DecisionSpec
+
+    board = _board({"full": ([0.90, 0.92, 0.91], 900.0), "lora": ([0.899, 0.921, 0.905], 300.0),
+                    "bitfit": ([0.70, 0.71, 0.72], 200.0)}, tolerance=0.02)
+    terms = Terms(DecisionSpec(tolerance=0.02, limits={"memory": "1GiB", "train_hours": 0.001}))
+    said = answer(board, terms)
+    # every method took 10 s (synthetic): 0.0028 h, over 0.001 h, so all break it
+    assert said.startswith("No method keeps within decision.limits") and "time: 0.00 h per run measured" in said
+    terms = Terms(DecisionSpec(tolerance=0.02, limits={"memory": "500MiB"}))  # full's 900 MiB breaks it
+    said = answer(board, terms)
+    assert said.startswith("Use lora: equivalent to full") and "Ruled out by decision.limits: full (memory: 0.9 GiB" in said
+    terms = Terms(DecisionSpec(tolerance=0.02, limits={"memory": "250MiB"}))  # only bitfit fits: worse than the best
+    said = answer(board, terms)
+    assert said.startswith("Use bitfit: the best within decision.limits, worse against the best (full, -0.2"), said
+    # a cost limit reads the price per GPU-hour: 10 s at $3600/h is $10
+    said = answer(board, Terms(DecisionSpec(tolerance=0.02, limits={"cost": 5.0}), price=3600.0))
+    assert said.startswith("No method keeps within decision.limits") and "cost: $10.00 per run measured, over $5" in said
+
+
+def test_a_tie_is_broken_by_prefer():
+    from harness.report.decide import Terms, answer
+    from harness.spec import DecisionSpec
+
+    board = _board({"full": ([0.90, 0.92, 0.91], 900.0), "lora": ([0.899, 0.921, 0.905], 300.0)}, tolerance=0.02)
+    assert answer(board, Terms(DecisionSpec(tolerance=0.02))).startswith("Use lora")  # less memory
+    # equal train time (synthetic: 10 s each): the rank decides between them
+    assert answer(board, Terms(DecisionSpec(tolerance=0.02, prefer=["train_time"]))).startswith("Use full")
+
+
+LLAMA_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+            "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "vocab_size": 128256, "max_position_embeddings": 131072, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+            "torch_dtype": "bfloat16", "hidden_act": "silu", "tie_word_embeddings": False}
+
+
+@pytest.mark.e2e  # not a process, but 30 s of fake-tensor simulation of an 8B model
+def test_a_target_llama_8b_on_a_24_gib_gpu_rules_out_what_does_not_fit(tmp_path):
+    """Measured on a small model, decided for a Llama-3.1-8B-shaped config on an RTX 4090 (24 GiB):
+    full fine-tuning does not fit there, and the answer is among the methods that do."""
+    import json
+
+    from harness.records.synthetic import make_record
+    from harness.report.decide import answer
+    from harness.report.leaderboard import leaderboard
+    from harness.report.publish import answer_terms
+
+    (tmp_path / "llama-8b").mkdir()
+    (tmp_path / "llama-8b" / "config.json").write_text(json.dumps(LLAMA_8B))
+    suite_text = """\
+name: synthetic
+models: [{source: 'builtin:tiny-llama', max_length: 64}]
+tasks: [{name: sentiment, kind: classification, data: {builtin: sentiment}}]
+methods: [{name: full}, {name: lora}, {name: qlora}]
+training: {max_steps: 100, batch_size: 16, micro_batch_size: 4}
+decision: {tolerance: 0.02, target: {model: ./llama-8b, seq_len: 256, gpu: rtx4090}}
+"""
+    records = []
+    for method, accs, mib in (("full", [0.90, 0.92, 0.91], 900.0), ("lora", [0.899, 0.921, 0.905], 300.0),
+                              ("qlora", [0.898, 0.92, 0.906], 250.0)):
+        records.append(make_record(method=method, accuracy=max(accs), peak_mib=mib))
+        records += [make_record(method=method, seed=s + 1, accuracy=a, peak_mib=mib, phase="confirm")
+                    for s, a in enumerate(accs)]
+    terms = answer_terms(suite_text, records, tmp_path / "report", tmp_path)
+    at = {t["method"]: t for t in terms.target}
+    assert set(at) == {"full", "lora", "qlora"} and at["full"]["gpu"] == "RTX 4090"
+    assert at["full"]["max_micro_batch"] == 0  # 16 bytes a parameter before any activation: 8B x 16 > 24 GiB
+    assert at["qlora"]["max_micro_batch"] >= 1 and at["qlora"]["predicted_bytes"] < at["lora"]["predicted_bytes"]
+    assert not at["qlora"]["calibrated"]  # the records were not measured on a GPU
+    said = answer(leaderboard(records, 0.02), terms)
+    print(said)
+    assert "Ruled out by decision.limits: full (memory: needs" in said and "and no micro-batch fits" in said
+    chosen = said.split(":")[0].removeprefix("Use ")
+    assert chosen in ("lora", "qlora") and (at[chosen]["max_micro_batch"] or 0) >= 1
+    assert "At the target (llama-8b, RTX 4090, 256 tokens; predicted, quality measured on tiny)" in said
+    assert (tmp_path / "report" / "target-estimate.json").exists()  # cached: the page and a re-run read it

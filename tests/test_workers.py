@@ -314,3 +314,24 @@ def test_preflight_refuses_before_any_trial(tiny_suite, tmp_path, capsys, monkey
     code = main(["run", str(suite), "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"])
     assert code == 2 and "MiB free on its disk" in capsys.readouterr().err
     assert not (tmp_path / "r" / "tiny" / "records").exists()  # nothing half-written
+
+
+@pytest.mark.e2e
+def test_two_workers_run_seeds_until_decided_to_the_same_plan(write_suite, tmp_path):
+    """confirm.seeds: auto with two local workers: every method's seeds are what the rule, replayed
+    from the records, asks for; no seed runs twice; each record says why its seed ran."""
+    from harness.sequential import looks, schedule
+
+    text = SUITE.format(name="auto", trials=1, seeds="auto, min_seeds: 2, max_seeds: 4, looks: 2", steps=4)
+    code = main(["run", str(write_suite(text)), "--workers", "2", "--results", str(tmp_path / "r"),
+                 "--reports", str(tmp_path / "p"), "--quiet"])
+    assert code == 0
+    records = FileRecordStore(tmp_path / "r" / "auto").load_all()
+    confirm = [r for r in records if r.phase == "confirm"]
+    assert len({(r.method, r.seed) for r in confirm}) == len(confirm)  # no seed twice
+    assert all(r.confirmation and r.confirmation["rule"] == "auto" and r.confirmation["why"] for r in confirm)
+    seeds = sorted({r.seed for r in confirm})
+    scores = {m: {seeds.index(r.seed): r.objective for r in confirm if r.method == m} for m in ("lora", "bitfit")}
+    counts = {m: len(v) for m, v in scores.items()}
+    plan = schedule(scores, counts, looks(2, 4, 2), 0.01)
+    assert plan.settled and plan.target == counts and min(counts.values()) >= 2

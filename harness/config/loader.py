@@ -203,7 +203,7 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
         if labels.count(e.display) > 1 and labels.index(e.display) != i:
             out.append(lines.problem(("methods", i), f"method {e.display!r} is listed twice: give one a label"))
     out += _cell_id_clashes(suite, lines) + _rung_problems(suite, lines)
-    out += _tracking_problems(suite, lines)
+    out += _tracking_problems(suite, lines) + _decision_problems(suite, lines)
     micro = suite.training.micro_batch_size
     if isinstance(micro, int):
         sizes = [(("training", "batch_size"), suite.training.batch_size)]
@@ -213,6 +213,21 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             if size % micro:
                 out.append(lines.problem(where, f"batch_size {size} is not a multiple of training.micro_batch_size "
                                                 f"{micro}: the effective batch must be whole micro-batches"))
+    return out
+
+
+def _decision_problems(suite: Suite, lines: LineMap) -> list[Problem]:
+    """The GPU kinds the decision names exist; a cost limit has a price to read costs from."""
+    from harness.estimate import GPUS
+
+    out, decision = [], suite.decision
+    for where, kind in ((("decision", "limits", "gpu"), decision.limits.gpu),
+                        (("decision", "target", "gpu"), decision.target.gpu if decision.target else None)):
+        if kind is not None and kind not in GPUS:
+            out.append(lines.problem(where, f"unknown GPU kind {kind!r}; known: {', '.join(GPUS)}"))
+    if decision.limits.cost is not None and suite.measure.price_per_gpu_hour is None:
+        out.append(lines.problem(("decision", "limits", "cost"), "a cost limit needs measure.price_per_gpu_hour "
+                                                                 "(what one GPU-hour costs) to turn train time into cost"))
     return out
 
 

@@ -222,6 +222,10 @@ class TrialRecord(BaseModel):
     # lower rungs (and lost attempts), each {rung, status, train_steps, train_s, validation_s, total_s,
     # stopped_value, stopped_metric}, whose steps this run repeated: compute spent, counted by report/compute.py
     halving: dict[str, Any] | None = None
+    # a confirmation run: why its seed was run, under which rule (harness/sequential.py): {"rule": "fixed" or
+    # "auto", "slot": its place in the seed list, "look": the look it was run for and "looks" planned, "level":
+    # the interval its verdicts are read at, "why": the reason in words}
+    confirmation: dict[str, Any] | None = None
     # the prediction made before the trial ran (harness/estimate): predicted_peak_bytes and its parts,
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
     # assumptions; {"error": ...} where no prediction could be made

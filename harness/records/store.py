@@ -24,7 +24,7 @@ STUDY_FILE = "optuna.db"  # a file store's Optuna studies (SQLite)
 # compare` judges, without making their trials incomparable: the budget (raising it resumes the
 # search), seeds added, where output goes, how the runner runs, the tolerances compare and the answer
 # read the records with, the text.
-CHANGEABLE_KEYS = (("name",), ("description",), ("search", "trials_per_cell"), ("confirm", "seeds"), ("output",),
+CHANGEABLE_KEYS = (("name",), ("description",), ("search", "trials_per_cell"), ("confirm",), ("output",),
                    ("runner",), ("compare",), ("decision",))
 
 

@@ -1,87 +1,22 @@
-"""Verdicts against the best method, from the paired differences of their test scores over the seeds
-both ran and a stated tolerance (`decision.tolerance`), as two one-sided tests (TOST) read them:
-
-- equivalent: the 90% interval of the mean difference lies inside +-tolerance (each one-sided test at
-  5% rejects "at least a tolerance apart");
-- worse / better: the 90% interval lies wholly below / above zero (and not inside the tolerance);
-- undecided: neither. An interval that is merely wide is undecided, never a tie.
-
-For an undecided row, `seeds_to_decide` says how many more seeds would likely decide it, assuming
-the observed mean and spread of the paired differences hold. Written by hand: scipy gives the t
-quantiles, and no package applies TOST to a leaderboard."""
+"""The answer per task x model, read from the leaderboard's verdicts (harness/sequential.py gives
+them: two one-sided tests against the best at `decision.tolerance`), the suite's `decision.prefer`
+and `decision.limits`, and where the suite names one, its `decision.target` (the estimate at the
+team's real model and GPU)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
+from harness.sequential import LEVEL, MAX_SEEDS, Verdict, seeds_to_decide, verdict  # noqa: F401 - re-exported
 from harness.spec import DecisionSpec
 
-LEVEL = 0.90  # the interval both one-sided tests read: each at 5%
 # One point on a 0-1 score (accuracy, F1, ROUGE): about the smallest gap a team acts on, and about one
 # binomial standard error of a 2,000-example test set (sqrt(0.25 / 2000) = 0.011). Declared in spec.py.
 DEFAULT_TOLERANCE = DecisionSpec().tolerance
-MAX_SEEDS = 100  # "more than this": the spread is too wide to decide at any budget a sweep would spend
-
-
-@dataclass(frozen=True)
-class Verdict:
-    word: str  # equivalent | worse | better | undecided
-    mean: float  # the mean paired difference, method - best, in the objective's units
-    low: float  # its 90% interval
-    high: float
-    n: int  # seeds both ran
-    tolerance: float
-    more_seeds: int | None = None  # undecided: seeds to add that would likely decide it (None: decided)
-
-
-@lru_cache(maxsize=None)
-def _t(n: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + LEVEL / 2, n - 1))
-
-
-def verdict(differences: list[float], tolerance: float = DEFAULT_TOLERANCE, maximize: bool = True) -> Verdict | None:
-    """The verdict of a method against the best from its paired differences (method - best, one per
-    seed both ran); None where fewer than two seeds pair up (no interval)."""
-    n = len(differences)
-    if n < 2:
-        return None
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    half = _t(n) * sd / math.sqrt(n)
-    low, high = mean - half, mean + half
-    sign = 1.0 if maximize else -1.0  # "worse" is lower when maximizing, higher when minimizing
-    lo, hi = sorted((sign * low, sign * high))
-    if -tolerance < lo and hi < tolerance:
-        word = "equivalent"
-    elif hi < 0:
-        word = "worse"
-    elif lo > 0:
-        word = "better"
-    else:
-        word = "undecided"
-    more = seeds_to_decide(sign * mean, sd, n, tolerance) if word == "undecided" else None
-    return Verdict(word, mean, low, high, n, tolerance, more)
-
-
-def seeds_to_decide(mean: float, sd: float, n: int, tolerance: float) -> int:
-    """Seeds to add before the 90% interval would likely decide, were the observed mean and spread the
-    truth: the interval's half-width must fall below the distance from the mean to the nearest
-    boundary it can clear (zero, for worse or better; the tolerance, for equivalent)."""
-    margin = max(abs(mean), tolerance - abs(mean))
-    if sd == 0:
-        return 0
-    if margin <= 0:
-        return MAX_SEEDS
-    for total in range(max(n + 1, 2), MAX_SEEDS + 1):
-        if _t(total) * sd / math.sqrt(total) < margin:
-            return total - n
-    return MAX_SEEDS
 
 
 def decision_of(suite_text: str, **overrides) -> DecisionSpec:
@@ -98,6 +33,71 @@ def decision_of(suite_text: str, **overrides) -> DecisionSpec:
 
 
 PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time")}
+CUDA_CONTEXT_MIB = 512  # what a GPU process holds before any tensor (harness/estimate/parts.py counts the same)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the answer reads beside the leaderboard: the suite's decision settings, its price per
+    GPU-hour (for a cost limit) and, where it names a target, each method's prediction there
+    (report/target.py)."""
+
+    spec: DecisionSpec = field(default_factory=DecisionSpec)
+    price: float | None = None
+    target: tuple[dict, ...] = ()
+
+    @property
+    def prefer(self) -> tuple[str, ...]:
+        return tuple(self.spec.prefer)
+
+    def at(self, task: str, method: str) -> dict | None:
+        return next((t for t in self.target if t["task"] == task and t["method"] == method), None)
+
+
+def terms_of(suite_text: str, predictions: list[dict] | tuple = (), **overrides) -> Terms:
+    """A saved suite's decision terms, with the command line's overrides."""
+    try:
+        price = ((yaml.safe_load(suite_text or "") or {}).get("measure") or {}).get("price_per_gpu_hour")
+    except Exception:  # noqa: BLE001 - as decision_of: a hand-edited suite text
+        price = None
+    return Terms(decision_of(suite_text, **overrides), price if isinstance(price, (int, float)) else None,
+                 tuple(predictions))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def breaks(row, terms: Terms) -> list[str]:
+    """The limits of decision.limits this method breaks, each in words. With a target, memory and
+    hours are the ones predicted there (a method fits where some micro-batch does: gradient
+    accumulation keeps the batch); without one, the ones measured here."""
+    limits, out = terms.spec.limits, []
+    at = terms.at(row["task"], row["method"])
+    if at is not None:
+        fits = (at.get("max_micro_batch") or 0) >= 1 if at.get("max_micro_batch") is not None else at.get("fits")
+        if fits is False:
+            out.append(f"memory: needs {_gib(at['fit_bytes'])} at micro-batch {at['micro_batch']} at the target "
+                       f"(predicted), over {_gib(at['limit_bytes'])}, and no micro-batch fits")
+        hours = at.get("train_hours")
+    else:
+        from harness.estimate import GPUS
+        from harness.spec import parse_bytes
+
+        caps = [(parse_bytes(limits.memory), f"decision.limits.memory {limits.memory}")] if limits.memory else []
+        if limits.gpu:
+            caps.append((GPUS[limits.gpu][1] - CUDA_CONTEXT_MIB * 2**20, f"a {GPUS[limits.gpu][0]}'s memory"))
+        mib = row.get("peak_mib")
+        for cap, name in caps:
+            if mib is not None and not (isinstance(mib, float) and math.isnan(mib)) and mib * 2**20 > cap:
+                out.append(f"memory: {mib * 2**20 / 2**30:.1f} GiB measured, over {name}")
+        hours = row.get("train_s") / 3600 if row.get("train_s") is not None and not math.isnan(row.get("train_s")) else None
+    where = "at the target" if at is not None else "measured"
+    if limits.train_hours is not None and hours is not None and hours > limits.train_hours:
+        out.append(f"time: {hours:.2f} h per run {where}, over {limits.train_hours:g} h")
+    if limits.cost is not None and hours is not None and terms.price is not None and hours * terms.price > limits.cost:
+        out.append(f"cost: ${hours * terms.price:,.2f} per run {where}, over ${limits.cost:g}")
+    return out
 
 
 def _learned(row, refs) -> bool:
@@ -118,14 +118,30 @@ def _ratio(value, base) -> float | None:
     return value / base if ok else None
 
 
-def recommended(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> str | None:
+def recommended(part, terms: Terms | None = None) -> str | None:
     """The method the answer recommends for one task x model (None: it recommends none)."""
-    return _pick(part, prefer)[1]
+    return _pick(part, terms or Terms())[1]
 
 
-def _pick(part, prefer: tuple[str, ...]):
+def _costs_at_target(part, terms: Terms):
+    """With a decision.target, what `prefer` and the answer's ratios read are the predictions there
+    (train memory, tokens/s, time of one run), not the proxy's measurements."""
+    if not terms.target:
+        return part
+    part = part.copy()
+    for idx, row in part.iterrows():
+        at = terms.at(row["task"], row["method"])
+        if at is not None:
+            part.at[idx, "peak_mib"] = at["predicted_bytes"] / 2**20
+            part.at[idx, "tokens_per_s"] = at.get("tokens_per_s") or math.nan
+            part.at[idx, "train_s"] = (at.get("train_hours") or math.nan) * 3600
+    return part
+
+
+def _pick(part, terms: Terms):
     """(the answer's case, the method it recommends or None, what the text needs): one rule for
     `answer` and `recommended`."""
+    part = _costs_at_target(part, terms)
     methods = part[~part["reference"].astype(bool) & part["objective"].notna()]
     refs = part[part["reference"].astype(bool)]
     if methods.empty:
@@ -136,24 +152,34 @@ def _pick(part, prefer: tuple[str, ...]):
     best = methods.loc[methods["rank"].idxmin()]
     if int(best.get("seeds") or 0) < 2:
         return "single runs", None, {"methods": methods, "best": best}
-    keys = [PREFER[p][0] for p in prefer if p in PREFER]
+    broken = {row.method: breaks(row, terms) for _, row in methods.iterrows()}
+    broken = {m: b for m, b in broken.items() if b}
+    keys = [PREFER[p][0] for p in terms.prefer if p in PREFER]
     order = lambda frame: frame.sort_values(keys + ["rank"], na_position="last", kind="stable")  # noqa: E731
-    candidates = order(learned[learned["verdict"].isin(["best", "equivalent"])])
-    if candidates.empty:  # the best's own interval reaches the baselines: the best of those that beat them
-        case, chosen = "beats the baselines", learned.sort_values("rank").iloc[0]
+    within = learned[~learned["method"].isin(broken)]
+    got = {"methods": methods, "best": best, "order": order, "broken": broken}
+    if within.empty:
+        return "none within limits", None, got
+    candidates = order(within[within["verdict"].isin(["best", "equivalent"])])
+    if candidates.empty and learned["verdict"].isin(["best", "equivalent"]).any() and broken:
+        case, chosen = "limits", within.sort_values("rank").iloc[0]  # the best and its equivalents break limits
+    elif candidates.empty:  # the best's own interval reaches the baselines: the best of those that beat them
+        case, chosen = "beats the baselines", within.sort_values("rank").iloc[0]
     else:
         chosen = candidates.iloc[0]
         case = "best" if chosen.method == best.method else "equivalent"
-    return case, chosen.method, {"methods": methods, "best": best, "chosen": chosen, "order": order}
+    return case, chosen.method, {**got, "chosen": chosen}
 
 
-def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> str:
+def answer(part, terms: Terms | None = None) -> str:
     """The answer for one task x model from its leaderboard rows: among the methods that are best or
-    equivalent to it and beat the baselines, the one that ranks first by `prefer` (less train memory,
-    then less train time); undecided methods that would rank before it are named with the seeds that
-    would likely settle them. Where no method beats the untrained model and the trivial predictor, the
-    answer says so and recommends nothing."""
-    case, _, got = _pick(part, prefer)
+    equivalent to it, beat the baselines and keep within decision.limits, the one that ranks first by
+    `prefer` (less train memory, then less train time); undecided methods that would rank before it
+    are named with the seeds that would likely settle them, methods that break a limit with the limit.
+    Where no method beats the untrained model and the trivial predictor, the answer says so and
+    recommends nothing."""
+    terms = terms or Terms()
+    case, _, got = _pick(part, terms)
     if case == "none completed":
         return "No method completed a trial: nothing to recommend (the records say why)."
     methods = got["methods"]
@@ -167,9 +193,15 @@ def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> st
     if case == "single runs":
         return (f"Best by test {metric}: {best.method} ({best.objective:.3f}), from single runs: confirm with seeds "
                 f"(confirm.seeds) before choosing on it.")
+    ruled = "; ".join(f"{m} ({', '.join(b)})" for m, b in got["broken"].items())
+    if case == "none within limits":
+        return f"No method keeps within decision.limits: {ruled}. Nothing to recommend within them."
     chosen, order = got["chosen"], got["order"]
     tolerance = float(best.get("tolerance", DEFAULT_TOLERANCE))
-    if case == "beats the baselines":
+    if case == "limits":
+        text = (f"Use {chosen.method}: the best within decision.limits, {chosen.verdict} against the best "
+                f"({best.method}, {chosen.diff_vs_best:+.3f} {metric}), which breaks them")
+    elif case == "beats the baselines":
         text = (f"Use {chosen.method}: the best of the methods that beat the baselines by their interval "
                 f"({best.method} scores {best.objective:.3f}, but its interval reaches them)")
     elif case == "best":
@@ -178,49 +210,59 @@ def answer(part, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> st
         mem, speed = _ratio(chosen.peak_mib, best.peak_mib), _ratio(chosen.tokens_per_s, best.tokens_per_s)
         costs = ", ".join(x for x in (f"at {mem:.0%} of its train memory" if mem else "",
                                       f"{speed:.1f}x its tokens/s" if speed else "") if x)
+        here = " at the target" if terms.target else ""
         text = (f"Use {chosen.method}: equivalent to {best.method} within ±{tolerance:g} {metric}"
-                + (f", {costs}" if costs else ""))
+                + (f", {costs}{here}" if costs else ""))
+    at = terms.at(chosen.task, chosen.method)
+    if at is not None:
+        speed = f", ~{at['tokens_per_s']:,.0f} tokens/s" if at.get("tokens_per_s") else ""
+        text += (f". At the target ({Path(at['model']).name}, {at['gpu'] or 'the given memory'}, {at['seq_len']} "
+                 f"tokens; predicted, quality measured on {chosen.model}): {_gib(at['predicted_bytes'])} at micro-batch "
+                 f"{at['micro_batch']}, up to micro-batch {at['max_micro_batch']}{speed}")
     ranked = list(order(methods)["method"])
     before = [r for r in methods.itertuples() if r.verdict == "undecided" and not math.isnan(r.more_seeds)
-              and ranked.index(r.method) < ranked.index(chosen.method)]
+              and r.method not in got["broken"] and ranked.index(r.method) < ranked.index(chosen.method)]
     if before:
         named = "; ".join(f"{r.method} ({r.diff_vs_best:+.3f}, about {int(r.more_seeds)} more "
                           f"seed{'s' if r.more_seeds != 1 else ''})" for r in before)
-        text += (f". Undecided against it, and first by {prefer[0].replace('_', ' ')}: {named}; "
+        text += (f". Undecided against it, and first by {terms.prefer[0].replace('_', ' ')}: {named}; "
                  + ("it could change the answer" if len(before) == 1 else "each could change the answer"))
+    if ruled:
+        text += f". Ruled out by decision.limits: {ruled}"
     return text + "."
 
 
-def answer_changes(base_records, cand_records, spec: DecisionSpec | None = None) -> list[str]:
+def answer_changes(base_records, cand_records, terms: Terms | None = None) -> list[str]:
     """Per task x model in both sets whose recommended method differs: 'task · model: A -> B' (none
     where a set recommends no method)."""
     from harness.report.leaderboard import leaderboard
 
-    spec = spec or DecisionSpec()
+    terms = terms or Terms()
     picks = []
     for records in (base_records, cand_records):
-        board = leaderboard(records, spec.tolerance)
-        picks.append({key: recommended(part, tuple(spec.prefer))
+        board = leaderboard(records, terms.spec.tolerance)
+        picks.append({key: recommended(part, terms)
                       for key, part in board.groupby(["task", "model"], sort=False)} if not board.empty else {})
     return [f"{task} · {model}: {picks[0][(task, model)] or 'none'} -> {picks[1][(task, model)] or 'none'}"
             for task, model in picks[0] if (task, model) in picks[1]
             and picks[0][(task, model)] != picks[1][(task, model)]]
 
 
-def answers(board, prefer: tuple[str, ...] = ("train_memory", "train_time")) -> dict[tuple[str, str], str]:
+def answers(board, terms: Terms | None = None) -> dict[tuple[str, str], str]:
     """The answer per task x model of a leaderboard, in its order."""
-    return {(task, model): answer(part, tuple(prefer))
+    return {(task, model): answer(part, terms)
             for (task, model), part in board.groupby(["task", "model"], sort=False)}
 
 
-def decision(records, spec: DecisionSpec | None = None) -> list[dict]:
+def decision(records, terms: Terms | None = None) -> list[dict]:
     """The answer and each method's verdict, per task x model, as data: what `harness recommend
     --json` prints and `Results.decision()` returns."""
     from harness.report.leaderboard import leaderboard
 
-    spec = spec or DecisionSpec()
+    terms = terms or Terms()
+    spec = terms.spec
     board = leaderboard(records, spec.tolerance)
-    said = answers(board, tuple(spec.prefer))
+    said = answers(board, terms)
     out = []
     for (task, model), part in board.groupby(["task", "model"], sort=False):
         rows = []
@@ -228,10 +270,12 @@ def decision(records, spec: DecisionSpec | None = None) -> list[dict]:
             number = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)  # noqa: E731
             rows.append({"method": row.method, "verdict": row.verdict, "objective": number(row.objective),
                          "seeds": int(row.seeds or 0), "diff_vs_best": number(row.diff_vs_best),
-                         "interval_90": [number(row.diff_low), number(row.diff_high)],
+                         "interval": [number(row.diff_low), number(row.diff_high)], "level": number(row.level),
                          "more_seeds": None if number(row.more_seeds) is None else int(row.more_seeds),
                          "train_mib": number(row.peak_mib), "train_s": number(row.train_s),
-                         "tokens_per_s": number(row.tokens_per_s)})
+                         "tokens_per_s": number(row.tokens_per_s), "breaks": breaks(row._asdict(), terms),
+                         "at_target": terms.at(task, row.method)})
         out.append({"task": task, "model": model, "answer": said[(task, model)], "tolerance": spec.tolerance,
-                    "prefer": list(spec.prefer), "methods": rows})
+                    "prefer": list(spec.prefer), "limits": spec.limits.model_dump(exclude_none=True),
+                    "target": spec.target.model_dump(exclude_none=True) if spec.target else None, "methods": rows})
     return out

@@ -13,7 +13,7 @@ from harness.report.charts import curve_figures, estimate_figures, pareto_figure
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
-from harness.report.decide import answers, decision_of
+from harness.report.decide import Terms, answers
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
@@ -44,6 +44,25 @@ def _cell(value, fmt, text: bool = False) -> dict:
     return {"show": "—" if missing else fmt(value), "sort": "" if missing else value, "text": text}
 
 
+def _target_rows(terms: Terms | None) -> list[dict]:
+    """The table under the answer where the suite names a decision.target: each method there."""
+    rows = []
+    for t in (terms.target if terms else ()):
+        fits = (t.get("max_micro_batch") or 0) >= 1 if t.get("max_micro_batch") is not None else t.get("fits")
+        rows.append({"task": t["task"], "method": t["method"], "gib": f"{t['predicted_bytes'] / 2**30:.1f}",
+                     "micro": t["micro_batch"], "max_micro": "-" if t.get("max_micro_batch") is None else t["max_micro_batch"],
+                     "fits": {True: "yes", False: "no", None: "?"}[fits],
+                     "tokens": f"{t['tokens_per_s']:,.0f}" if t.get("tokens_per_s") else "-",
+                     "hours": f"{t['train_hours']:.2f}" if t.get("train_hours") else "-",
+                     "where": f"{t['model']} on {t['gpu'] or 'the given memory'}, {t['seq_len']} tokens, {t['dtype']}",
+                     "calibrated": "calibrated on this run" if t.get("calibrated") else "uncalibrated"})
+    return rows
+
+
+def _percent(level: float) -> str:
+    return f"{level:.1%}".replace(".0%", "%")  # 90%, 96.7%
+
+
 def _boards(board: pd.DataFrame) -> list[dict]:
     boards = []
     for (task, model), part in board.groupby(["task", "model"], sort=False):
@@ -53,7 +72,8 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         seeded = bool((part["seeds"] > 0).any())
         if seeded:
             columns += [{"label": "95% CI (seeds)", "text": False},
-                        {"label": "Δ vs best, paired by seed [90% CI], verdict", "text": True}]
+                        {"label": f"Δ vs best, paired by seed [{_percent(float(part['level'].max()))} CI], "
+                                  "verdict", "text": True}]
         columns += [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[2:]]
         rows = []
         for _, row in part.iterrows():
@@ -130,7 +150,8 @@ def _provenance(records: list[TrialRecord], suite_text: str) -> list[tuple[str, 
 
 
 def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path, storage_url: str | None,
-                 suite_text: str, study_prefix: str = "", compute: pd.DataFrame | None = None) -> Path:
+                 suite_text: str, study_prefix: str = "", compute: pd.DataFrame | None = None,
+                 terms: Terms | None = None) -> Path:
     """reports/<suite>/index.html from the records and their leaderboard (computed once, by publish)."""
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
@@ -144,7 +165,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         memory_source=MEMORY_NOTE + " " + records[0].memory.source,
         tolerance=f"{float(board['tolerance'].iloc[0]):g}" if "tolerance" in board and len(board) else "",
         answers=[{"task": task, "model": model, "text": text}
-                 for (task, model), text in answers(board, tuple(decision_of(suite_text).prefer)).items()], pareto=figures["pareto"], search=figures["search"],
+                 for (task, model), text in answers(board, terms).items()],
+        target=_target_rows(terms), pareto=figures["pareto"], search=figures["search"],
         curves=figures["curves"], validation=figures["validation"],
         compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),

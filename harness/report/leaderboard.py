@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from harness.records.schema import TrialRecord
-from harness.report.decide import DEFAULT_TOLERANCE, verdict
+from harness.report.decide import DEFAULT_TOLERANCE, LEVEL, verdict
 
 MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
@@ -47,6 +47,8 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "memory_source": r.memory.source, "train_joules": r.energy.train_joules,
             "artifact_mib": r.artifact_bytes / MiB if r.status == "complete" else None,
             "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
+            # the interval a confirmation run's verdicts are read at (harness/sequential.py; 90% with fixed seeds)
+            "level": (r.confirmation or {}).get("level", LEVEL),
         }
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
@@ -146,7 +148,7 @@ def leaderboard(records: list[TrialRecord], tolerance: float = DEFAULT_TOLERANCE
     board["test_selected"] = board["selection"] == "test"
     for col in ("seeds", "ci_low", "ci_high", "diff_vs_best", "diff_low", "diff_high", "p_vs_best", "more_seeds"):
         board[col] = 0 if col == "seeds" else math.nan
-    board["verdict"], board["tolerance"] = None, tolerance
+    board["verdict"], board["tolerance"], board["level"] = None, tolerance, LEVEL
     conf = df[df.chosen & (df.phase == "confirm") & (df.status == "complete") & df.objective.notna()]
     confirmed = _confirmed(conf)
     if not confirmed.empty:
@@ -172,14 +174,18 @@ def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame, tolerance: float) -
     only whether a test found one."""
     for (task, model), part in board[(board.seeds > 0) & ~board.reference].groupby(["task", "model"], sort=False):
         best = part.loc[part["rank"].idxmin(), "method"]
+        # seeds: auto reads every look at a Bonferroni-corrected level, the verdicts here too
+        level = float(conf[(conf.task == task) & (conf.model == model)]["level"].max())
         by_seed = {m: conf[(conf.task == task) & (conf.model == model) & (conf.method == m)].set_index("seed")["objective"]
                    for m in part.method}
         for idx, row in part.iterrows():
+            board.at[idx, "level"] = level
             if row.method == best:
                 board.at[idx, "verdict"] = "best"
                 continue
             joined = pd.concat([by_seed[row.method], by_seed[best]], axis=1, join="inner").dropna()
-            found = verdict(list(joined.iloc[:, 0] - joined.iloc[:, 1]), tolerance, row.direction == "maximize")
+            found = verdict(list(joined.iloc[:, 0] - joined.iloc[:, 1]), tolerance, row.direction == "maximize",
+                            level)
             p = paired_difference(by_seed[row.method], by_seed[best])[3]
             if found is None:  # fewer than two seeds pair up: no interval, no verdict
                 continue

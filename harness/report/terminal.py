@@ -14,7 +14,7 @@ from harness.records.schema import TrialRecord
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
-from harness.report.decide import DEFAULT_TOLERANCE, MAX_SEEDS, answers
+from harness.report.decide import DEFAULT_TOLERANCE, MAX_SEEDS, Terms, answers
 from harness.report.leaderboard import leaderboard, metric_columns
 
 
@@ -24,11 +24,32 @@ MEMORY_NOTE = ("train MiB: the training phase's peak above the process before an
                "trial, so its speed is not the method's.")
 
 
-def compact_note(tolerance: float) -> str:
-    return (f"vs best: the paired difference to the best over the seeds both ran; equivalent where its 90% interval "
+def compact_note(tolerance: float, level: float = 0.90) -> str:
+    looks = (f" (confirm.seeds: auto: the {level:.1%} interval, Bonferroni over its looks)" if level > 0.9 + 1e-9
+             else "")
+    return (f"vs best: the paired difference to the best over the seeds both ran; equivalent where its "
+            f"{level:.0%} interval{looks} "
             f"lies within ±{tolerance:g} (decision.tolerance), worse where it lies below zero, undecided otherwise "
             f"(+N: more seeds that would likely decide it). train MiB: the training phase's peak above the process "
             f"before any model weights. Every column: --wide, the report, leaderboard.csv.")
+
+
+def target_lines(terms: Terms | None, task: str) -> list[str]:
+    """Under the answer, where the suite names a decision.target: each method there, predicted."""
+    rows = [t for t in (terms.target if terms else ()) if t["task"] == task]
+    if not rows:
+        return []
+    first = rows[0]
+    out = [f"  at the target ({first['model']} on {first['gpu'] or 'the given memory'}, {first['seq_len']} tokens, "
+           f"{first['dtype']}; predicted{', calibrated on this run' if first.get('calibrated') else ''}):"]
+    for t in rows:
+        most = t.get("max_micro_batch")
+        fits = (most or 0) >= 1 if most is not None else t.get("fits")
+        speed = f", {t['tokens_per_s']:,.0f} tokens/s" if t.get("tokens_per_s") else ""
+        out.append(f"    {t['method']}: {t['predicted_bytes'] / 2**30:.1f} GiB at micro-batch {t['micro_batch']}, "
+                   f"{'fits' if fits else 'does not fit' if fits is False else 'no limit known'}"
+                   f"{f' (up to micro-batch {most})' if most else ''}{speed}")
+    return out
 
 
 def human_count(n: float) -> str:
@@ -85,7 +106,8 @@ def _against_best(row, show) -> str:
 
 
 def tie_text(row) -> str:
-    """The mean paired difference to the best method over the seeds both ran, its 90% interval and verdict."""
+    """The mean paired difference to the best method over the seeds both ran, its interval (90%; under
+    seeds: auto the corrected level) and verdict."""
     return _against_best(row, lambda diff: f"{diff:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}] "
                                            f"{verdict_word(row)}{more_seeds_text(row)}".rstrip())
 
@@ -214,15 +236,17 @@ def acceleration_view(rows: list[dict]) -> Table:
 
 def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: float | None = None,
                 console: Console | None = None, compute: pd.DataFrame | None = None, wide: bool = False,
-                log_file: str | None = None, prefer=("train_memory", "train_time")) -> None:
+                log_file: str | None = None, terms: Terms | None = None) -> None:
     """The answer, then the compact leaderboard per task x model (wide: every column), then failures, notes and the
     compute lines. Off a terminal (CI logs, files) rich would assume 80 columns: 100 for the compact
     table, 200 for the wide one."""
     if console is None:
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 200 if wide else 100)
-    said = answers(board, tuple(prefer))
+    said = answers(board, terms)
     for (task, model), _ in board.groupby(["task", "model"], sort=False):
         console.print(f"[bold]{task} · {model}:[/] {said[(task, model)]}", highlight=False)  # the answer first
+        for line in target_lines(terms, task):
+            console.print(line, markup=False, highlight=False)
         console.print(leaderboard_table(board, task, model) if wide else
                       compact_table(board, task, model, console.width))
     for line in data_lines(records) + notice_lines(records, log_file):
@@ -234,7 +258,9 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
     if records:
         source = f" Measured by {records[0].memory.source}." if records[0].memory.source else ""
         tolerance = float(board["tolerance"].iloc[0]) if "tolerance" in board and len(board) else DEFAULT_TOLERANCE
-        console.print((MEMORY_NOTE if wide else compact_note(tolerance)) + source, markup=False, highlight=False)
+        level = float(board["level"].max()) if "level" in board and len(board) else 0.90
+        console.print((MEMORY_NOTE if wide else compact_note(tolerance, level)) + source, markup=False,
+                      highlight=False)
     for line in compute_lines(compute_table(records) if compute is None else compute) + rung_lines(records):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # greppable
     accel = acceleration_rows(acceleration_table(records))

@@ -140,6 +140,18 @@ def finished(study, budget: int) -> bool:
         t.state in running for t in holders)
 
 
+def finished_slots(study) -> int:
+    """How many slots finished trials hold; 0 while any slot-holder still runs or waits (a look at
+    the scores must not read a seed half-run)."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    gone = retried(trials)
+    holders = [t for t in trials if DISCARDED not in t.user_attrs and t.number not in gone]
+    running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return 0 if any(t.state in running for t in holders) else len(holders)
+
+
 def open_study(name: str, storage_obj, direction: str, sampler, pruner, enqueue: tuple = (), wait_s: float = 30.0):
     """Create the study, or load it once its creator has initialized it: exactly one worker creates
     it and enqueues its first trials (`enqueue`: (params, user attributes, skip_if_exists) each: the

@@ -25,6 +25,7 @@ from harness.runner.progress import Progress
 from harness.runner.recovery import Recovery
 from harness.runner.record import amend, now
 from harness.runner.trial import TrialHooks
+from harness.sequential import LEVEL, Plan, level_at, looks, schedule
 from harness.spec import LoadedSuite
 
 
@@ -40,7 +41,11 @@ class Worker:
         self.preparer = Preparer(loaded.base_dir, seed=suite.search.seed, max_examples=suite.runner.max_examples)
         self.cells, self.seeds = plan(suite), confirm_seeds(suite)
         self.studies: dict[str, tuple[Cell, StudyKey]] = {}  # the storage's study name -> its cell and key
-        self.skipped: set[str] = set()  # cells with nothing to confirm, counted once in the progress view
+        self.skipped: set[str] = set()  # cells whose unrun confirmations were counted once in the view
+        # confirm.seeds: auto: each cell whose search this worker saw finished -> its chosen trial (None:
+        # nothing completed), and the confirmation studies it opened to read the group's looks
+        self.searched: dict[str, int | None] = {}
+        self.confirming: dict[str, object] = {}
         self.fitting = Fitting(self.device, suite.runner.memory_limit)
         self.recovery = Recovery(self)
         self.storage = claims.storage(store.study_storage_url, suite.runner.heartbeat_s, suite.runner.lost_after_s,
@@ -79,15 +84,71 @@ class Worker:
         if not self.seeds or not cell.confirms:
             return True
         best = best_search_trial(self.store.load_cell(cell.id), cell.direction)
+        self.searched[cell.id] = None if best is None else best.trial_number
         if best is None:
             if cell.id not in self.skipped:  # nothing completed, nothing to confirm; the failures are on record
                 self.skipped.add(cell.id)
                 self.view.skip(len(self.seeds))
             return True
-        confirm = self.open(StudyKey.confirming(cell.id, best.trial_number), cell, index)
-        while (got := claims.claim(confirm, {}, len(self.seeds))) is not None:
-            self.confirm_trial(cell, confirm, got, best)
-        return claims.finished(confirm, len(self.seeds))
+        confirm = self.confirm_study(cell, best.trial_number)
+        while True:  # under seeds: auto the plan grows at each look; fixed seeds: one pass
+            plan = self.seed_plan(cell)
+            budget = plan.target[cell.method_label]
+            while (got := claims.claim(confirm, {}, budget)) is not None:
+                self.confirm_trial(cell, confirm, got, best, plan)
+            if not claims.finished(confirm, budget):
+                return False
+            plan = self.seed_plan(cell)
+            if plan.target[cell.method_label] > budget:
+                continue
+            if plan.settled and cell.id not in self.skipped:  # the seeds auto left unrun, once
+                self.skipped.add(cell.id)
+                self.view.skip(len(self.seeds) - budget)
+            return plan.settled
+
+    def confirm_study(self, cell: Cell, trial_number: int):
+        if cell.id not in self.confirming:
+            self.confirming[cell.id] = self.open(StudyKey.confirming(cell.id, trial_number), cell,
+                                                 self.cells.index(cell))
+        return self.confirming[cell.id]
+
+    def seed_plan(self, cell: Cell) -> Plan:
+        """How many confirmation seeds each method of this cell's task x model runs, and why each
+        (harness/sequential.py): fixed seeds, every method all of them; seeds: auto, the rule replayed
+        from the records and the studies, so every worker, and a resumed sweep, reads the same plan.
+        A look waits until every method of the task x model has finished its search and its seeds."""
+        n = len(self.seeds)
+        if not self.suite.confirm.auto:
+            why = f"confirm.seeds = {n}: every method runs the same {n} seeds"
+            key = cell.method_label
+            return Plan({key: n}, {key: {s: why for s in range(n)}}, {key: {s: 1 for s in range(n)}}, True)
+        group = [c for c in self.cells if c.confirms and self.searched.get(c.id, -1) is not None
+                 and (c.task_label, c.model.label) == (cell.task_label, cell.model.label)]
+        scores, finished = {}, {}  # by method label: unique within a task x model
+        for c in group:
+            scores[c.method_label] = {}
+            number = self.searched.get(c.id, -1)
+            if number == -1:  # this worker has not seen its search finish yet: the look waits for it
+                finished[c.method_label] = 0
+                continue
+            for r in self.store.load_cell(c.id):
+                if r.phase == "confirm" and r.trial_number == number and r.seed in self.seeds:
+                    slot = self.seeds.index(r.seed)
+                    if r.status == "complete" and r.objective is not None:
+                        scores[c.method_label][slot] = r.objective
+            finished[c.method_label] = claims.finished_slots(self.confirm_study(c, number))
+        confirm = self.suite.confirm
+        return schedule(scores, finished, looks(confirm.min_seeds, confirm.max_seeds, confirm.looks),
+                        self.suite.decision.tolerance, cell.direction == "maximize")
+
+    def confirmation(self, plan: Plan, cell: Cell, slot: int) -> dict:
+        """What a confirmation record says about why its seed was run."""
+        if not self.suite.confirm.auto:
+            return {"rule": "fixed", "slot": slot, "look": 1, "looks": 1, "level": LEVEL, "why": plan.why[cell.method_label][slot]}
+        confirm = self.suite.confirm
+        planned = looks(confirm.min_seeds, confirm.max_seeds, confirm.looks)
+        return {"rule": "auto", "slot": slot, "look": plan.look[cell.method_label].get(slot, 1), "looks": len(planned),
+                "level": level_at(len(planned)), "why": plan.why[cell.method_label].get(slot, "")}
 
     def halve(self, index: int, cell: Cell, study, dists) -> bool:
         """The cell's synchronous successive-halving bracket (runner/halving.py), rung by rung: each
@@ -137,37 +198,41 @@ class Worker:
         studies.tell(study, trial, record)
         self.view.end_trial(record)
 
-    def confirm_trial(self, cell: Cell, study, got, best) -> None:
+    def confirm_trial(self, cell: Cell, study, got, best, plan: Plan) -> None:
         seed = self.seeds[got.slot]
-        self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} "
-                              f"({got.slot + 1}/{len(self.seeds)})", self.suite.training.max_steps)
+        why = self.confirmation(plan, cell, got.slot)
+        of = f"{got.slot + 1}/{len(self.seeds)}" if why["rule"] == "fixed" else f"{got.slot + 1}, look {why['look']}"
+        self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} ({of})",
+                              self.suite.training.max_steps)
         job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm")
         hooks = TrialHooks(self.view.on_progress, studies.never_prune,
                            claims.heartbeat(study, got.trial, self.suite.runner.heartbeat_s))
-        record = self.trial(job, hooks, study, got.trial)
+        record = self.trial(job, hooks, study, got.trial, confirmation=why)
         self.store.write(record)
         studies.tell_confirmed(study, got.trial, record)
         self.view.end_trial(record)
 
-    def trial(self, job, hooks, study=None, trial=None, stage: halving.Stage | None = None) -> TrialRecord:
+    def trial(self, job, hooks, study=None, trial=None, stage: halving.Stage | None = None,
+              confirmation: dict | None = None) -> TrialRecord:
         """Run one job in its own process (or inline), fitted to the device first (runner/fitting.py);
         a cell whose data or model cannot be prepared gets a failed record per trial, and the sweep goes
         on. Ctrl-C: the running trial is recorded as interrupted and enqueued again, so the next run
         continues it. Every path ends in `sweep_facts`, which adds what only the sweep knows."""
         started = now()
+        sweep_facts = partial(self.sweep_facts, confirmation=confirmation)
         try:
             prepared = self.preparer.get(job.cell.model, job.cell.task)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001
-            return self.sweep_facts(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} "
-                                                        f"failed: {type(exc).__name__}: {exc}"[:4000], started,
-                                                   status="failed"), job, stage)
+            return sweep_facts(failure_record(job, f"preparing {job.cell.model.label} / {job.cell.task.name} "
+                                                   f"failed: {type(exc).__name__}: {exc}"[:4000], started,
+                                              status="failed"), job, stage)
         job, predicted = self.fitting.predict(job, prepared)
         hooks.tick()  # a first prediction of a large model takes seconds; the claim stays alive
         if predicted is not None and predicted.fits is False:
             record = failure_record(job, skipped_reason(predicted), started, status="skipped")
-            return self.sweep_facts(record, job, stage, estimate=predicted.to_json())
+            return sweep_facts(record, job, stage, estimate=predicted.to_json())
 
         attempts = []
         try:
@@ -187,7 +252,7 @@ class Worker:
         except KeyboardInterrupt:
             record = failure_record(job, "interrupted (Ctrl-C); enqueued again, so running the same command "
                                          "continues it", started, status="interrupted")
-            self.store.write(self.sweep_facts(record, job, stage))
+            self.store.write(sweep_facts(record, job, stage))
             if study is not None and trial is not None:
                 studies.interrupt(study, trial)
             raise
@@ -196,12 +261,16 @@ class Worker:
 
             spent = log_to_mlflow(record, job.tracking_root)
             record = amend(record, timing=record.timing.model_copy(update={"tracking_s": record.timing.tracking_s + spent}))
-        return self.sweep_facts(record, job, stage, attempts=attempts, estimate=self.fitting.recorded(job, predicted))
+        return sweep_facts(record, job, stage, attempts=attempts, estimate=self.fitting.recorded(job, predicted))
 
-    def sweep_facts(self, record: TrialRecord, job, stage: halving.Stage | None = None, **facts) -> TrialRecord:
+    def sweep_facts(self, record: TrialRecord, job, stage: halving.Stage | None = None,
+                    confirmation: dict | None = None, **facts) -> TrialRecord:
         """The record with what only the sweep knows: the worker, the out-of-memory attempts and the
-        prediction where the trial ran, and under sha its rung and the configuration's earlier runs."""
+        prediction where the trial ran, under sha its rung and the configuration's earlier runs, and for
+        a confirmation run why its seed was run."""
         facts["worker"] = self.name
+        if confirmation is not None:
+            facts["confirmation"] = confirmation
         if stage is not None:
             previous = self.recovery.search_record(job.cell, job.trial_number)
             facts.update(halving.record_fields(record, previous, stage, self.suite.search.reduction_factor))
