@@ -220,7 +220,6 @@ decision: {tolerance: 0.02, target: {model: ./llama-8b, seq_len: 256, gpu: rtx40
     assert at["qlora"]["max_micro_batch"] >= 1 and at["qlora"]["predicted_bytes"] < at["lora"]["predicted_bytes"]
     assert not at["qlora"]["calibrated"]  # the records were not measured on a GPU
     said = answer(leaderboard(records, 0.02), terms)
-    print(said)
     assert "Ruled out by decision.limits: full (memory: needs" in said and "and no micro-batch fits" in said
     chosen = said.split(":")[0].removeprefix("Use ")
     assert chosen in ("lora", "qlora") and (at[chosen]["max_micro_batch"] or 0) >= 1
