@@ -17,7 +17,7 @@ from harness.measure.host import BUSY_SHARE, busy_share
 from harness.records.schema import TrialRecord
 from harness.records.select import chosen_runs, skipped_cells
 from harness.records.store import SUITE_FILE, open_store, setting_differences
-from harness.report.decide import answer_changes, terms_of
+from harness.report.decide import answer_changes
 from harness.report.pages import write_page
 from harness.report.verdicts import LEVEL, Side, judge, side
 from harness.spec import CompareSpec
@@ -346,7 +346,13 @@ def comparison(baseline: str, candidate: str, overrides: dict | None = None,
                         ["compare them anyway with --allow-mismatch (every output then says so)"])
     tol = tolerances(base_dir, overrides or {})
     # the answer read with the baseline's decision settings on both sides (the candidate may be the broken one)
-    changed = answer_changes(base_records, cand_records, terms_of(open_store(base_dir).saved_suite() or ""))
+    # (and, where the suite names a decision.target, the baseline's predictions there: report/target.py)
+    from harness.report.publish import answer_terms
+
+    base_store = open_store(base_dir)
+    terms = answer_terms(base_store.saved_suite() or "", base_records,
+                         base_store.reports_dir() / base_records[0].suite, Path.cwd())
+    changed = answer_changes(base_records, cand_records, terms)
     return (Comparison(compare(base_records, cand_records, tol), provenance_differences(base_records, cand_records),
                        found, bool(found), tol, changed), base_dir, cand_dir)
 
