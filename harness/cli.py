@@ -137,6 +137,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def library_log(folder: Path):
+    """The libraries' warnings and log records (a decision.target's estimate applies methods on the meta
+    device; bitsandbytes says what it could not load) to folder/harness.log, not the terminal."""
+    from harness.runner.logs import captured
+
+    return captured(folder / "harness.log", False)
+
+
 def cmd_recommend(args) -> int:
     """The answer for an existing results set, with the suite's decision settings or the command line's."""
     import json
@@ -165,8 +173,9 @@ def cmd_recommend(args) -> int:
     limits = {**saved.limits.model_dump(), **given} if given else None
     target = {**saved.target.model_dump(), **given} if given and saved.target else None
     try:
-        terms = answer_terms(suite_text, records, store.reports_dir() / records[0].suite, Path.cwd(),
-                             tolerance=args.tolerance, prefer=prefer, limits=limits, target=target)
+        with library_log(folder if folder.is_dir() else store.reports_dir() / records[0].suite):
+            terms = answer_terms(suite_text, records, store.reports_dir() / records[0].suite, Path.cwd(),
+                                 tolerance=args.tolerance, prefer=prefer, limits=limits, target=target)
     except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference, a bad size
         raise UserError(f"harness recommend: {'; '.join(e['msg'] for e in exc.errors())} "
                         f"(--tolerance > 0; --prefer from train_memory, train_time; --memory e.g. 24GiB)") from None
@@ -206,7 +215,9 @@ def cmd_report(args) -> int:
         raise UserError(f"{folder}: no trial records found (expected records/<cell>/trial-*.json)")
     out = Path(args.out) if args.out else store.reports_dir() / records[0].suite
     storage = store.study_storage_url if store.has_studies() else None
-    print(f"report: {publish(records, out, storage, suite_text, study_prefix=store.study_name(''), wide=args.wide).page}")
+    with library_log(folder if folder.is_dir() else out):  # a decision.target's estimate says things
+        page = publish(records, out, storage, suite_text, study_prefix=store.study_name(''), wide=args.wide).page
+    print(f"report: {page}")
     return 0
 
 
@@ -317,6 +328,11 @@ def cmd_schema(args) -> int:
 def cmd_compare(args) -> int:
     from harness.report.compare import run_compare
 
+    with library_log(Path(args.out) if args.out else Path("reports") / "compare"):
+        return _compare(args, run_compare)
+
+
+def _compare(args, run_compare) -> int:
     return run_compare(args.baseline, args.candidate, args.out, {
         "quality_abs": args.quality_abs, "memory_rel": args.memory_rel,
         "throughput_rel": args.throughput_rel, "time_rel": args.time_rel}, allow_mismatch=args.allow_mismatch)

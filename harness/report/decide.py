@@ -77,8 +77,8 @@ def breaks(row, terms: Terms) -> list[str]:
     if at is not None:
         fits = (at.get("max_micro_batch") or 0) >= 1 if at.get("max_micro_batch") is not None else at.get("fits")
         if fits is False:
-            out.append(f"memory: needs {_gib(at['fit_bytes'])} at micro-batch {at['micro_batch']} at the target "
-                       f"(predicted), over {_gib(at['limit_bytes'])}, and no micro-batch fits")
+            out.append(f"memory: needs {_gib(at['predicted_bytes'])} at micro-batch {at['micro_batch']} at the target "
+                       f"(predicted; its CUDA context beside), over {_gib(at['limit_bytes'])}, and no micro-batch fits")
         hours = at.get("train_hours")
     else:
         from harness.estimate import GPUS
