@@ -225,3 +225,13 @@ decision: {tolerance: 0.02, target: {model: ./llama-8b, seq_len: 256, gpu: rtx40
     assert chosen in ("lora", "qlora") and (at[chosen]["max_micro_batch"] or 0) >= 1
     assert "At the target (llama-8b, RTX 4090, 256 tokens; predicted, quality measured on tiny)" in said
     assert (tmp_path / "report" / "target-estimate.json").exists()  # cached: the page and a re-run read it
+
+
+def test_a_gpu_limit_is_its_memory_less_the_cuda_context():
+    from harness.report.decide import Terms, breaks
+    from harness.spec import DecisionSpec
+
+    terms = Terms(DecisionSpec(limits={"gpu": "l4"}))  # 22.5 GiB as the driver reports it, 0.5 GiB of it the context
+    assert breaks({"task": "t", "method": "m", "peak_mib": 22_000.0, "train_s": 10.0}, terms) == []
+    assert breaks({"task": "t", "method": "m", "peak_mib": 23_000.0, "train_s": 10.0}, terms) == [
+        "memory: 22.5 GiB measured, over L4 memory (22.0 GiB after its CUDA context)"]

@@ -31,9 +31,7 @@ def decision_of(suite_text: str, **overrides) -> DecisionSpec:
     return DecisionSpec.model_validate({**spec.model_dump(), **given}) if given else spec
 
 
-
 PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time")}
-CUDA_CONTEXT_MIB = 512  # what a GPU process holds before any tensor (harness/estimate/parts.py counts the same)
 
 
 @dataclass(frozen=True)
@@ -82,11 +80,13 @@ def breaks(row, terms: Terms) -> list[str]:
         hours = at.get("train_hours")
     else:
         from harness.estimate import GPUS
+        from harness.estimate.parts import CUDA_CONTEXT_BYTES
         from harness.spec import parse_bytes
 
         caps = [(parse_bytes(limits.memory), f"decision.limits.memory {limits.memory}")] if limits.memory else []
         if limits.gpu:
-            caps.append((GPUS[limits.gpu][1] - CUDA_CONTEXT_MIB * 2**20, f"a {GPUS[limits.gpu][0]}'s memory"))
+            usable = GPUS[limits.gpu][1] - CUDA_CONTEXT_BYTES
+            caps.append((usable, f"{GPUS[limits.gpu][0]} memory ({_gib(usable)} after its CUDA context)"))
         mib = row.get("peak_mib")
         for cap, name in caps:
             if mib is not None and not (isinstance(mib, float) and math.isnan(mib)) and mib * 2**20 > cap:
