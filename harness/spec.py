@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 def cell_id(task_label: str, model_label: str, method_label: str) -> str:
@@ -34,6 +34,14 @@ def parse_bytes(text: str | int) -> int:
         raise ValueError(f"a memory size is a positive number with a unit (GiB, GB, MiB, MB), e.g. 80GiB, "
                          f"but got {text!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _memory_size(text: str) -> str:
+    parse_bytes(text)  # ValueError with the rule where it does not read
+    return text
+
+
+MemorySize = Annotated[str, AfterValidator(_memory_size)]  # '80GiB', '24 GB', '512MiB': kept as written
 
 
 class Strict(BaseModel):
@@ -344,8 +352,9 @@ class CompareSpec(Strict):
 class LimitsSpec(Strict):
     """What a method may need to be the answer; one that breaks a limit is listed with the limit it breaks."""
 
-    memory: str | None = Field(None, description="the most train memory a method may need, e.g. 24GiB: its measured "
-                                                 "train peak, or with decision.target its peak predicted there")
+    memory: MemorySize | None = Field(None, description="the most train memory a method may need, e.g. 24GiB: its "
+                                                        "measured train peak, or with decision.target its peak "
+                                                        "predicted there")
     gpu: str | None = Field(None, description="a GPU kind the method must fit (harness estimate --gpu: l4, a10g, "
                                               "rtx4090, l40s, a100-40gb, a100, h100, h100-pcie, h200): its memory as "
                                               "the memory limit, the CUDA context counted")
@@ -353,13 +362,6 @@ class LimitsSpec(Strict):
                                                               "with decision.target, predicted there)")
     cost: float | None = Field(None, gt=0, description="the most USD one training run may cost: its train time x "
                                                        "measure.price_per_gpu_hour")
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_bytes(value)
-        return value
 
 
 class TargetSpec(Strict):
@@ -372,15 +374,8 @@ class TargetSpec(Strict):
     seq_len: int | None = Field(None, gt=0, description="tokens per example there (default: the suite's max_length)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="the dtype it trains in there")
     gpu: str | None = Field(None, description="the GPU kind there (default: decision.limits.gpu)")
-    memory: str | None = Field(None, description="the memory to fit in there (default: the GPU's, or "
-                                                 "decision.limits.memory)")
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_bytes(value)
-        return value
+    memory: MemorySize | None = Field(None, description="the memory to fit in there (default: the GPU's, or "
+                                                        "decision.limits.memory)")
 
 
 class DecisionSpec(Strict):
@@ -420,16 +415,10 @@ class RunnerSpec(Strict):
                                                  "micro-batch (the same effective batch), down to 1")
     trial_memory_mib: int | None = Field(None, gt=0, description="CPU: cap each trial process's address space "
                                                                  "at its size when forked plus this many MiB")
-    memory_limit: str | None = Field(None, description="memory a trial may use on its device, e.g. 80GiB (default: "
-                                                       "the device's): a cell predicted not to fit is recorded as "
-                                                       "skipped, and micro_batch_size: auto fits under it")
-
-    @field_validator("memory_limit")
-    @classmethod
-    def _memory_limit(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_bytes(value)
-        return value
+    memory_limit: MemorySize | None = Field(None, description="memory a trial may use on its device, e.g. 80GiB "
+                                                              "(default: the device's): a cell predicted not to fit is "
+                                                              "recorded as skipped, and micro_batch_size: auto fits "
+                                                              "under it")
 
 
 class TrackingSpec(Strict):
