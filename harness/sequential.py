@@ -116,6 +116,8 @@ class Plan:
     look: dict[str, dict[int, int]] = field(default_factory=dict)  # the look (1-based) each slot was run for
     settled: bool = False
     verdicts: dict[str, str] = field(default_factory=dict)  # at the last look read
+    looks: int = 1  # planned
+    level: float = LEVEL  # the interval each look reads
 
 
 def schedule(scores: dict[str, dict[int, float | None]], finished: dict[str, int], plan_looks: list[int],
@@ -136,7 +138,7 @@ def schedule(scores: dict[str, dict[int, float | None]], finished: dict[str, int
     plan = Plan(target={m: first for m in methods},
                 why={m: {s: f"look 1 of {n_looks}: every method runs the first {first} seeds" for s in range(first)}
                      for m in methods},
-                look={m: {s: 1 for s in range(first)} for m in methods})
+                look={m: {s: 1 for s in range(first)} for m in methods}, looks=n_looks, level=level)
     for k in range(1, n_looks + 1):
         if any(finished.get(m, 0) < plan.target[m] for m in methods):
             return plan  # look k waits for seeds still running or to run

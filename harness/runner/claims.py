@@ -128,28 +128,28 @@ def claim(study, dists: dict, budget: int) -> Claim | None:
     return Claim(trial, slot, None)
 
 
-def finished(study, budget: int) -> bool:
-    """Every slot of the budget is held by a finished trial (none running or waiting)."""
+def _slots(study) -> tuple[int, bool]:
+    """(slots held by finished trials, whether any slot-holder still runs or waits)."""
     import optuna
 
     trials = study.get_trials(deepcopy=False)
     gone = retried(trials)
     holders = [t for t in trials if DISCARDED not in t.user_attrs and t.number not in gone]
     running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    return len([t for t in holders if t.state not in running]) >= budget and not any(
-        t.state in running for t in holders)
+    return len([t for t in holders if t.state not in running]), any(t.state in running for t in holders)
+
+
+def finished(study, budget: int) -> bool:
+    """Every slot of the budget is held by a finished trial (none running or waiting)."""
+    done, running = _slots(study)
+    return done >= budget and not running
 
 
 def finished_slots(study) -> int:
     """How many slots finished trials hold; 0 while any slot-holder still runs or waits (a look at
     the scores must not read a seed half-run)."""
-    import optuna
-
-    trials = study.get_trials(deepcopy=False)
-    gone = retried(trials)
-    holders = [t for t in trials if DISCARDED not in t.user_attrs and t.number not in gone]
-    running = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    return 0 if any(t.state in running for t in holders) else len(holders)
+    done, running = _slots(study)
+    return 0 if running else done
 
 
 def open_study(name: str, storage_obj, direction: str, sampler, pruner, enqueue: tuple = (), wait_s: float = 30.0):

@@ -25,7 +25,7 @@ from harness.runner.progress import Progress
 from harness.runner.recovery import Recovery
 from harness.runner.record import amend, now
 from harness.runner.trial import TrialHooks
-from harness.sequential import LEVEL, Plan, level_at, looks, schedule
+from harness.sequential import Plan, looks, schedule
 from harness.spec import LoadedSuite
 
 
@@ -143,12 +143,10 @@ class Worker:
 
     def confirmation(self, plan: Plan, cell: Cell, slot: int) -> dict:
         """What a confirmation record says about why its seed was run."""
-        if not self.suite.confirm.auto:
-            return {"rule": "fixed", "slot": slot, "look": 1, "looks": 1, "level": LEVEL, "why": plan.why[cell.method_label][slot]}
-        confirm = self.suite.confirm
-        planned = looks(confirm.min_seeds, confirm.max_seeds, confirm.looks)
-        return {"rule": "auto", "slot": slot, "look": plan.look[cell.method_label].get(slot, 1), "looks": len(planned),
-                "level": level_at(len(planned)), "why": plan.why[cell.method_label].get(slot, "")}
+        key = cell.method_label
+        return {"rule": "auto" if self.suite.confirm.auto else "fixed", "slot": slot,
+                "look": plan.look[key].get(slot, 1), "looks": plan.looks, "level": plan.level,
+                "why": plan.why[key].get(slot, "")}
 
     def halve(self, index: int, cell: Cell, study, dists) -> bool:
         """The cell's synchronous successive-halving bracket (runner/halving.py), rung by rung: each
