@@ -162,11 +162,11 @@ def cmd_recommend(args) -> int:
     records = store.load_all()
     if not records:
         raise UserError(f"{store.where}: no trial records found")
-    from harness.estimate import GPUS
+    from harness.estimate import unknown_gpu
 
     prefer = [p.strip() for p in args.prefer.split(",") if p.strip()] if args.prefer else None
-    if args.gpu is not None and args.gpu not in GPUS:
-        raise UserError(f"harness recommend: unknown GPU kind {args.gpu!r} for --gpu; known: {', '.join(GPUS)}")
+    if (problem := unknown_gpu(args.gpu)) is not None:
+        raise UserError(f"harness recommend --gpu: {problem}")
     suite_text = store.saved_suite() or ""
     saved = decision_of(suite_text)
     given = {k: v for k, v in (("gpu", args.gpu), ("memory", args.memory)) if v is not None}
@@ -270,7 +270,7 @@ def cmd_estimate(args) -> int:
     """Predicted peak memory, fit and speed of every training cell, from the models' configs alone."""
     import json
 
-    from harness.estimate import GPUS, target_for
+    from harness.estimate import target_for, unknown_gpu
     from harness.estimate.suite import estimate_suite, load_calibration, print_calibration, print_estimates
 
     calibration = load_calibration(args.calibrate) if args.calibrate else None
@@ -282,9 +282,8 @@ def cmd_estimate(args) -> int:
         return 0
     from harness.config import load_suite
 
-    if args.gpu is not None and args.gpu not in GPUS:
-        raise UserError([Problem("harness estimate", None, "--gpu", f"unknown GPU kind {args.gpu!r}; known: "
-                                                                     f"{', '.join(GPUS)}")])
+    if (problem := unknown_gpu(args.gpu)) is not None:
+        raise UserError([Problem("harness estimate", None, "--gpu", problem)])
     from harness.api import memory_option
 
     gpu_memory = memory_option(args.gpu_memory, "harness estimate") if args.gpu_memory else None
@@ -329,13 +328,9 @@ def cmd_compare(args) -> int:
     from harness.report.compare import run_compare
 
     with library_log(Path(args.out) if args.out else Path("reports") / "compare"):
-        return _compare(args, run_compare)
-
-
-def _compare(args, run_compare) -> int:
-    return run_compare(args.baseline, args.candidate, args.out, {
-        "quality_abs": args.quality_abs, "memory_rel": args.memory_rel,
-        "throughput_rel": args.throughput_rel, "time_rel": args.time_rel}, allow_mismatch=args.allow_mismatch)
+        return run_compare(args.baseline, args.candidate, args.out, {
+            "quality_abs": args.quality_abs, "memory_rel": args.memory_rel,
+            "throughput_rel": args.throughput_rel, "time_rel": args.time_rel}, allow_mismatch=args.allow_mismatch)
 
 
 def cmd_trend(args) -> int:

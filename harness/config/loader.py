@@ -218,13 +218,13 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
 
 def _decision_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     """The GPU kinds the decision names exist; a cost limit has a price to read costs from."""
-    from harness.estimate import GPUS
+    from harness.estimate import unknown_gpu
 
     out, decision = [], suite.decision
     for where, kind in ((("decision", "limits", "gpu"), decision.limits.gpu),
                         (("decision", "target", "gpu"), decision.target.gpu if decision.target else None)):
-        if kind is not None and kind not in GPUS:
-            out.append(lines.problem(where, f"unknown GPU kind {kind!r}; known: {', '.join(GPUS)}"))
+        if (problem := unknown_gpu(kind)) is not None:
+            out.append(lines.problem(where, problem))
     if decision.limits.cost is not None and suite.measure.price_per_gpu_hour is None:
         out.append(lines.problem(("decision", "limits", "cost"), "a cost limit needs measure.price_per_gpu_hour "
                                                                  "(what one GPU-hour costs) to turn train time into cost"))

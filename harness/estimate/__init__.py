@@ -26,6 +26,13 @@ GPUS = {
     "a100": ("A100", 81920 * 2**20), "a100-40gb": ("A100", 40960 * 2**20), "l40s": ("L40S", 46068 * 2**20),
     "l4": ("L4", 23034 * 2**20), "a10g": ("A10G", 23028 * 2**20), "rtx4090": ("RTX 4090", 24564 * 2**20),
 }
+
+
+def unknown_gpu(kind: str | None) -> str | None:
+    """What is wrong with a GPU kind the table does not hold (None: a known kind, or none given)."""
+    return None if kind is None or kind in GPUS else f"unknown GPU kind {kind!r}; known: {', '.join(GPUS)}"
+
+
 # Model FLOP utilization assumed for the time estimate: on a GPU, the 36% full fine-tuning of a 1.1B
 # Llama reaches eagerly in bf16 on an H100 (issue 17's measurement); on a CPU, of the float32 matmul
 # peak timed on the host. Calibration from records replaces it per method.

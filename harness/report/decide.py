@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.report.target import fits_somewhere
 from harness.sequential import LEVEL, MAX_SEEDS, Verdict, seeds_to_decide, verdict  # noqa: F401 - re-exported
 from harness.spec import DecisionSpec
 
@@ -52,14 +53,14 @@ class Terms:
         return next((t for t in self.target if t["task"] == task and t["method"] == method), None)
 
 
-def terms_of(suite_text: str, predictions: list[dict] | tuple = (), **overrides) -> Terms:
-    """A saved suite's decision terms, with the command line's overrides."""
+def terms_of(suite_text: str, **overrides) -> Terms:
+    """A saved suite's decision terms, with the command line's overrides (the predictions at its target,
+    if any, are added by report/publish.py's answer_terms)."""
     try:
         price = ((yaml.safe_load(suite_text or "") or {}).get("measure") or {}).get("price_per_gpu_hour")
     except Exception:  # noqa: BLE001 - as decision_of: a hand-edited suite text
         price = None
-    return Terms(decision_of(suite_text, **overrides), price if isinstance(price, (int, float)) else None,
-                 tuple(predictions))
+    return Terms(decision_of(suite_text, **overrides), price if isinstance(price, (int, float)) else None)
 
 
 def _gib(n: float) -> str:
@@ -73,8 +74,7 @@ def breaks(row, terms: Terms) -> list[str]:
     limits, out = terms.spec.limits, []
     at = terms.at(row["task"], row["method"])
     if at is not None:
-        fits = (at.get("max_micro_batch") or 0) >= 1 if at.get("max_micro_batch") is not None else at.get("fits")
-        if fits is False:
+        if fits_somewhere(at) is False:
             out.append(f"memory: needs {_gib(at['predicted_bytes'])} at micro-batch {at['micro_batch']} at the target "
                        f"(predicted; its CUDA context beside), over {_gib(at['limit_bytes'])}, and no micro-batch fits")
         hours = at.get("train_hours")

@@ -14,6 +14,7 @@ from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.decide import Terms, answers
+from harness.report.target import fits_somewhere
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
@@ -48,7 +49,7 @@ def _target_rows(terms: Terms | None) -> list[dict]:
     """The table under the answer where the suite names a decision.target: each method there."""
     rows = []
     for t in (terms.target if terms else ()):
-        fits = (t.get("max_micro_batch") or 0) >= 1 if t.get("max_micro_batch") is not None else t.get("fits")
+        fits = fits_somewhere(t)
         rows.append({"task": t["task"], "method": t["method"], "gib": f"{t['predicted_bytes'] / 2**30:.1f}",
                      "micro": t["micro_batch"], "max_micro": "-" if t.get("max_micro_batch") is None else t["max_micro_batch"],
                      "fits": {True: "yes", False: "no", None: "?"}[fits],

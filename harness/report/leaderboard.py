@@ -174,10 +174,9 @@ def _paired_to_best(board: pd.DataFrame, conf: pd.DataFrame, tolerance: float) -
     only whether a test found one."""
     for (task, model), part in board[(board.seeds > 0) & ~board.reference].groupby(["task", "model"], sort=False):
         best = part.loc[part["rank"].idxmin(), "method"]
-        # seeds: auto reads every look at a Bonferroni-corrected level, the verdicts here too
-        level = float(conf[(conf.task == task) & (conf.model == model)]["level"].max())
-        by_seed = {m: conf[(conf.task == task) & (conf.model == model) & (conf.method == m)].set_index("seed")["objective"]
-                   for m in part.method}
+        group = conf[(conf.task == task) & (conf.model == model)]
+        level = float(group["level"].max())  # seeds: auto reads every look at a Bonferroni-corrected level
+        by_seed = {m: group[group.method == m].set_index("seed")["objective"] for m in part.method}
         for idx, row in part.iterrows():
             board.at[idx, "level"] = level
             if row.method == best:

@@ -11,7 +11,7 @@ import pandas as pd
 from harness.records.schema import TrialRecord
 from harness.report.files import write_leaderboard_files
 from harness.report.compute import compute_table
-from harness.report.decide import Terms, decision_of, terms_of
+from harness.report.decide import Terms, terms_of
 from harness.report.html import write_report
 from harness.report.leaderboard import leaderboard
 from harness.report.terminal import print_board
@@ -39,16 +39,18 @@ def answer_terms(suite_text: str, records: list[TrialRecord], out_dir: Path | No
     """The suite's decision terms, with the predictions at its decision.target (report/target.py; cached
     in out_dir) where it names one. A target whose config cannot be read is said on stderr, and the
     answer goes on without it."""
+    import dataclasses
     import sys
 
     from harness.report.target import at_target
 
-    decided = decision_of(suite_text, **overrides)
-    rows = []
-    if decided.target is not None:
-        try:
-            rows = at_target(suite_text, base_dir, decided, records, out_dir)
-        except Exception as exc:  # noqa: BLE001 - a missing config or hub id: the answer still stands
-            print(f"decision.target {decided.target.model}: no prediction there ({type(exc).__name__}: {exc})"[:400],
-                  file=sys.stderr)
-    return terms_of(suite_text, rows, **overrides)
+    terms = terms_of(suite_text, **overrides)
+    decided = terms.spec
+    if decided.target is None:
+        return terms
+    try:
+        return dataclasses.replace(terms, target=tuple(at_target(suite_text, base_dir, decided, records, out_dir)))
+    except Exception as exc:  # noqa: BLE001 - a missing config or hub id: the answer still stands
+        print(f"decision.target {decided.target.model}: no prediction there ({type(exc).__name__}: {exc})"[:400],
+              file=sys.stderr)
+        return terms

@@ -13,6 +13,13 @@ from pathlib import Path
 from harness.spec import DecisionSpec, parse_bytes
 
 
+def fits_somewhere(row: dict) -> bool | None:
+    """Whether a method fits at the target at some micro-batch (gradient accumulation keeps the batch);
+    None where no memory limit is known."""
+    most = row.get("max_micro_batch")
+    return most >= 1 if most is not None else row.get("fits")
+
+
 def target_of(decided: DecisionSpec):
     """The estimate's Target for the decision's target (GPU kind, memory), or None without one."""
     from harness.estimate import Target, target_for

@@ -15,6 +15,7 @@ from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.decide import DEFAULT_TOLERANCE, MAX_SEEDS, Terms, answers
+from harness.report.target import fits_somewhere
 from harness.report.leaderboard import leaderboard, metric_columns
 
 
@@ -43,8 +44,7 @@ def target_lines(terms: Terms | None, task: str) -> list[str]:
     out = [f"  at the target ({first['model']} on {first['gpu'] or 'the given memory'}, {first['seq_len']} tokens, "
            f"{first['dtype']}; predicted{', calibrated on this run' if first.get('calibrated') else ''}):"]
     for t in rows:
-        most = t.get("max_micro_batch")
-        fits = (most or 0) >= 1 if most is not None else t.get("fits")
+        most, fits = t.get("max_micro_batch"), fits_somewhere(t)
         speed = f", {t['tokens_per_s']:,.0f} tokens/s" if t.get("tokens_per_s") else ""
         out.append(f"    {t['method']}: {t['predicted_bytes'] / 2**30:.1f} GiB at micro-batch {t['micro_batch']}, "
                    f"{'fits' if fits else 'does not fit' if fits is False else 'no limit known'}"
