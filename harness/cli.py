@@ -178,7 +178,7 @@ def cmd_recommend(args) -> int:
                                  tolerance=args.tolerance, prefer=prefer, limits=limits, target=target)
     except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference, a bad size
         raise UserError(f"harness recommend: {'; '.join(e['msg'] for e in exc.errors())} "
-                        f"(--tolerance > 0; --prefer from train_memory, train_time; --memory e.g. 24GiB)") from None
+                        f"(--tolerance > 0; --prefer from train_memory, train_time, forgetting; --memory e.g. 24GiB)") from None
     spec = terms.spec
     decided = decision(records, terms)
     if args.json:

@@ -362,6 +362,12 @@ class LimitsSpec(Strict):
                                                               "with decision.target, predicted there)")
     cost: float | None = Field(None, gt=0, description="the most USD one training run may cost: its train time x "
                                                        "measure.price_per_gpu_hour")
+    max_forgetting: float | None = Field(None, description="decoder LMs: the most forgetting a method may show, in "
+                                                           "nats per token of general text (its mean over seeds; "
+                                                           "suite retention:)")
+    max_representation_drift: float | None = Field(None, ge=0, le=1, description="encoders and classifiers: the "
+                                                                                 "most representation drift (1 - "
+                                                                                 "linear CKA to the base)")
 
 
 class TargetSpec(Strict):
@@ -386,10 +392,11 @@ class DecisionSpec(Strict):
                                                      "interval inside +-tolerance: two one-sided tests). 0.01: one "
                                                      "point of accuracy, F1 or ROUGE, about one standard error of a "
                                                      "2,000-example test set")
-    prefer: list[Literal["train_memory", "train_time"]] = Field(
+    prefer: list[Literal["train_memory", "train_time", "forgetting"]] = Field(
         ["train_memory", "train_time"], min_length=1,
         description="among the best method and those equivalent to it, the answer is the first by these, in "
-                    "order: less train memory (the training phase's peak), less train time")
+                    "order: less train memory (the training phase's peak), less train time, less forgetting "
+                    "(decoder LMs: on general text; others: representation drift)")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     target: TargetSpec | None = Field(None, description="decide for this model and GPU: memory and speed predicted "
                                                         "there, quality measured on the suite's model")
@@ -427,6 +434,56 @@ class TrackingSpec(Strict):
                                           "results/<suite>/tracking (pip install -e '.[tracking]')")
 
 
+class RetentionText(Strict):
+    """General text to measure forgetting on, instead of the built-in set: local files (JSONL, CSV, Parquet or
+    plain text, one document per line) or a hub data set's split (a Wikipedia or FineWeb sample)."""
+
+    files: list[str] | None = Field(None, min_length=1, description="local files, relative to the suite file")
+    hub: str | None = Field(None, description="a hub data set id, e.g. HuggingFaceFW/fineweb-edu")
+    config: str | None = Field(None, description="the hub data set's configuration")
+    split: str = Field("train", description="the hub data set's split")
+    column: str = Field("text", description="the column holding each document's text")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("files", "hub") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of files, hub must be set, but got {given or 'none'}")
+        return self
+
+
+class LmEvalSpec(Strict):
+    """lm-evaluation-harness tasks scored on the base and on the trained model (pip install lm_eval)."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names, e.g. [hellaswag, arc_easy]")
+    limit: int | None = Field(None, gt=0, description="examples per task (lm-eval's limit)")
+    num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (lm-eval's num_fewshot)")
+    include_path: str | None = Field(None, description="a folder of your own task YAMLs (e.g. over local JSONL: "
+                                                       "dataset_path: json), relative to the suite file")
+    batch_size: int = Field(8, gt=0)
+
+
+class RetentionSpec(Strict):
+    """What training made the model forget, measured after each trained run beside the task score and read
+    by no choice unless decision.prefer or decision.limits name it (harness/measure/retention.py)."""
+
+    enabled: bool = Field(True, description="decoder LMs: forgetting (next-token NLL on general text, after "
+                                            "minus before) and drift (KL to the base on validation inputs); "
+                                            "other heads: representation drift (1 - linear CKA to the base)")
+    data: RetentionText | None = Field(None, description="the general text (default: the built-in set, "
+                                                         "185 paragraphs of ordinary prose on varied topics)")
+    documents: int = Field(256, gt=0, description="the most documents read (a fixed, seeded order)")
+    min_documents: int = Field(16, ge=2, description="documents read whatever the time cap says")
+    max_tokens: int = Field(256, gt=1, description="tokens per document after truncation")
+    drift_examples: int = Field(64, ge=0, description="the most validation inputs drift is read on (0: none)")
+    max_share: float = Field(0.10, gt=0, le=1, description="measuring stops after this share of the run's time "
+                                                           "so far (load, train, validation, test), past "
+                                                           "min_documents")
+    batch_size: int = Field(4, gt=0)
+    lm_eval: LmEvalSpec | None = Field(None, description="lm-evaluation-harness tasks before and after (not "
+                                                         "capped by max_share)")
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="folder name for results")
     description: str | None = Field(None, description="one line for the report's title")
@@ -447,6 +504,7 @@ class Suite(Strict):
     runner: RunnerSpec = Field(default_factory=RunnerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec, description="what each trained run forgot")
     compare: CompareSpec = Field(default_factory=CompareSpec)
     decision: DecisionSpec = Field(default_factory=DecisionSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

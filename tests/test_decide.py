@@ -235,3 +235,34 @@ def test_a_gpu_limit_is_its_memory_less_the_cuda_context():
     assert breaks({"task": "t", "method": "m", "peak_mib": 22_000.0, "train_s": 10.0}, terms) == []
     assert breaks({"task": "t", "method": "m", "peak_mib": 23_000.0, "train_s": 10.0}, terms) == [
         "memory: 22.5 GiB measured, over L4 memory (22.0 GiB after its CUDA context)"]
+
+
+def _forgetting_records(forgets: dict[str, float]):
+    from harness.records.synthetic import make_record
+
+    records = []
+    for method, accs in (("full", [0.90, 0.92, 0.91]), ("lora", [0.901, 0.919, 0.911]), ("ia3", [0.899, 0.921, 0.91])):
+        records.append(make_record(method=method, accuracy=max(accs), peak_mib=300.0, forgetting=forgets[method]))
+        records += [make_record(method=method, seed=s + 1, accuracy=a, peak_mib=300.0, phase="confirm",
+                                forgetting=forgets[method] + 0.002 * s) for s, a in enumerate(accs)]
+    return records
+
+
+def test_the_answer_can_prefer_less_forgetting_and_cap_it():
+    from harness.report.decide import Terms, answer, decision
+    from harness.report.leaderboard import leaderboard
+    from harness.spec import DecisionSpec
+
+    records = _forgetting_records({"full": 0.20, "lora": 0.05, "ia3": 0.01})
+    board = leaderboard(records, 0.02)
+    # read by no choice unless asked: the default answer goes by memory and time, and says what it forgets
+    plain = answer(board, Terms(DecisionSpec(tolerance=0.02)))
+    assert "It forgets" in plain and "nats/token on general text [" in plain
+    prefer = answer(board, Terms(DecisionSpec(tolerance=0.02, prefer=["forgetting"])))
+    assert prefer.startswith("Use ia3: equivalent to") and "It forgets +0.012 nats/token" in prefer
+    capped = Terms(DecisionSpec(tolerance=0.02, limits={"max_forgetting": 0.1}))
+    said = answer(board, capped)
+    assert "Ruled out by decision.limits: full (forgetting: +0.202 nats/token on general text, over 0.1)" in said
+    rows = {r["method"]: r for r in decision(records, capped)[0]["methods"]}
+    assert rows["lora"]["forgetting"] == pytest.approx(0.052) and rows["lora"]["forgetting_interval"][0] < 0.052
+    assert rows["full"]["breaks"] and not rows["lora"]["breaks"]

@@ -231,6 +231,28 @@ def _decision_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     return out
 
 
+def _retention_problems(raw, base_dir: Path, lines: LineMap) -> list[Problem]:
+    """retention.data's files and lm_eval's task folder exist; lm_eval is installed where it is asked for
+    (read from the mapping, so these come with the schema's own problems, all at once)."""
+    import importlib.util
+
+    out, raw = [], raw if isinstance(raw, dict) else {}
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    files = data.get("files") if isinstance(data.get("files"), list) else []
+    for i, name in enumerate(files):
+        if isinstance(name, str) and not (base_dir / name).is_file():
+            out.append(lines.problem(("retention", "data", "files", i), f"no such file: {base_dir / name}"))
+    lm = raw.get("lm_eval")
+    if isinstance(lm, dict):
+        if importlib.util.find_spec("lm_eval") is None:
+            out.append(lines.problem(("retention", "lm_eval"), "lm-evaluation-harness is not installed here: "
+                                                               "pip install lm_eval"))
+        folder = lm.get("include_path")
+        if isinstance(folder, str) and not (base_dir / folder).is_dir():
+            out.append(lines.problem(("retention", "lm_eval", "include_path"), f"no such folder: {base_dir / folder}"))
+    return out
+
+
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
@@ -309,7 +331,8 @@ def check_raw(raw: dict, base_dir: Path, lines: LineMap) -> tuple[Suite | None, 
         suite = Suite.model_validate(raw)
     except ValidationError as exc:
         problems = _pydantic_problems(exc, lines)
-    return suite, problems + _semantic_problems(raw, suite, base_dir, lines)
+    retention = _retention_problems(raw.get("retention"), base_dir, lines)
+    return suite, problems + _semantic_problems(raw, suite, base_dir, lines) + retention
 
 
 def load_suite(path: str | Path) -> LoadedSuite:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -100,10 +100,15 @@ def _v12_to_v13(data: dict) -> dict:
     return {**data, "data_checks": None}
 
 
+def _v13_to_v14(data: dict) -> dict:
+    """v14 keeps what training made the model forget (retention) and the seconds spent measuring it."""
+    return {**data, "retention": None, "timing": {**data.get("timing", {}), "retention_s": 0.0}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
                                                8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11,
-                                               11: _v11_to_v12, 12: _v12_to_v13}
+                                               11: _v11_to_v12, 12: _v12_to_v13, 13: _v13_to_v14}
 
 
 def upgrade(data: dict) -> dict:
@@ -134,11 +139,12 @@ class Timing(BaseModel):
     # torch.compile's own wall time (dynamo + inductor, forward and backward, recompiles included),
     # measured by torch._dynamo's counters; taken out of train_s, so tokens/s is the compiled steady state
     compile_s: float = 0.0
+    retention_s: float = 0.0  # measuring what training made the model forget (retention), after the test split
 
     @property
     def overhead_s(self) -> float:
-        """Everything but training and evaluation: process start, model load, setup, record."""
-        return max(self.total_s - self.train_s - self.validation_s - self.eval_s, 0.0)
+        """Everything but training, evaluation and retention: process start, model load, setup, record."""
+        return max(self.total_s - self.train_s - self.validation_s - self.eval_s - self.retention_s, 0.0)
 
 
 class Throughput(BaseModel):
@@ -186,6 +192,29 @@ class Energy(BaseModel):
     cost_usd: float | None = None  # train time x the suite's price per GPU-hour
 
 
+class Retention(BaseModel):
+    """What training made the model forget (harness/measure/retention.py), against the base itself."""
+
+    model_config = ConfigDict(extra="forbid")
+    measure: Literal["nll", "representation"]  # decoder LMs: next-token NLL and KL; other heads: 1 - linear CKA
+    data: str = ""  # where the general text came from
+    base: str = ""  # how "before" was computed (adapters disabled, or parameters swapped back)
+    documents: int = 0  # general-text documents read (a prefix of one fixed seeded order)
+    tokens: int = 0  # next-token targets over them
+    before_nll: float | None = None  # mean per-token NLL per document, the base
+    after_nll: float | None = None  # ... the trained model
+    forgetting: float | None = None  # after - before, paired by document (nats per token; > 0: forgot)
+    forgetting_se: float | None = None  # its standard error over documents
+    drift: float | None = None  # KL(tuned || base) of next-token distributions on validation inputs, nats/token
+    drift_se: float | None = None
+    drift_examples: int = 0
+    representation_drift: float | None = None  # 1 - linear CKA of pooled last hidden states, base vs tuned
+    lm_eval: dict[str, Any] | None = None  # {task: {metric: {before, after, change}}} (retention.lm_eval)
+    budget_s: float = 0.0  # the time cap: retention.max_share of the run so far
+    seconds: float = 0.0
+    error: str | None = None  # why it could not be measured (the run's scores stand)
+
+
 class TrialRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
@@ -230,6 +259,7 @@ class TrialRecord(BaseModel):
     # micro_batch, seq_len, fits, max_micro_batch, predicted_tokens_per_s, memory_limit_bytes,
     # assumptions; {"error": ...} where no prediction could be made
     estimate: dict[str, Any] | None = None
+    retention: Retention | None = None  # what training made the model forget (suite retention:)
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str

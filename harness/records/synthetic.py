@@ -18,9 +18,12 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
                 trainable: int = 1000, total: int = 100_000, family: str = "reparametrized",
                 reason: str | None = None, phase: str = "search", validation: float | None = None,
                 duplicates: int = 0, test_size: int = 200, fingerprint: str = "synthetic",
-                env: dict | None = None) -> TrialRecord:
+                env: dict | None = None, forgetting: float | None = None) -> TrialRecord:
     """validation: the trial's validation accuracy (what choices read); default: its test accuracy.
-    test_size: the test split's size behind accuracy's binomial standard error."""
+    test_size: the test split's size behind accuracy's binomial standard error. forgetting: a retention
+    record with this forgetting (nats/token, standard error 0.005 over 100 documents)."""
+    from harness.records.schema import Retention
+
     from harness.metrics.errors import binomial_se
 
     done = status == "complete"
@@ -41,6 +44,8 @@ def make_record(*, suite: str = "synthetic", task: str = "sentiment", model: str
         memory=Memory(source="synthetic", train_bytes=int(peak_mib * 2**20), eval_bytes=int(peak_mib * 2**20 * 0.8),
                       peak_bytes=int(peak_mib * 2**20) + 400 * 2**20),
         data_fingerprint=fingerprint, environment=env or ENV,
+        retention=Retention(measure="nll", documents=100, forgetting=forgetting, forgetting_se=0.005, drift=0.01)
+        if forgetting is not None and done else None,
         started_at="2026-11-27T00:00:00+00:00", finished_at="2026-11-27T00:01:00+00:00")
 
 

@@ -55,6 +55,42 @@ def pareto_figures(board: pd.DataFrame) -> list[dict]:
     return figures
 
 
+def retention_figures(records: list[TrialRecord]) -> list[dict]:
+    """Learning vs forgetting per task x model (Biderman et al., 2024, fig. 1): one point per run the
+    leaderboard reads (each confirmation seed, else the validation-best trial), one colour per method;
+    x: forgetting on general text (decoder LMs) or representation drift (other heads), y: the test score."""
+    import plotly.graph_objects as go
+
+    from harness.report.leaderboard import records_frame
+
+    df = records_frame(records)
+    if df.empty:
+        return []
+    df = df[df.chosen & (df.status == "complete") & df.objective.notna()]
+    figures = []
+    for (task, model), part in df.groupby(["task", "model"], sort=False):
+        confirmed = part[part.phase == "confirm"]
+        methods = set(confirmed.method)
+        part = pd.concat([confirmed, part[(part.phase == "search") & ~part.method.isin(methods)]])
+        column, label = ("forgetting", "forgetting: NLL on general text, after - before (nats/token)") \
+            if part["forgetting"].notna().any() else ("repr_drift", "representation drift (1 - linear CKA)")
+        part = part[part[column].notna()]
+        if part.empty:
+            continue
+        fig = go.Figure()
+        for method, runs in part.groupby("method", sort=False):
+            error = None
+            if column == "forgetting":
+                error = {"type": "data", "array": list(runs["forgetting_high"] - runs["forgetting"]), "visible": True}
+            fig.add_trace(go.Scatter(x=runs[column], y=runs["objective"], mode="markers", name=str(method),
+                                     error_x=error, text=[f"seed {s}" for s in runs["seed"]]))
+        metric = part["objective_metric"].iloc[0]
+        fig.update_layout(title=f"{task} · {model}: learning ({metric}) vs forgetting", xaxis_title=label,
+                          yaxis_title=f"test {metric}", height=380, margin={"t": 50, "l": 60, "r": 20, "b": 50})
+        figures.append({"id": f"retention-{len(figures)}", "figure": figure_json(fig)})
+    return figures
+
+
 def search_figures(storage_url: str, prefix: str = "") -> list[dict]:
     """Each search study's optimization history and, where it can be computed, parameter
     importances (confirmation studies, and other suites' studies in a shared database, left out)."""

@@ -32,7 +32,8 @@ def decision_of(suite_text: str, **overrides) -> DecisionSpec:
     return DecisionSpec.model_validate({**spec.model_dump(), **given}) if given else spec
 
 
-PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time")}
+PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time"),
+          "forgetting": ("forgets", "forgetting")}  # forgets: forgetting (decoder LMs), else representation drift
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,27 @@ def breaks(row, terms: Terms) -> list[str]:
             if mib is not None and not (isinstance(mib, float) and math.isnan(mib)) and mib * 2**20 > cap:
                 out.append(f"memory: {mib * 2**20 / 2**30:.1f} GiB measured, over {name}")
         hours = row.get("train_s") / 3600 if row.get("train_s") is not None and not math.isnan(row.get("train_s")) else None
+    out += _forgets(row, limits)
     where = "at the target" if at is not None else "measured"
     if limits.train_hours is not None and hours is not None and hours > limits.train_hours:
         out.append(f"time: {hours:.2f} h per run {where}, over {limits.train_hours:g} h")
     if limits.cost is not None and hours is not None and terms.price is not None and hours * terms.price > limits.cost:
         out.append(f"cost: ${hours * terms.price:,.2f} per run {where}, over ${limits.cost:g}")
+    return out
+
+
+def _number(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _forgets(row, limits) -> list[str]:
+    """decision.limits on retention, read on the measured mean (seed mean where confirmed)."""
+    out = []
+    forgetting, drift = _number(row.get("forgetting")), _number(row.get("repr_drift"))
+    if limits.max_forgetting is not None and forgetting is not None and forgetting > limits.max_forgetting:
+        out.append(f"forgetting: {forgetting:+.3f} nats/token on general text, over {limits.max_forgetting:g}")
+    if limits.max_representation_drift is not None and drift is not None and drift > limits.max_representation_drift:
+        out.append(f"representation drift: {drift:.3f}, over {limits.max_representation_drift:g}")
     return out
 
 
@@ -219,6 +236,11 @@ def answer(part, terms: Terms | None = None) -> str:
         text += (f". At the target ({Path(at['model']).name}, {at['gpu'] or 'the given memory'}, {at['seq_len']} "
                  f"tokens; predicted, quality measured on {chosen.model}): {_gib(at['predicted_bytes'])} at micro-batch "
                  f"{at['micro_batch']}, up to micro-batch {at['max_micro_batch']}{speed}")
+    forgetting = _number(chosen.get("forgetting"))
+    if forgetting is not None:
+        low, high = _number(chosen.get("forgetting_low")), _number(chosen.get("forgetting_high"))
+        text += (f". It forgets {forgetting:+.3f} nats/token on general text"
+                 + (f" [{low:+.3f}, {high:+.3f}]" if low is not None else ""))
     ranked = list(order(methods)["method"])
     before = [r for r in methods.itertuples() if r.verdict == "undecided" and not math.isnan(r.more_seeds)
               and r.method not in got["broken"] and ranked.index(r.method) < ranked.index(chosen.method)]
@@ -274,6 +296,9 @@ def decision(records, terms: Terms | None = None) -> list[dict]:
                          "more_seeds": None if number(row.more_seeds) is None else int(row.more_seeds),
                          "train_mib": number(row.peak_mib), "train_s": number(row.train_s),
                          "tokens_per_s": number(row.tokens_per_s), "breaks": breaks(row._asdict(), terms),
+                         "forgetting": number(row.forgetting),
+                         "forgetting_interval": [number(row.forgetting_low), number(row.forgetting_high)],
+                         "drift": number(row.drift), "representation_drift": number(row.repr_drift),
                          "at_target": terms.at(task, row.method)})
         out.append({"task": task, "model": model, "answer": said[(task, model)], "tolerance": spec.tolerance,
                     "prefer": list(spec.prefer), "limits": spec.limits.model_dump(exclude_none=True),

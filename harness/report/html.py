@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.records.schema import TrialRecord
-from harness.report.charts import curve_figures, estimate_figures, pareto_figures, search_figures, validation_figures
+from harness.report.charts import (curve_figures, estimate_figures, pareto_figures, retention_figures, search_figures,
+                                   validation_figures)
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
@@ -18,8 +19,8 @@ from harness.report.target import fits_somewhere
 from harness.report.estimates import estimate_table
 from harness.report.leaderboard import metric_columns
 from harness.report.pages import safe_json, write_page
-from harness.report.terminal import (MEMORY_NOTE, caption, confidence_text, data_lines, human_count, rank_text,
-                                     tie_text, verdict_text)
+from harness.report.terminal import (MEMORY_NOTE, caption, confidence_text, data_lines, forgetting_text, human_count,
+                                     rank_text, retention_short, tie_text, verdict_text)
 
 COLUMNS = [  # (board column, header, format)
     ("rank", "#", str),
@@ -36,6 +37,10 @@ COLUMNS = [  # (board column, header, format)
     ("mfu", "MFU", lambda v: f"{100 * v:.2f}%"),
     ("train_joules", "energy J", lambda v: f"{v:.0f}"),
     ("artifact_mib", "artifact MiB", lambda v: f"{v:.2f}"),
+    ("forgetting_text", "forgetting, nats/token [95% CI]", str),
+    ("drift", "KL drift, nats/token", lambda v: f"{v:.4f}"),
+    ("repr_drift", "repr. drift (1-CKA)", lambda v: f"{v:.4f}"),
+    ("retention_s", "retention s", lambda v: f"{v:.1f}"),
     ("trials_ok", "trials ok", str),
 ]
 
@@ -71,6 +76,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         columns = [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[:2]]
         columns += [{"label": m.removeprefix("metric:"), "text": False} for m in metrics]
         seeded = bool((part["seeds"] > 0).any())
+        retained = bool(part["forgetting"].notna().any() or part["repr_drift"].notna().any())
         if seeded:
             columns += [{"label": "95% CI (seeds)", "text": False},
                         {"label": f"Δ vs best, paired by seed [{_percent(float(part['level'].max()))} CI], "
@@ -80,6 +86,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         for _, row in part.iterrows():
             values = dict(row)
             values["trials_ok"] = f"{int(row['complete'])}/{int(row['trials'])}"
+            values["forgetting_text"] = forgetting_text(row) if pd.notna(row.get("forgetting")) else None
             cells = [{"show": rank_text(row), "sort": values.get("rank") if pd.notna(values.get("rank")) else 99,
                       "text": False}, _cell(values.get("method"), str, True)]
             cells += [_cell(values.get(m), lambda v: f"{v:.4f}") for m in metrics]
@@ -90,18 +97,19 @@ def _boards(board: pd.DataFrame) -> list[dict]:
             verdict = values.get("verdict") if values.get("verdict") in ("equivalent", "undecided", "worse") else ""
             rows.append({"best": not row["reference"] and values.get("rank") == 1, "verdict": verdict,
                          "reference": bool(row["reference"]), "cells": cells,
-                         "compact": _compact_cells(row, values, part)})
+                         "compact": _compact_cells(row, values, part, retained)})
         objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else "score"
         compact = [{"label": label, "text": text} for label, text in (
             ("#", False), ("method", True), (objective, False), ("95% CI (seeds)", False),
             ("vs best: verdict, Δ", True), ("trainable %", False), ("train MiB", False), ("tokens/s", False),
-            ("train s", False))]
+            ("train s", False))] + ([{"label": "forgets" if part["forgetting"].notna().any() else "repr. drift",
+                                       "text": False}] if retained else [])
         boards.append({"task": task, "model": model, "columns": columns, "rows": rows, "caption": caption(part),
                        "compact_columns": compact})
     return boards
 
 
-def _compact_cells(row, values: dict, part: pd.DataFrame) -> list[dict]:
+def _compact_cells(row, values: dict, part: pd.DataFrame, retained: bool = False) -> list[dict]:
     """The page's first table, which fits 1280 pixels: rank, method, the objective with its seed
     interval, the verdict against the best, trainable share, train memory, speed and time (every
     column: the table under it, and the exports)."""
@@ -112,7 +120,10 @@ def _compact_cells(row, values: dict, part: pd.DataFrame) -> list[dict]:
             _cell(values.get(f"metric:{objective}"), lambda v: f"{v:.4f}"),
             {"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
             {"show": verdict_text(row), "sort": values.get("diff_vs_best", ""), "text": True},
-            *[_cell(values.get(k), fmt[k]) for k in ("trainable_pct", "peak_mib", "tokens_per_s", "train_s")]]
+            *[_cell(values.get(k), fmt[k]) for k in ("trainable_pct", "peak_mib", "tokens_per_s", "train_s")]] + \
+        ([{"show": retention_short(row), "text": False,
+           "sort": values.get("forgetting") if pd.notna(values.get("forgetting")) else values.get("repr_drift")}]
+         if retained else [])
 
 
 def _compute_rows(table: pd.DataFrame) -> list[dict]:
@@ -157,7 +168,7 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
                "curves": curve_figures(records, board), "validation": validation_figures(records),
-               "estimates": estimate_figures(records)}
+               "estimates": estimate_figures(records), "retention": retention_figures(records)}
     compute = compute_table(records) if compute is None else compute
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,
@@ -167,7 +178,7 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         tolerance=f"{float(board['tolerance'].iloc[0]):g}" if "tolerance" in board and len(board) else "",
         answers=[{"task": task, "model": model, "text": text}
                  for (task, model), text in answers(board, terms).items()],
-        target=_target_rows(terms), pareto=figures["pareto"], search=figures["search"],
+        target=_target_rows(terms), pareto=figures["pareto"], retention=figures["retention"], search=figures["search"],
         curves=figures["curves"], validation=figures["validation"],
         compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),

@@ -18,7 +18,7 @@ MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
 MEASURES = ["objective", "trainable_params", "total_params", "trainable_pct", "train_s", "eval_s", "total_s",
             "overhead_s", "tokens_per_s", "peak_mib", "eval_mib", "absolute_peak_mib", "mfu", "train_joules",
-            "artifact_mib"]
+            "artifact_mib", "forgetting", "drift", "repr_drift", "retention_s"]
 
 
 def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
@@ -49,10 +49,23 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
             # the interval a confirmation run's verdicts are read at (harness/sequential.py; 90% with fixed seeds)
             "level": (r.confirmation or {}).get("level", LEVEL),
+            **_retention(r),
         }
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _retention(r: TrialRecord) -> dict:
+    """What training made the model forget (records.schema.Retention): forgetting with its 95% interval over
+    the general-text documents, drift (KL to the base) and representation drift; NaN where not measured."""
+    ret = r.retention if r.status == "complete" else None
+    forgetting = ret.forgetting if ret is not None and ret.forgetting is not None else math.nan
+    se = ret.forgetting_se if ret is not None and ret.forgetting_se is not None else math.nan
+    return {"forgetting": forgetting, "forgetting_low": forgetting - 1.96 * se, "forgetting_high": forgetting + 1.96 * se,
+            "drift": ret.drift if ret is not None and ret.drift is not None else math.nan,
+            "repr_drift": ret.representation_drift if ret is not None and ret.representation_drift is not None
+            else math.nan, "retention_s": r.timing.retention_s}
 
 
 def _train_mib(r: TrialRecord) -> float | None:
@@ -126,6 +139,11 @@ def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
             row[col] = part[col].mean()
         row["busy"] = part["busy"].max()
         row["objective"] = mean
+        forgot = [v for v in part["forgetting"] if not pd.isna(v)]
+        if len(forgot) >= 2:  # over seeds: each seed's forgetting is one draw of what training does
+            _, row["forgetting_low"], row["forgetting_high"] = mean_ci95(forgot)
+        elif forgot:
+            row["forgetting_low"], row["forgetting_high"] = part["forgetting_low"].iloc[0], part["forgetting_high"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -162,6 +180,7 @@ def leaderboard(records: list[TrialRecord], tolerance: float = DEFAULT_TOLERANCE
     methods = board[~board.reference]
     board["rank"] = methods.groupby(["task", "model"])["_score"].rank(ascending=False, method="min")
     _paired_to_best(board, conf, tolerance)
+    board["forgets"] = board["forgetting"].where(board["forgetting"].notna(), board["repr_drift"])
     board = board.sort_values(["task", "model", "_score"], ascending=[True, True, False], na_position="last",
                               kind="stable")
     return board.drop(columns=["_score"]).reset_index(drop=True)

@@ -65,6 +65,24 @@ def confidence_text(row) -> str:
     return f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] (n={int(row['seeds'])})"
 
 
+def forgetting_text(row) -> str:
+    """Forgetting on general text with its 95% interval (over seeds, or over documents for one run)."""
+    value = row.get("forgetting")
+    if value is None or pd.isna(value):
+        return "—"
+    low, high = row.get("forgetting_low"), row.get("forgetting_high")
+    return f"{value:+.3f}" + ("" if low is None or pd.isna(low) else f" [{low:+.3f}, {high:+.3f}]")
+
+
+def retention_short(row) -> str:
+    """The compact table's retention figure: forgetting (decoder LMs) or representation drift."""
+    if row.get("forgetting") is not None and not pd.isna(row.get("forgetting")):
+        return f"{row['forgetting']:+.3f}"
+    if row.get("repr_drift") is not None and not pd.isna(row.get("repr_drift")):
+        return f"{row['repr_drift']:.3f}"
+    return "—"
+
+
 def rank_text(row) -> str:
     """The rank of a method; "ref" for a baseline row (shown, not ranked); "*" marks a row chosen on
     its test score (a record written before validation scores existed)."""
@@ -149,6 +167,7 @@ def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) 
     part = board[(board.task == task) & (board.model == model)]
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
     seeded = bool((part["seeds"] > 0).any())
+    retained = "forgetting" in part and bool(part["forgetting"].notna().any() or part["repr_drift"].notna().any())
     table = Table(title=f"{task} · {model}: test {objective}" + (" (seed mean, 95% CI)" if seeded else ""),
                   title_justify="left", caption="\n".join(caption(part)), caption_justify="left")
     rows = []
@@ -159,9 +178,12 @@ def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) 
             if has and not row.get("reference") else "—"
         rows.append((rank_text(row), str(row["method"]), score_text(row, f"metric:{objective}"), verdict_text(row),
                      f"{row['trainable_pct']:.2f}%" if has else "—",
-                     "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}", speed))
+                     "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}", speed)
+                    + ((retention_short(row),) if retained else ()))
     heads = (("#", "right"), ("method", "left"), (objective or "score", "right"), ("vs best", "left"),
              ("trainable", "right"), ("train MiB", "right"), ("tokens/s", "right"))
+    if retained:
+        heads += (("forgets" if part["forgetting"].notna().any() else "drift", "right"),)
     widths = [max([len(head)] + [len(r[i]) for r in rows]) for i, (head, _) in enumerate(heads)]
     # what the method column may take: the width less every other column whole and the borders
     room = width - sum(w for i, w in enumerate(widths) if i != 1) - (3 * len(heads) + 1)
@@ -194,7 +216,8 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
     if seeded:
         table.add_column("95% CI (seeds)", justify="right")
         table.add_column("Δ vs best [95% CI]", justify="left")
-    for col in ("trainable", "train s", "tokens/s", "train MiB", "eval MiB", "trials ok"):
+    for col in ("trainable", "train s", "tokens/s", "train MiB", "eval MiB", "forgetting [95% CI]", "drift",
+                "trials ok"):
         table.add_column(col, justify="right")
     for _, row in part.iterrows():
         rank = rank_text(row)
@@ -210,8 +233,16 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
                       f"{row['train_s']:.1f}" if has else "—", speed,
                       "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}",
                       "—" if pd.isna(row.get("eval_mib")) else f"{row['eval_mib']:.0f}",
-                      f"{int(row['complete'])}/{int(row['trials'])}")
+                      forgetting_text(row), _drift_text(row), f"{int(row['complete'])}/{int(row['trials'])}")
     return table
+
+
+def _drift_text(row) -> str:
+    """KL drift from the base (decoder LMs) or representation drift (other heads)."""
+    for key, fmt in (("drift", "KL {:.4f}"), ("repr_drift", "1-CKA {:.4f}")):
+        if row.get(key) is not None and not pd.isna(row.get(key)):
+            return fmt.format(row[key])
+    return "—"
 
 
 def print_leaderboard(records: list[TrialRecord], elapsed_s: float | None = None,

@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.measure.provenance import environment
 from harness.plan import Cell, evaluation_steps, rungs, trial_training
-from harness.spec import LoadedSuite, MeasureSpec, MethodParams, TrialTraining
+from harness.spec import LoadedSuite, MeasureSpec, MethodParams, RetentionSpec, TrialTraining
 
 
 @dataclass
@@ -29,6 +29,8 @@ class TrialJob:
     memory_limit_mib: int | None = None  # CPU: the trial process's address space above its size at fork
     eval_steps: tuple[int, ...] = ()  # steps at which the validation split is scored in the loop
     tracking_root: str | None = None  # results/<suite>/tracking where the suite names trackers
+    retention: RetentionSpec | None = None  # measure what training made the model forget (None: off)
+    base_dir: str | None = None  # the suite file's folder: retention's data files are relative to it
 
     @property
     def acceleration(self):
@@ -83,4 +85,5 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
                     record_base=record_base(loaded, cell, suite_hash, phase), phase=phase, artifact_dir=artifact_dir,
                     memory_limit_mib=suite.runner.trial_memory_mib,
                     eval_steps=evaluation_steps(suite) if phase == "search" else (),
-                    tracking_root=tracking_root if suite.tracking.report_to else None)
+                    tracking_root=tracking_root if suite.tracking.report_to else None,
+                    retention=suite.retention if suite.retention.enabled else None, base_dir=str(loaded.base_dir))

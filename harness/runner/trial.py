@@ -22,7 +22,7 @@ from harness.measure.flops import flops_per_token, peak_flops
 from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
-from harness.records.schema import Energy, Memory, Throughput, Timing, TrialRecord
+from harness.records.schema import Energy, Memory, Retention, Throughput, Timing, TrialRecord
 from harness.runner.jobs import TrialJob
 from harness.runner.logs import notices
 from harness.runner.prepare import Prepared
@@ -130,6 +130,7 @@ class Trial:
         self.phase = "load"
         self.model = None
         self.tracking = None
+        self.snapshot = None  # the trained parameters before training, for retention's "before" (non-peft)
         family = prepared.family
         # what `evaluate` takes beside the usual arguments (preference: beta, the reference model)
         self.eval_extra = family.eval_options(prepared.task, prepared.model_spec) if family.eval_options else {}
@@ -151,6 +152,8 @@ class Trial:
                     self.train()
                 self.validate()
                 self.test()
+                if self.retains():
+                    self.retain()
             self.record.ended("complete")
         except Pruned as exc:
             self.record.ended("pruned", str(exc), "train")
@@ -198,6 +201,50 @@ class Trial:
         self.record.loaded(trainable)
         self.memory.stop("load")
         self.timing.load_s = time.perf_counter() - t0
+        if self.retains():
+            from harness.measure.retention import Snapshot
+            from harness.methods.base import is_peft
+
+            t0 = time.perf_counter()
+            if not is_peft(self.model):  # peft switches its adapters off; anything else is swapped back
+                self.snapshot = Snapshot(self.model)
+            self.timing.retention_s = time.perf_counter() - t0
+
+    def retains(self) -> bool:
+        """Retention is measured on runs that train (suite retention.enabled)."""
+        return self.job.retention is not None and self.job.cell.method.trains
+
+    def retain(self) -> None:
+        """What training made the model forget, within retention.max_share of the run's time so far (a
+        failure here is kept in the record beside the run's scores, which stand)."""
+        from harness.measure.retention import measure
+
+        job, prepared, timing = self.job, self.prepared, self.timing
+        self.phase = "retention"
+        spent = timing.load_s + timing.train_s + timing.compile_s + timing.validation_s + timing.eval_s
+        causal = prepared.head.auto_class == "AutoModelForCausalLM"
+        validation = prepared.data["validation"]
+        rows = None  # the task's held-out inputs: generative tasks' prompts, otherwise the tokenized examples
+        column = next((c for c in ("prompt_ids", "input_ids") if c in validation.column_names), None)
+        if causal and job.retention.drift_examples and column is not None:
+            rows = [list(r) for r in validation.select(range(min(job.retention.drift_examples,
+                                                                 len(validation))))[column]]
+        t0 = time.perf_counter()
+        self.memory.start("retention")
+        try:
+            found = measure(self.model, prepared.tokenizer, spec=job.retention, causal_lm=causal,
+                            snapshot=self.snapshot, drift_rows=rows, device=job.device,
+                            seconds=max(job.retention.max_share * spent - timing.retention_s, 0.0),
+                            base_dir=job.base_dir)
+            self.record.set(retention=Retention(**found))
+        except Exception as exc:  # noqa: BLE001 - the task's scores stand without it
+            self.record.set(retention=Retention(measure="nll" if causal else "representation",
+                                                error=f"{type(exc).__name__}: {str(exc)[:500]}"))
+        finally:
+            self.memory.stop("retention")
+            if self.snapshot is not None:
+                self.snapshot.close()
+            timing.retention_s += time.perf_counter() - t0
 
     def score(self, split: str) -> Scores:
         p = self.prepared

@@ -6,12 +6,12 @@ reference."""
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
 
+from harness.metrics.divergence import mean_and_se, next_token_kl
 from harness.measure.memory import model_bytes
 from harness.methods.base import is_peft
 from harness.tasks import register
@@ -227,7 +227,7 @@ def _sequence_scores(objective: str, model, tokenizer, pairs: list[dict], batch_
                 # token of the chosen answer, averaged over its tokens
                 on_chosen = which < n
                 p, q = logp_all[on_chosen], ref_all[on_chosen]
-                per_token = (p.exp() * (p - q)).sum(-1)
+                per_token = next_token_kl(p, q)
                 kl = torch.zeros(n, device=per_token.device).index_add_(0, which[on_chosen], per_token) / counts[:n]
             kls += kl.tolist()
         elif objective == "simpo":
@@ -240,15 +240,6 @@ def _sequence_scores(objective: str, model, tokenizer, pairs: list[dict], batch_
     return chosen, rejected, kls
 
 
-def _mean_and_se(values: list[float]) -> tuple[float, float]:
-    """The mean and its standard error sd / sqrt(n) (NaN below two values)."""
-    n = len(values)
-    mean = sum(values) / n if n else 0.0
-    if n < 2:
-        return mean, float("nan")
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-
-
 def scores_of(chosen: list[float], rejected: list[float]) -> dict[str, float]:
     """Preference accuracy (chosen above rejected; a tie counts half) and mean margin, with standard errors."""
     from harness.metrics.errors import binomial_se
@@ -256,7 +247,7 @@ def scores_of(chosen: list[float], rejected: list[float]) -> dict[str, float]:
     wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
     n = len(wins)
     accuracy = sum(wins) / n if n else 0.0
-    margin, margin_se = _mean_and_se([c - r for c, r in zip(chosen, rejected)])
+    margin, margin_se = mean_and_se([c - r for c, r in zip(chosen, rejected)])
     return {"preference_accuracy": accuracy, "margin": margin,
             "se:preference_accuracy": binomial_se(accuracy, n), "se:margin": margin_se}
 
@@ -272,7 +263,7 @@ def evaluate(objective: Objective, model, tokenizer, dataset, batch_size: int, d
                                                  max_length, beta, reference)
     out = scores_of(chosen, rejected)
     if objective.uses_reference:
-        out["kl_to_reference"], se = _mean_and_se(kls)
+        out["kl_to_reference"], se = mean_and_se(kls)
         if len(kls) > 1:
             out["se:kl_to_reference"] = se
     return out
