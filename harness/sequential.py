@@ -11,11 +11,13 @@ ran, against a stated tolerance (`decision.tolerance`), as two one-sided tests (
 With fixed seeds (`confirm.seeds: N`) the interval is the 90% one: each one-sided claim is wrong at
 most 5% of the time. With `confirm.seeds: auto` the verdicts are read at planned looks (after
 min_seeds, ..., max_seeds seeds) and seeds are added only where a method is undecided against the
-best (and to the best); looking several times would let chance decide more often, so each look reads
-a Bonferroni-corrected interval: level 1 - 0.10 / looks (96.7% over 3 looks). The chance that any
-look makes a wrong claim is then at most the sum over the looks, 5% per side, whatever the data do
-between looks (the plainest alpha-spending rule: an equal share per look). tests/test_sequential.py
-and benchmarks/sequential_seeds.py check it by simulation.
+best (and to the best), judged on the seeds' validation scores: which methods get more seeds is a
+choice, and the test split only reports. Looking several times would let chance decide more often,
+so each look reads a Bonferroni-corrected interval: level 1 - 0.10 / looks (96.7% over 3 looks), and
+the report reads the test verdicts at the same level. The chance that any look makes a wrong claim is
+then at most the sum over the looks, 5% per side, whatever the data do between looks and whatever
+decided when to stop (the plainest alpha-spending rule: an equal share per look).
+tests/test_sequential.py and benchmarks/sequential_seeds.py check it by simulation.
 
 Runner and report both read this module (the runner to claim seeds, the report to give verdicts),
 so it sits below both. Written by hand: scipy gives the t quantiles; no package applies TOST to a
@@ -124,7 +126,7 @@ def schedule(scores: dict[str, dict[int, float | None]], finished: dict[str, int
              tolerance: float, maximize: bool = True) -> Plan:
     """The seed rule of `confirm.seeds: auto` for one task x model, replayed from the scores so far.
 
-    `scores[method][slot]` is the test score of that method's confirmation run in seed slot `slot`
+    `scores[method][slot]` is the validation score of that method's confirmation run in seed slot `slot`
     (None where the run failed), `finished[method]` how many of its slots have finished. Every method
     runs the first look's seeds; at each look whose seeds have all finished, the best (highest mean
     over its seeds so far) and every method undecided against it (or with fewer than two scored seeds
@@ -163,7 +165,7 @@ def schedule(scores: dict[str, dict[int, float | None]], finished: dict[str, int
         nxt = plan_looks[k]
         for m in undecided + [best]:
             reason = (f"look {k + 1} of {n_looks}: the best at look {k} ({', '.join(undecided)} undecided against it)"
-                      if m == best else f"look {k + 1} of {n_looks}: undecided against the best ({best}) at look {k}")
+                      if m == best else f"look {k + 1} of {n_looks}: undecided against the best ({best}) at look {k}, on validation")
             for s in range(plan.target[m], nxt):
                 plan.why[m][s] = reason
                 plan.look[m][s] = k + 1

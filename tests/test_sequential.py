@@ -35,7 +35,7 @@ def test_only_the_best_and_the_undecided_get_more_seeds_and_each_says_why():
     plan = schedule(scores, {m: 3 for m in scores}, [3, 7, 10], 0.01)
     assert plan.verdicts == {"best": "best", "close": "undecided", "far": "worse"}
     assert plan.target == {"best": 7, "close": 7, "far": 3} and not plan.settled
-    assert plan.why["close"][5] == "look 2 of 3: undecided against the best (best) at look 1"
+    assert plan.why["close"][5] == "look 2 of 3: undecided against the best (best) at look 1, on validation"
     assert plan.why["best"][3].startswith("look 2 of 3: the best at look 1 (close undecided")
     assert plan.look["close"][6] == 2 and 6 not in plan.look["far"]
     # at look 2 the seeds decide it: no more, and the plan has ended
@@ -79,7 +79,7 @@ def test_seeds_until_decided_spend_fewer_seeds_where_the_answer_is_clear():
     assert 6 < sum(spent) / len(spent) <= 20  # a near tie takes more looks, never more than a fixed 10 each
 
 
-# Test scores by method and seed: bitfit steadily 30 points below (worse at the first look), full level
+# Scores by method and seed (validation and test alike): bitfit steadily 30 points below (worse at the first look), full level
 # with lora on average but spread (undecided at the first look, equivalent at the second).
 SCORES = {"lora": [0.80, 0.82, 0.81, 0.81, 0.80, 0.82, 0.81, 0.80],
           "full": [0.81, 0.81, 0.81, 0.81, 0.80, 0.82, 0.81, 0.80],
@@ -114,7 +114,7 @@ def test_the_sweep_runs_seeds_until_decided_says_why_and_resumes_to_the_same_pla
     assert confirmed == {"lora": [1, 2, 3, 4, 5, 6, 7], "full": [1, 2, 3, 4, 5, 6, 7], "bitfit": [1, 2, 3]}
     why = {(r.method, r.seed): r.confirmation for r in records if r.phase == "confirm"}
     assert why[("bitfit", 3)]["why"] == "look 1 of 2: every method runs the first 3 seeds"
-    assert why[("full", 5)]["why"] == "look 2 of 2: undecided against the best (lora) at look 1"
+    assert why[("full", 5)]["why"] == "look 2 of 2: undecided against the best (lora) at look 1, on validation"
     assert why[("lora", 6)]["why"].startswith("look 2 of 2: the best at look 1")
     assert {c["rule"] for c in why.values()} == {"auto"} and all(c["level"] == pytest.approx(0.95) for c in why.values())
     # the report reads the verdicts at the corrected level
@@ -126,3 +126,35 @@ def test_the_sweep_runs_seeds_until_decided_says_why_and_resumes_to_the_same_pla
     # the same command again: the plan replays from the records and the studies, and nothing runs
     ran.clear()
     assert main(args) == 0 and ran == []
+
+
+@pytest.mark.e2e
+def test_which_methods_get_more_seeds_reads_validation_never_test(tiny_suite, tmp_path, monkeypatch):
+    """bitfit's test scores are 30 points below lora's (worse at the first look, if test were read); its
+    validation scores straddle lora's (undecided): it gets the next look's seeds, because the looks read
+    validation, what every choice reads."""
+    from harness.cli import main
+    from harness.records.store import FileRecordStore
+    from harness.records.synthetic import make_record
+    from harness.runner import loop
+
+    validation = {"lora": [0.80, 0.82, 0.81, 0.81, 0.80, 0.82, 0.81, 0.80],
+                  "bitfit": [0.84, 0.77, 0.83, 0.79, 0.80, 0.82, 0.81, 0.80]}
+
+    def scored(job, prepared, hooks):
+        slot = 0 if job.phase == "search" else job.seed
+        method = job.cell.method_label
+        return make_record(suite="tiny", task=job.cell.task_label, model=job.cell.model.label, method=method,
+                           trial=job.trial_number, seed=job.seed, phase=job.phase, accuracy=SCORES[method][slot],
+                           validation=validation[method][slot])
+
+    monkeypatch.setattr(loop, "run_inline", scored)
+    suite = tiny_suite(methods=("lora", "bitfit"), trials=1, steps=2,
+                       extra="runner: {isolation: inline}\nconfirm: {seeds: auto, min_seeds: 3, max_seeds: 7, "
+                             "looks: 2}\n")
+    assert main(["run", str(suite), "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "p"), "--quiet"]) == 0
+    records = FileRecordStore(tmp_path / "r" / "tiny").load_all()
+    seeds = {m: sorted(r.seed for r in records if r.phase == "confirm" and r.method == m) for m in validation}
+    assert seeds == {"lora": [1, 2, 3, 4, 5, 6, 7], "bitfit": [1, 2, 3, 4, 5, 6, 7]}
+    why = {(r.method, r.seed): r.confirmation["why"] for r in records if r.phase == "confirm"}
+    assert why[("bitfit", 4)] == "look 2 of 2: undecided against the best (lora) at look 1, on validation"

@@ -53,7 +53,7 @@ class Worker:
         tracking_root = str(Path(store.root) / "tracking")
         # a trial's job: the cell, the trial's number, seed and parameters (runner/jobs.py)
         self.job = partial(make_job, loaded, device=self.device, suite_hash=text_hash(loaded.text),
-                           tracking_root=tracking_root)
+                           tracking_root=tracking_root, results_root=str(store.root))
         if "mlflow" in suite.tracking.report_to:
             from harness.runner.tracking import prepare_mlflow
 
@@ -116,7 +116,8 @@ class Worker:
         """How many confirmation seeds each method of this cell's task x model runs, and why each
         (harness/sequential.py): fixed seeds, every method all of them; seeds: auto, the rule replayed
         from the records and the studies, so every worker, and a resumed sweep, reads the same plan.
-        A look waits until every method of the task x model has finished its search and its seeds."""
+        Which methods get more seeds is a choice, so the looks read the seeds' validation scores; the
+        test split only reports. A look waits until every method of the task x model has finished its search and its seeds."""
         n = len(self.seeds)
         if not self.suite.confirm.auto:
             why = f"confirm.seeds = {n}: every method runs the same {n} seeds"
@@ -134,8 +135,8 @@ class Worker:
             for r in self.store.load_cell(c.id):
                 if r.phase == "confirm" and r.trial_number == number and r.seed in self.seeds:
                     slot = self.seeds.index(r.seed)
-                    if r.status == "complete" and r.objective is not None:
-                        scores[c.method_label][slot] = r.objective
+                    if r.status == "complete" and r.selection_score is not None:  # validation: a choice
+                        scores[c.method_label][slot] = r.selection_score
             finished[c.method_label] = claims.finished_slots(self.confirm_study(c, number))
         confirm = self.suite.confirm
         return schedule(scores, finished, looks(confirm.min_seeds, confirm.max_seeds, confirm.looks),
