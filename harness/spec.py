@@ -555,6 +555,17 @@ def describe_field(name: str, info) -> str:
     return f"{name}: {annotation} = {default!r}{rng}" + (f" - {info.description}" if info.description else "")
 
 
+def yaml_number_hint(value) -> str:
+    """YAML 1.1 (PyYAML) reads 5e-05 and 1e+3 as text: a float needs a dot in its mantissa (5.0e-05). Say how
+    to write it where a string looks like such a number."""
+    import re
+
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+[eE][+-]?\d+", value.strip()):
+        mantissa, _, exponent = value.strip().lower().partition("e")
+        return f" (YAML reads {value} as text: write {mantissa}.0e{exponent})"
+    return ""
+
+
 def value_problems(model: type[BaseModel], values: dict[str, Any]) -> dict[str, str]:
     """key -> message for every value the declaration rejects ({} when all pass)."""
     try:
@@ -564,7 +575,7 @@ def value_problems(model: type[BaseModel], values: dict[str, Any]) -> dict[str, 
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else ""
             shown = "" if isinstance(err.get("input"), (dict,)) else f", but got {err['input']!r}"
-            out.setdefault(key, err["msg"].removeprefix("Value error, ") + shown)
+            out.setdefault(key, err["msg"].removeprefix("Value error, ") + shown + yaml_number_hint(err.get("input")))
         return out
     return {}
 

@@ -175,3 +175,19 @@ def test_labels_that_share_a_results_folder_are_rejected(write_suite):
     msgs = "\\n".join(problems_of(write_suite(text)))
     assert "methods[1]: label 'a_b' names the same results folder as methods[0] ('a b')" in msgs
     assert "models[1]: label 'tiny-bert' names the same results folder as models[0]" in msgs
+
+
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(write_suite):
+    from harness.config.loader import load_suite
+    from harness.errors import UserError
+
+    path = write_suite("""\
+name: s
+models: [{source: builtin:tiny-bert}]
+tasks: [{name: t, kind: classification, data: {builtin: sentiment}}]
+methods: [{name: lora, params: {learning_rate: 5e-05}}]
+""")
+    with pytest.raises(UserError) as info:
+        load_suite(path)
+    text = str(info.value)
+    assert "learning_rate: Input should be a valid number, but got '5e-05' (YAML reads 5e-05 as text: write 5.0e-05)" in text

@@ -256,5 +256,25 @@ runner: {isolation: inline}
         assert ret.forgetting == pytest.approx(ret.after_nll - ret.before_nll, abs=1e-9)
         assert r.timing.retention_s >= ret.seconds > 0 and ret.base.startswith("the base")
     assert all(r.retention is None for r in records if r.method_family == "baseline")
+    # the base's NLL is measured once per model: later runs read it from results/<suite>/retention
+    assert any(r.retention.cached_documents == r.retention.documents for r in trained)
+    assert list((tmp_path / "results" / "forgets" / "retention").glob("base-*.json"))
     page = (tmp_path / "reports" / "forgets" / "index.html").read_text(encoding="utf-8")
     assert "Learning vs forgetting" in page and "forgetting, nats/token [95% CI]" in page
+
+
+def test_the_base_is_measured_once_per_model_and_read_back_bit_for_bit(tmp_path):
+    from harness.measure.retention import BaseCache
+
+    model, tok, _ = _setup("tiny-llama", "causal_lm", "lora")
+    _train(model, tok, steps=5, lr=0.05)
+    first_cache = BaseCache(tmp_path, model="tiny-llama", variant="as loaded")
+    first = measure(model, tok, spec=SPEC, causal_lm=True, snapshot=None, drift_rows=None, device="cpu",
+                    seconds=0.0, cache=first_cache)
+    assert first["cached_documents"] == 0 and first_cache.path.exists()
+    again = measure(model, tok, spec=SPEC, causal_lm=True, snapshot=None, drift_rows=None, device="cpu",
+                    seconds=0.0, cache=BaseCache(tmp_path, model="tiny-llama", variant="as loaded"))
+    assert again["cached_documents"] == again["documents"] == 24
+    assert again["before_nll"] == first["before_nll"] and again["forgetting"] == first["forgetting"]
+    other = BaseCache(tmp_path, model="tiny-llama", variant={"method": "qlora"})  # its own base: its own file
+    assert other.path != first_cache.path and other.get(0) is None

@@ -12,7 +12,7 @@ from harness import models
 from harness.config.yaml_lines import LineMap, read_yaml
 from harness.errors import Problem, UserError
 from harness.methods import METHODS
-from harness.spec import MOVED_KEYS, LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id
+from harness.spec import MOVED_KEYS, LoadedSuite, MethodEntry, ModelSpec, Suite, TaskSpec, cell_id, yaml_number_hint
 from harness.tasks import TASKS, family_for
 
 
@@ -31,7 +31,7 @@ def _pydantic_problems(exc: ValidationError, lines: LineMap) -> list[Problem]:
             shown = shown if len(shown) <= 80 else shown[:77] + "..."
             message = err["msg"] + (f", but got {shown}" if err["type"] not in ("value_error",)
                                     and not isinstance(err.get("input"), (dict, list)) else "")
-            message = message.removeprefix("Value error, ")
+            message = message.removeprefix("Value error, ") + yaml_number_hint(err.get("input"))
         out.append(lines.problem(loc, message))
     return out
 

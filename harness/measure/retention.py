@@ -78,7 +78,9 @@ class Snapshot:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
         self.path = Path(self.folder.name) / "before.pt"
-        torch.save({n: params[n].detach().to("cpu", copy=True) for n in self.names}, self.path)
+        # CPU tensors are written from where they are (no second copy in the trial's memory)
+        torch.save({n: params[n].detach() if params[n].device.type == "cpu" else params[n].detach().cpu()
+                    for n in self.names}, self.path)
         self._loaded = None
 
     @contextmanager
@@ -132,6 +134,42 @@ def base_described(model) -> str:
             "the base: the trained parameters swapped back to their values before training")
 
 
+class BaseCache:
+    """The base's per-document NLL, measured once per model (and quantized variant) and kept in
+    results/<suite>/retention/base-<key>.json: a later run reads its "before" from it and runs only the
+    tuned model. The key holds everything the figure depends on (model, dtype, variant, text, lengths,
+    batching, device, torch), so a hit is bit for bit what the run would compute; workers that race
+    merge their documents into one file, written atomically."""
+
+    def __init__(self, folder: str | Path, **key_parts):
+        import hashlib
+
+        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.path = Path(folder) / f"base-{key}.json"
+        self.key_parts = key_parts
+        self.values = self._read()
+        self.added: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        try:
+            return dict(json.loads(self.path.read_text(encoding="utf-8")).get("before_nll", {}))
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def get(self, index: int) -> float | None:
+        return self.values.get(str(index))
+
+    def put(self, index: int, value: float) -> None:
+        self.values[str(index)] = self.added[str(index)] = value
+
+    def save(self) -> None:
+        from harness.records.store import write_text_atomic
+
+        if self.added:
+            merged = {**self._read(), **self.added}
+            write_text_atomic(self.path, json.dumps({"key": self.key_parts, "before_nll": merged}, default=str))
+
+
 @dataclass
 class Clock:
     """Stops a measure after `seconds`, but never before `minimum` items."""
@@ -182,11 +220,13 @@ def token_nll(model, input_ids, attention):
     return nll.sum(-1), mask.sum(-1)
 
 
-def forgetting(model, view, tokenizer, texts, *, device: str, max_tokens: int, batch: int, clock: Clock) -> dict:
-    """Mean per-token NLL per document after (the model) and before (under `view`), paired by document."""
+def forgetting(model, view, tokenizer, texts, *, device: str, max_tokens: int, batch: int, clock: Clock,
+               cache: BaseCache | None = None) -> dict:
+    """Mean per-token NLL per document after (the model) and before (under `view`, or from the cache),
+    paired by document."""
     import torch
 
-    before, after, tokens = [], [], 0
+    before, after, tokens, cached = [], [], 0, 0
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(texts), batch):
@@ -194,15 +234,27 @@ def forgetting(model, view, tokenizer, texts, *, device: str, max_tokens: int, b
                 break
             ids, mask = _encode(tokenizer, texts[start:start + batch], max_tokens, device)
             a_sum, count = token_nll(model, ids, mask)
-            with view() as base:
-                b_sum, _ = token_nll(base, ids, mask)
-            keep = count > 0
-            after += (a_sum[keep] / count[keep]).tolist()
-            before += (b_sum[keep] / count[keep]).tolist()
+            indexes = range(start, start + ids.shape[0])
+            known = [cache.get(i) for i in indexes] if cache is not None else [None]
+            if all(v is not None for v in known):
+                b_mean = torch.tensor(known, dtype=torch.float64)
+                cached += len(known)
+            else:
+                with view() as base:
+                    b_sum, _ = token_nll(base, ids, mask)
+                b_mean = (b_sum / count.clamp(min=1)).double().cpu()
+                if cache is not None:
+                    for i, value in zip(indexes, b_mean.tolist()):
+                        cache.put(i, value)
+            keep = (count > 0).cpu()
+            after += (a_sum / count.clamp(min=1)).double().cpu()[keep].tolist()
+            before += b_mean[keep].tolist()
             tokens += int(count.sum())
+    if cache is not None:
+        cache.save()
     diff, se = mean_and_se([a - b for a, b in zip(after, before)])
     return {"documents": len(after), "tokens": tokens, "before_nll": mean_and_se(before)[0],
-            "after_nll": mean_and_se(after)[0], "forgetting": diff, "forgetting_se": se}
+            "after_nll": mean_and_se(after)[0], "forgetting": diff, "forgetting_se": se, "cached_documents": cached}
 
 
 def drift(model, view, rows: list[list[int]], pad: int, *, device: str, batch: int, clock: Clock) -> dict:
@@ -274,7 +326,8 @@ def representation_drift(model, view, tokenizer, texts, *, device: str, max_toke
 
 
 def measure(model, tokenizer, *, spec: RetentionSpec, causal_lm: bool, snapshot: Snapshot | None,
-            drift_rows: list[list[int]] | None, device: str, seconds: float, base_dir: str | None = None) -> dict:
+            drift_rows: list[list[int]] | None, device: str, seconds: float, base_dir: str | None = None,
+            cache: BaseCache | None = None) -> dict:
     """Every retention figure this model has (causal LMs: forgetting and drift; others: representation
     drift), within `seconds` past the minimums; the fields of records.schema.Retention."""
     t0 = time.perf_counter()
@@ -284,7 +337,7 @@ def measure(model, tokenizer, *, spec: RetentionSpec, causal_lm: bool, snapshot:
     if causal_lm:
         share = 0.5 if drift_rows else 1.0
         out.update(forgetting(model, view, tokenizer, texts, device=device, max_tokens=spec.max_tokens,
-                              batch=spec.batch_size, clock=Clock(seconds * share, spec.min_documents)),
+                              batch=spec.batch_size, clock=Clock(seconds * share, spec.min_documents), cache=cache),
                    measure="nll")
         if drift_rows:
             left = seconds - (time.perf_counter() - t0)

@@ -201,6 +201,7 @@ class Retention(BaseModel):
     base: str = ""  # how "before" was computed (adapters disabled, or parameters swapped back)
     documents: int = 0  # general-text documents read (a prefix of one fixed seeded order)
     tokens: int = 0  # next-token targets over them
+    cached_documents: int = 0  # of them, the base's NLL read from results/<suite>/retention (measured once per model)
     before_nll: float | None = None  # mean per-token NLL per document, the base
     after_nll: float | None = None  # ... the trained model
     forgetting: float | None = None  # after - before, paired by document (nats per token; > 0: forgot)

@@ -187,6 +187,9 @@ def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) 
     widths = [max([len(head)] + [len(r[i]) for r in rows]) for i, (head, _) in enumerate(heads)]
     # what the method column may take: the width less every other column whole and the borders
     room = width - sum(w for i, w in enumerate(widths) if i != 1) - (3 * len(heads) + 1)
+    if retained and room < widths[1]:  # the retention figure only where nothing wraps for it (--wide has it)
+        heads, rows, widths = heads[:-1], [r[:-1] for r in rows], widths[:-1]
+        room = width - sum(w for i, w in enumerate(widths) if i != 1) - (3 * len(heads) + 1)
     for i, (head, justify) in enumerate(heads):
         if i == 1:  # the method's label folds where the terminal is narrow
             table.add_column(head, justify=justify, overflow="fold", min_width=min(widths[1], 6),

@@ -4,6 +4,8 @@ process, so the harness's throughput and memory can be judged against the plaine
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import time
@@ -158,6 +160,7 @@ def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
     device = pick_device(suite.training.device)
     job = make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
+    job = dataclasses.replace(job, retention=None)  # the bench times training; retention has no bare twin
     out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
                  "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats,
                  "head": prepared.head.name, "acceleration": cell.acceleration.label(),

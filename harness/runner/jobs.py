@@ -4,6 +4,7 @@ method's typed parameters and the resolved training settings kept apart, and the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.measure.provenance import environment
@@ -31,6 +32,7 @@ class TrialJob:
     tracking_root: str | None = None  # results/<suite>/tracking where the suite names trackers
     retention: RetentionSpec | None = None  # measure what training made the model forget (None: off)
     base_dir: str | None = None  # the suite file's folder: retention's data files are relative to it
+    retention_cache: str | None = None  # results/<suite>/retention: the base's figures, measured once per model
 
     @property
     def acceleration(self):
@@ -71,7 +73,8 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
 
 def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,
              sampled: dict[str, Any] | None = None, params: dict[str, Any] | None = None, phase: str = "search",
-             artifact_dir: str | None = None, tracking_root: str | None = None) -> TrialJob:
+             artifact_dir: str | None = None, tracking_root: str | None = None,
+             results_root: str | None = None) -> TrialJob:
     """The job of one trial: `params` as given (a confirmation re-runs a trial's), else the cell's fixed
     values with what the sampler chose."""
     sampled = dict(sampled or {})
@@ -86,4 +89,5 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
                     memory_limit_mib=suite.runner.trial_memory_mib,
                     eval_steps=evaluation_steps(suite) if phase == "search" else (),
                     tracking_root=tracking_root if suite.tracking.report_to else None,
-                    retention=suite.retention if suite.retention.enabled else None, base_dir=str(loaded.base_dir))
+                    retention=suite.retention if suite.retention.enabled else None, base_dir=str(loaded.base_dir),
+                    retention_cache=str(Path(results_root) / "retention") if results_root else None)

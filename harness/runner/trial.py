@@ -214,6 +214,26 @@ class Trial:
         """Retention is measured on runs that train (suite retention.enabled)."""
         return self.job.retention is not None and self.job.cell.method.trains
 
+    def base_cache(self):
+        """Where the base's figures are kept for every run on the same model and variant (None: not kept)."""
+        import torch
+
+        from harness.measure.retention import BaseCache
+
+        job, prepared = self.job, self.prepared
+        if job.retention_cache is None:
+            return None
+        method = job.cell.method  # a method that loads its own (quantized) copy has its own base
+        variant = {"method": method.name, "params": job.method_params.model_dump(mode="json")} \
+            if method.load_kwargs is not None else "as loaded"
+        spec = job.retention
+        return BaseCache(job.retention_cache, model=prepared.source, revision=prepared.model_spec.revision,
+                         dtype=prepared.model_spec.dtype, params=prepared.total_params, head=prepared.head.name,
+                         variant=variant,
+                         data=spec.data.model_dump(mode="json") if spec.data else "builtin",
+                         max_tokens=spec.max_tokens, batch_size=spec.batch_size, device=job.device,
+                         acceleration=job.acceleration.options(), torch=torch.__version__)
+
     def retain(self) -> None:
         """What training made the model forget, within retention.max_share of the run's time so far (a
         failure here is kept in the record beside the run's scores, which stand)."""
@@ -235,7 +255,7 @@ class Trial:
             found = measure(self.model, prepared.tokenizer, spec=job.retention, causal_lm=causal,
                             snapshot=self.snapshot, drift_rows=rows, device=job.device,
                             seconds=max(job.retention.max_share * spent - timing.retention_s, 0.0),
-                            base_dir=job.base_dir)
+                            base_dir=job.base_dir, cache=self.base_cache() if causal else None)
             self.record.set(retention=Retention(**found))
         except Exception as exc:  # noqa: BLE001 - the task's scores stand without it
             self.record.set(retention=Retention(measure="nll" if causal else "representation",
