@@ -182,11 +182,6 @@ class Clock:
         return done < self.minimum or time.perf_counter() - self.start < self.seconds
 
 
-def _right_padded(tokenizer):
-    """Right padding: position ids count from each row's first token, as in an unpadded forward."""
-    return _padding_side(tokenizer, "right")
-
-
 @contextmanager
 def _padding_side(tokenizer, side: str):
     before = tokenizer.padding_side
@@ -198,7 +193,7 @@ def _padding_side(tokenizer, side: str):
 
 
 def _encode(tokenizer, texts, max_tokens: int, device: str):
-    with _right_padded(tokenizer):
+    with _padding_side(tokenizer, "right"):  # position ids count from each row's first token, as unpadded
         enc = tokenizer(list(texts), truncation=True, max_length=max_tokens, padding=True, return_tensors="pt")
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 

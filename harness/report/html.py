@@ -76,7 +76,7 @@ def _boards(board: pd.DataFrame) -> list[dict]:
         columns = [{"label": label, "text": key in ("method", "family")} for key, label, _ in COLUMNS[:2]]
         columns += [{"label": m.removeprefix("metric:"), "text": False} for m in metrics]
         seeded = bool((part["seeds"] > 0).any())
-        retained = bool(part["forgetting"].notna().any() or part["repr_drift"].notna().any())
+        retained = bool(part["forgets"].notna().any())
         if seeded:
             columns += [{"label": "95% CI (seeds)", "text": False},
                         {"label": f"Δ vs best, paired by seed [{_percent(float(part['level'].max()))} CI], "
@@ -122,7 +122,7 @@ def _compact_cells(row, values: dict, part: pd.DataFrame, retained: bool = False
             {"show": verdict_text(row), "sort": values.get("diff_vs_best", ""), "text": True},
             *[_cell(values.get(k), fmt[k]) for k in ("trainable_pct", "peak_mib", "tokens_per_s", "train_s")]] + \
         ([{"show": retention_short(row), "text": False,
-           "sort": values.get("forgetting") if pd.notna(values.get("forgetting")) else values.get("repr_drift")}]
+           "sort": values.get("forgets")}]
          if retained else [])
 
 

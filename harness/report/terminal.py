@@ -167,7 +167,7 @@ def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) 
     part = board[(board.task == task) & (board.model == model)]
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
     seeded = bool((part["seeds"] > 0).any())
-    retained = "forgetting" in part and bool(part["forgetting"].notna().any() or part["repr_drift"].notna().any())
+    retained = "forgets" in part and bool(part["forgets"].notna().any())
     table = Table(title=f"{task} · {model}: test {objective}" + (" (seed mean, 95% CI)" if seeded else ""),
                   title_justify="left", caption="\n".join(caption(part)), caption_justify="left")
     rows = []

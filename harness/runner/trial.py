@@ -262,8 +262,6 @@ class Trial:
                                                 error=f"{type(exc).__name__}: {str(exc)[:500]}"))
         finally:
             self.memory.stop("retention")
-            if self.snapshot is not None:
-                self.snapshot.close()
             timing.retention_s += time.perf_counter() - t0
 
     def score(self, split: str) -> Scores:
@@ -360,6 +358,8 @@ class Trial:
             self.record.artifact(trainable_state_bytes(self.model))
 
     def finish(self) -> TrialRecord:
+        if self.snapshot is not None:  # every outcome: a forked trial ends in os._exit, where no finalizer runs
+            self.snapshot.close()
         m = self.memory
         m.close()
         self.record.measured(
