@@ -7,7 +7,9 @@ import pytest
 import os
 import signal
 import threading
+import tempfile
 import time
+from pathlib import Path
 
 import psutil
 
@@ -26,6 +28,8 @@ def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
     suite = tiny_suite(methods=("  - name: bitfit\n    label: victim", "lora"), trials=1, steps=400)
     suite.write_text(suite.read_text() + "runner: {isolation: process}\n")
     killed: list[int] = []
+    scratch = lambda: set(Path(tempfile.gettempdir()).glob("harness-trial-scratch-*"))  # noqa: E731
+    before = scratch()
 
     def killer() -> None:
         me = psutil.Process()
@@ -59,6 +63,7 @@ def test_sigkill_mid_training_is_recorded_as_crashed(tiny_suite, tmp_path):
     assert records["victim"].status == "crashed"
     assert "SIGKILL" in records["victim"].reason
     assert records["lora"].status == "complete"
+    assert scratch() == before  # the killed trial's temp files (its retention snapshot) went with it
 
 
 @pytest.mark.e2e

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Pipe
 
@@ -38,7 +40,8 @@ def _limit_address_space(extra_mib: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (size + extra_mib * 2**20, resource.RLIM_INFINITY))
 
 
-def _child(job: TrialJob, prepared: Prepared, conn) -> None:
+def _child(job: TrialJob, prepared: Prepared, scratch: str, conn) -> None:
+    tempfile.tempdir = scratch  # every temp file of the trial (Trainer output, retention's snapshot) goes here
     def should_prune(value: float, step: int) -> bool:
         conn.send(("report", (value, step)))
         return bool(conn.recv())
@@ -106,7 +109,10 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
                  timeout_s: float | None = None) -> TrialRecord:
     """Fork, run the trial, and collect its record; a child that dies yields a 'crashed' record."""
     started, t0 = now(), time.perf_counter()
-    pid, conn = fork_call(_child, job, prepared)
+    # The trial's temp files live in a folder this process owns and removes once the child is gone: a child
+    # that is killed, or that ends in os._exit, runs no cleanup of its own.
+    scratch = tempfile.mkdtemp(prefix="harness-trial-scratch-")
+    pid, conn = fork_call(_child, job, prepared, scratch)
     record: TrialRecord | None = None
     timed_out = False
     try:
@@ -132,6 +138,7 @@ def run_isolated(job: TrialJob, prepared: Prepared, hooks: TrialHooks,
     finally:
         conn.close()
         _, status, usage = os.wait4(pid, 0)
+        shutil.rmtree(scratch, ignore_errors=True)
     if record is None:
         code = os.waitstatus_to_exitcode(status)
         if timed_out:
