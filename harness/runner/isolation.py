@@ -41,6 +41,10 @@ def _limit_address_space(extra_mib: int) -> None:
 
 
 def _child(job: TrialJob, prepared: Prepared, scratch: str, conn) -> None:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    # torch.compile's cache stays where it was (under the system temp folder), shared by every trial
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
     tempfile.tempdir = scratch  # every temp file of the trial (Trainer output, retention's snapshot) goes here
     def should_prune(value: float, step: int) -> bool:
         conn.send(("report", (value, step)))
