@@ -195,3 +195,28 @@ def freeze_all_but(model: Any, keep: Callable[[str], bool]) -> Any:
 
 def is_head(name: str, ctx: ApplyContext) -> bool:
     return any(name == h or name.startswith(h + ".") for h in ctx.head_names)
+
+
+def generate(model, **kwargs):
+    """model.generate, for every method. peft's soft prompts (prompt tuning, P-tuning) on a causal LM are
+    generated here from the base with the virtual tokens' embeddings in front: under transformers 5
+    (5.25, peft 0.21) peft re-inserts the virtual tokens at every decoding step (its generate looks for
+    the cache under `past_key_values`, which transformers now passes as `cache`), so each new token was
+    predicted after a fresh copy of the prompt and the cache grew by num_virtual_tokens + 1 a step: wrong
+    text, and slow. The result keeps generate's shape: the input ids, then the new tokens."""
+    import torch
+
+    config = model.peft_config[model.active_adapter] if is_peft(model) else None
+    if config is None or type(config).__name__ not in ("PromptTuningConfig", "PromptEncoderConfig") \
+            or "CAUSAL" not in str(config.task_type):
+        return model.generate(**kwargs)
+    ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
+    base = model.get_base_model()
+    embeds = base.get_input_embeddings()(ids)
+    prompts = model.get_prompt(batch_size=ids.shape[0]).to(embeds.dtype)
+    if mask is None:
+        mask = torch.ones_like(ids)
+    virtual = torch.ones(ids.shape[0], prompts.shape[1], dtype=mask.dtype, device=mask.device)
+    new = base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1),
+                        attention_mask=torch.cat([virtual, mask], dim=1), **kwargs)
+    return torch.cat([ids, new], dim=1)

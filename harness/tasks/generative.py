@@ -116,6 +116,8 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     """Greedy continuations, batched with left padding and the KV cache; also tokens/s generated."""
     import torch
 
+    from harness.methods.base import generate as peft_aware_generate
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     texts, new_tokens, t0 = [], 0, time.perf_counter()
     model.eval()
@@ -125,8 +127,9 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
             width = max(len(p) for p in batch)
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 use_cache=True, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            out = peft_aware_generate(model, input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, use_cache=True, pad_token_id=pad,
+                                      eos_token_id=tokenizer.eos_token_id)
             for row in out[:, width:]:
                 row = row.tolist()
                 if tokenizer.eos_token_id in row:
