@@ -7,6 +7,10 @@
 #   bash benchmarks/gpu_check.sh --acceleration  # LoRA and full, causal-LM head, 20 steps, eager / Liger /
 #                                                # compile / checkpointing (8 runs x 2 paths, about 7 minutes)
 #   bash benchmarks/gpu_check.sh --methods       # full, LoRA, QLoRA, IA3, LN tuning, eager (about 4 minutes)
+#   bash benchmarks/gpu_check.sh --serving       # serving profile: LoRA r16 all-linear unmerged vs merged, QLoRA
+#                                                # 4-bit base vs merged bf16; decode ms/token, batch-8 tokens/s,
+#                                                # harness profile vs bare generate loop (estimated 3 minutes,
+#                                                # not measured)
 #   bash benchmarks/gpu_check.sh --preference    # DPO and reward, LoRA / QLoRA / full, 20 steps, 8 pairs x 256
 #                                                # (not in the default run; estimated 2-3 minutes, not measured)
 #   bash benchmarks/gpu_check.sh --smoke         # the same code paths on a CPU with the tiny decoder
@@ -79,6 +83,21 @@ if [[ "$mode" == all || "$mode" == --methods ]]; then
   run qlora     --method qlora --param r=16 --param target_modules=all-linear --param lora_dropout=0.0
   run ia3       --method ia3
   run ln_tuning --method ln_tuning
+fi
+
+if [[ "$mode" == all || "$mode" == --serving ]]; then
+  # the serving variants through the harness's profile and a bare generate loop (harness bench --serving)
+  if [[ $smoke == 1 ]]; then serve=(--model builtin:tiny-llama --max-length 64)
+  else serve=(--model builtin:llama-1b-random --max-length 512 --dtype bfloat16); fi
+  for method in lora qlora; do
+    echo "=== serving-$method"
+    if ! harness bench --serving "${serve[@]}" --data dialogsum-mini --method $method --param r=16 \
+        --param target_modules=all-linear --repeats 3 --json "$out/serving-$method.json" > "$out/serving-$method.txt" 2>&1; then
+      echo "    failed (see $out/serving-$method.txt):"; tail -n 3 "$out/serving-$method.txt" | sed 's/^/    /'
+    else
+      tail -n 8 "$out/serving-$method.txt" | sed 's/^/    /'
+    fi
+  done
 fi
 
 if [[ "$mode" == --preference || $smoke == 1 ]]; then

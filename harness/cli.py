@@ -170,7 +170,8 @@ def cmd_recommend(args) -> int:
     suite_text = store.saved_suite() or ""
     saved = decision_of(suite_text)
     given = {k: v for k, v in (("gpu", args.gpu), ("memory", args.memory)) if v is not None}
-    limits = {**saved.limits.model_dump(), **given} if given else None
+    serve = {"serve_with": args.serve_with} if args.serve_with else {}
+    limits = {**saved.limits.model_dump(), **given, **serve} if given or serve else None
     target = {**saved.target.model_dump(), **given} if given and saved.target else None
     try:
         with library_log(folder if folder.is_dir() else store.reports_dir() / records[0].suite):
@@ -178,7 +179,8 @@ def cmd_recommend(args) -> int:
                                  tolerance=args.tolerance, prefer=prefer, limits=limits, target=target)
     except ValueError as exc:  # pydantic's ValidationError: a tolerance <= 0, an unknown preference, a bad size
         raise UserError(f"harness recommend: {'; '.join(e['msg'] for e in exc.errors())} "
-                        f"(--tolerance > 0; --prefer from train_memory, train_time, forgetting; --memory e.g. 24GiB)") from None
+                        f"(--tolerance > 0; --prefer from train_memory, train_time, forgetting, serving_latency, "
+                        f"serving_memory; --memory e.g. 24GiB)") from None
     spec = terms.spec
     decided = decision(records, terms)
     if args.json:
@@ -262,6 +264,11 @@ def cmd_bench(args) -> int:
         raise UserError([Problem("harness bench", None, "--data", (
             f"{args.data} is a {suite.tasks[0].kind} set: it trains through TRL's own trainer, which the bench's "
             f"bare loop does not reproduce; measure it with harness run (suites/preference.yaml)"))])
+    if args.serving:
+        from harness.runner.serving_bench import print_serving_bench, run_serving_bench
+
+        print_serving_bench(run_serving_bench(suite, repeats=args.repeats, json_out=args.json))
+        return 0
     print_bench(run_bench(suite, only=args.only, json_out=args.json, repeats=args.repeats))
     return 0
 
@@ -437,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=["harness", "bare"], help="run one path (e.g. under /usr/bin/time -v)")
     p.add_argument("--repeats", type=_at_least_one, default=5, help="interleaved runs per path; the median is shown")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--serving", action="store_true",
+                   help="time the serving variants (base, adapter, merged, ...) through the harness's serving profile "
+                        "and through a bare model.generate loop (other heads: forward calls); decoders need a "
+                        "generative --data (dialogsum-mini)")
     p.add_argument("--no-phase-reset", action="store_true",
                    help="CPU: keep the kernel's peak-RSS counter whole (for checks against /usr/bin/time -v)")
     p.set_defaults(func=cmd_bench)
@@ -478,12 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="postgresql://USER@HOST/DB holding the suite's records")
     p.add_argument("--tolerance", type=float, help="equivalence tolerance in the objective's units "
                                                    "(default: the suite's decision.tolerance, 0.01)")
-    p.add_argument("--prefer", help="order among the equivalent methods, e.g. train_time,train_memory "
-                                    "(default: the suite's decision.prefer)")
+    p.add_argument("--prefer", help="order among the equivalent methods, e.g. train_time,train_memory or "
+                                    "serving_latency (default: the suite's decision.prefer)")
     p.add_argument("--gpu", help="the GPU kind a method must fit (l4, a10g, rtx4090, l40s, a100-40gb, a100, h100, "
                                  "h200; default: the suite's decision.limits.gpu); with a decision.target, its GPU")
     p.add_argument("--memory", help="the most train memory a method may need, e.g. 24GiB (default: the suite's "
                                     "decision.limits.memory)")
+    p.add_argument("--serve-with", choices=["vllm", "sglang", "tgi", "llamacpp"],
+                   help="a serving engine that must take the method's artifact (decision.limits.serve_with)")
     p.add_argument("--json", action="store_true", help="the answer and the verdicts as JSON")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("report", help="print the leaderboard of a results folder and write its HTML report")

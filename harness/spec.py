@@ -368,6 +368,13 @@ class LimitsSpec(Strict):
     max_representation_drift: float | None = Field(None, ge=0, le=1, description="encoders and classifiers: the "
                                                                                  "most representation drift (1 - "
                                                                                  "linear CKA to the base)")
+    serving_overhead: float | None = Field(None, description="the most serving overhead, in % of the base's decode "
+                                                             "time per token (other heads: time per example), of the "
+                                                             "variant the method ships (merged where it merges; suite "
+                                                             "serving:)")
+    serve_with: Literal["vllm", "sglang", "tgi", "llamacpp"] | None = Field(
+        None, description="a serving engine that must take the method's artifact, as an adapter, merged or as a "
+                          "whole model (harness/data/serving_engines.yaml, with its sources)")
 
 
 class TargetSpec(Strict):
@@ -392,11 +399,12 @@ class DecisionSpec(Strict):
                                                      "interval inside +-tolerance: two one-sided tests). 0.01: one "
                                                      "point of accuracy, F1 or ROUGE, about one standard error of a "
                                                      "2,000-example test set")
-    prefer: list[Literal["train_memory", "train_time", "forgetting"]] = Field(
+    prefer: list[Literal["train_memory", "train_time", "forgetting", "serving_latency", "serving_memory"]] = Field(
         ["train_memory", "train_time"], min_length=1,
         description="among the best method and those equivalent to it, the answer is the first by these, in "
                     "order: less train memory (the training phase's peak), less train time, less forgetting "
-                    "(decoder LMs: on general text; others: representation drift)")
+                    "(decoder LMs: on general text; others: representation drift), less serving latency (decode "
+                    "ms/token at batch 1 of the variant it ships; others: ms/example), less serving memory")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     target: TargetSpec | None = Field(None, description="decide for this model and GPU: memory and speed predicted "
                                                         "there, quality measured on the suite's model")
@@ -484,6 +492,25 @@ class RetentionSpec(Strict):
                                                          "capped by max_share)")
 
 
+class ServingSpec(Strict):
+    """What each tuned model costs to serve, measured after training in the trial process: every variant
+    that applies (the base, the adapter unmerged, merged, the quantized base) timed and sized on held-out
+    inputs, and merged checked against unmerged (harness/measure/serving.py)."""
+
+    enabled: bool = Field(True, description="profile serving (decoders: prefill tokens/s, decode ms/token at "
+                                            "batch 1 and at serving.batch; other heads: examples/s)")
+    runs: Literal["first_confirmation", "every"] = Field(
+        "first_confirmation", description="first_confirmation: the first confirmation seed of each method (where "
+                                          "the suite confirms nothing: every search run, the chosen one read); "
+                                          "every: every trained run")
+    batch: int = Field(4, gt=0, description="decoders: the batched decode measure's batch size")
+    new_tokens: int = Field(16, ge=2, description="decoders: tokens generated per timed request (greedy, forced)")
+    rounds: int = Field(3, ge=1, description="timed rounds of every measure after a warm-up; the median is kept")
+    check_inputs: int = Field(4, ge=1, description="held-out inputs merged and unmerged logits are compared on")
+    max_share: float = Field(0.10, gt=0, le=1, description="rounds past the first stop after this share of the "
+                                                           "run's time so far")
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="folder name for results")
     description: str | None = Field(None, description="one line for the report's title")
@@ -505,6 +532,7 @@ class Suite(Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     retention: RetentionSpec = Field(default_factory=RetentionSpec, description="what each trained run forgot")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="what each tuned model costs to serve")
     compare: CompareSpec = Field(default_factory=CompareSpec)
     decision: DecisionSpec = Field(default_factory=DecisionSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -105,10 +105,16 @@ def _v13_to_v14(data: dict) -> dict:
     return {**data, "retention": None, "timing": {**data.get("timing", {}), "retention_s": 0.0}}
 
 
+def _v14_to_v15(data: dict) -> dict:
+    """v15 keeps what the tuned model costs to serve (serving) and the seconds spent measuring it."""
+    return {**data, "serving": None, "timing": {**data.get("timing", {}), "serving_s": 0.0}}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
                                                8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11,
-                                               11: _v11_to_v12, 12: _v12_to_v13, 13: _v13_to_v14}
+                                               11: _v11_to_v12, 12: _v12_to_v13, 13: _v13_to_v14,
+                                               14: _v14_to_v15}
 
 
 def upgrade(data: dict) -> dict:
@@ -140,11 +146,13 @@ class Timing(BaseModel):
     # measured by torch._dynamo's counters; taken out of train_s, so tokens/s is the compiled steady state
     compile_s: float = 0.0
     retention_s: float = 0.0  # measuring what training made the model forget (retention), after the test split
+    serving_s: float = 0.0  # profiling what the tuned model costs to serve (serving), last
 
     @property
     def overhead_s(self) -> float:
         """Everything but training, evaluation and retention: process start, model load, setup, record."""
-        return max(self.total_s - self.train_s - self.validation_s - self.eval_s - self.retention_s, 0.0)
+        return max(self.total_s - self.train_s - self.validation_s - self.eval_s - self.retention_s
+                   - self.serving_s, 0.0)
 
 
 class Throughput(BaseModel):
@@ -216,6 +224,62 @@ class Retention(BaseModel):
     error: str | None = None  # why it could not be measured (the run's scores stand)
 
 
+class ServingVariant(BaseModel):
+    """One way of serving the tuned model (harness/measure/serving.py), timed on held-out inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str  # base, adapter, merged, quantized_base, tuned
+    description: str = ""
+    weights_bytes: int = 0  # its weights and buffers as held
+    working_bytes: int = 0  # what its largest measure needed above what was resident (activations, KV cache)
+    rounds: int = 0  # timed rounds after the warm-up (medians kept)
+    spread: float = 0.0  # (max - min) / median of its latency over rounds
+    prefill_tokens_per_s: float | None = None  # decoders: one prompt of the median prompt length
+    decode_ms_per_token: float | None = None  # decoders: greedy decode step at batch 1, prefill left out
+    decode_ms_per_step_batch: float | None = None  # ... at serving.batch (each step gives batch tokens)
+    decode_tokens_per_s_batch: float | None = None
+    examples_per_s: float | None = None  # other heads: forward at batch 1
+    examples_per_s_batch: float | None = None  # ... at the eval batch
+    # slower than the base by this %: decode ms/token at batch 1 (decoders), ms/example (other heads); the median
+    # over rounds of each round's ratio (every round times every variant once), and the lowest and highest ratio
+    overhead_pct: float | None = None
+    overhead_low_pct: float | None = None
+    overhead_high_pct: float | None = None
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.weights_bytes + self.working_bytes
+
+
+class Serving(BaseModel):
+    """What the tuned model costs to serve, per variant (suite serving:)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["generate", "forward"] = "generate"
+    prompt_tokens: int = 0  # the task's median held-out input length, every timed input cut to it
+    new_tokens: int = 0
+    batch: int = 0
+    device: str = ""
+    variants: list[ServingVariant] = Field(default_factory=list)
+    ships: str = ""  # the variant a team would serve: merged where the method merges, else as trained
+    mergeable: bool = False
+    extra_tokens: int = 0  # virtual tokens every request carries (prompt tuning, P-tuning)
+    cache_entries_per_layer: int = 0  # key/value entries added to every layer's cache (prefix tuning)
+    merge_check: dict[str, Any] | None = None  # {compared, inputs, max_abs_diff, predictions_changed, predictions}
+    artifact_bytes: int | None = None
+    cost_per_million_tokens: float | None = None  # USD per 1M generated tokens at serving.batch (GPU price given)
+    budget_s: float = 0.0
+    seconds: float = 0.0
+    error: str | None = None  # why it could not be measured (the run's scores stand)
+
+    def variant(self, name: str) -> ServingVariant | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    @property
+    def shipped(self) -> ServingVariant | None:
+        return self.variant(self.ships)
+
+
 class TrialRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
@@ -261,6 +325,7 @@ class TrialRecord(BaseModel):
     # assumptions; {"error": ...} where no prediction could be made
     estimate: dict[str, Any] | None = None
     retention: Retention | None = None  # what training made the model forget (suite retention:)
+    serving: Serving | None = None  # what the tuned model costs to serve (suite serving:)
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str

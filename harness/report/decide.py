@@ -33,7 +33,8 @@ def decision_of(suite_text: str, **overrides) -> DecisionSpec:
 
 
 PREFER = {"train_memory": ("peak_mib", "train memory"), "train_time": ("train_s", "train time"),
-          "forgetting": ("forgets", "forgetting")}  # forgets: forgetting (decoder LMs), else representation drift
+          "forgetting": ("forgets", "forgetting"), "serving_latency": ("serve_ms", "serving latency"),
+          "serving_memory": ("serve_mib", "serving memory")}  # forgets: forgetting (decoder LMs), else representation drift
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def breaks(row, terms: Terms) -> list[str]:
             if mib is not None and not (isinstance(mib, float) and math.isnan(mib)) and mib * 2**20 > cap:
                 out.append(f"memory: {mib * 2**20 / 2**30:.1f} GiB measured, over {name}")
         hours = row.get("train_s") / 3600 if row.get("train_s") is not None and not math.isnan(row.get("train_s")) else None
-    out += _forgets(row, limits)
+    out += _forgets(row, limits) + _serves(row, limits)
     where = "at the target" if at is not None else "measured"
     if limits.train_hours is not None and hours is not None and hours > limits.train_hours:
         out.append(f"time: {hours:.2f} h per run {where}, over {limits.train_hours:g} h")
@@ -114,6 +115,23 @@ def _forgets(row, limits) -> list[str]:
         out.append(f"forgetting: {forgetting:+.3f} nats/token on general text, over {limits.max_forgetting:g}")
     if limits.max_representation_drift is not None and drift is not None and drift > limits.max_representation_drift:
         out.append(f"representation drift: {drift:.3f}, over {limits.max_representation_drift:g}")
+    return out
+
+
+def _serves(row, limits) -> list[str]:
+    """decision.limits on serving: the shipped variant's overhead against the base, and an engine that must
+    take the artifact (harness/data/serving_engines.yaml)."""
+    out = []
+    overhead = _number(row.get("serve_overhead"))
+    if limits.serving_overhead is not None and overhead is not None and overhead > limits.serving_overhead:
+        out.append(f"serving overhead: {overhead:+.0f}% over the base, over {limits.serving_overhead:g}%")
+    if limits.serve_with is not None and row.get("artifact"):
+        from harness.report.engines import engine_file, serves_with
+
+        entry = serves_with(row["artifact"], None, limits.serve_with)
+        name = engine_file().engines[limits.serve_with].name
+        if entry is not None and entry.serves == "no":
+            out.append(f"serving: {name} cannot serve it ({entry.note or 'not supported'})")
     return out
 
 
@@ -241,6 +259,7 @@ def answer(part, terms: Terms | None = None) -> str:
         low, high = _number(chosen.get("forgetting_low")), _number(chosen.get("forgetting_high"))
         text += (f". It forgets {forgetting:+.3f} nats/token on general text"
                  + (f" [{low:+.3f}, {high:+.3f}]" if low is not None else ""))
+    text += _serving_text(chosen)
     ranked = list(order(methods)["method"])
     before = [r for r in methods.itertuples() if r.verdict == "undecided" and not math.isnan(r.more_seeds)
               and r.method not in got["broken"] and ranked.index(r.method) < ranked.index(chosen.method)]
@@ -252,6 +271,17 @@ def answer(part, terms: Terms | None = None) -> str:
     if ruled:
         text += f". Ruled out by decision.limits: {ruled}"
     return text + "."
+
+
+def _serving_text(chosen) -> str:
+    """What the chosen method costs to serve, where it was profiled: the variant it ships and its overhead."""
+    ms, overhead = _number(chosen.get("serve_ms")), _number(chosen.get("serve_overhead"))
+    if ms is None:
+        return ""
+    how = chosen.get("serve_variant") or "as trained"
+    unit = "ms/token" if chosen.get("serve_mode") == "generate" else "ms/example"
+    return (f". Served {how}: {ms:.2f} {unit}" + (f", {overhead:+.0f}% against the base" if overhead is not None
+                                                   else ""))
 
 
 def answer_changes(base_records, cand_records, terms: Terms | None = None) -> list[str]:
@@ -274,6 +304,13 @@ def answers(board, terms: Terms | None = None) -> dict[tuple[str, str], str]:
     """The answer per task x model of a leaderboard, in its order."""
     return {(task, model): answer(part, terms)
             for (task, model), part in board.groupby(["task", "model"], sort=False)}
+
+
+def _engines(artifact) -> dict | None:
+    from harness.report.engines import support
+
+    found = support(artifact) if isinstance(artifact, str) else None
+    return None if found is None else {k: e.serves for k, e in found.items()}
 
 
 def decision(records, terms: Terms | None = None) -> list[dict]:
@@ -299,6 +336,10 @@ def decision(records, terms: Terms | None = None) -> list[dict]:
                          "forgetting": number(row.forgetting),
                          "forgetting_interval": [number(row.forgetting_low), number(row.forgetting_high)],
                          "drift": number(row.drift), "representation_drift": number(row.repr_drift),
+                         "serving": {"ships": row.serve_variant if isinstance(row.serve_variant, str) else None,
+                                     "ms": number(row.serve_ms), "overhead_pct": number(row.serve_overhead),
+                                     "mib": number(row.serve_mib), "usd_per_million_tokens": number(row.serve_cost),
+                                     "engines": _engines(row.artifact)},
                          "at_target": terms.at(task, row.method)})
         out.append({"task": task, "model": model, "answer": said[(task, model)], "tolerance": spec.tolerance,
                     "prefer": list(spec.prefer), "limits": spec.limits.model_dump(exclude_none=True),

@@ -13,6 +13,7 @@ from harness.report.charts import (curve_figures, estimate_figures, pareto_figur
                                    validation_figures)
 from harness.report.acceleration import acceleration_rows, acceleration_table
 from harness.report.preference import preference_rows
+from harness.report.serving import serving_figures, serving_tables
 from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.decide import Terms, answers
 from harness.report.target import fits_somewhere
@@ -41,6 +42,9 @@ COLUMNS = [  # (board column, header, format)
     ("drift", "KL drift, nats/token", lambda v: f"{v:.4f}"),
     ("repr_drift", "repr. drift (1-CKA)", lambda v: f"{v:.4f}"),
     ("retention_s", "retention s", lambda v: f"{v:.1f}"),
+    ("serve_ms", "serve ms (token or example)", lambda v: f"{v:.2f}"),
+    ("serve_overhead", "serve overhead", lambda v: f"{v:+.1f}%"),
+    ("serve_mib", "serve MiB", lambda v: f"{v:.0f}"),
     ("trials_ok", "trials ok", str),
 ]
 
@@ -168,7 +172,8 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
     figures = {"pareto": pareto_figures(board),
                "search": search_figures(storage_url, study_prefix) if storage_url else [],
                "curves": curve_figures(records, board), "validation": validation_figures(records),
-               "estimates": estimate_figures(records), "retention": retention_figures(records)}
+               "estimates": estimate_figures(records), "retention": retention_figures(records),
+               "serving": serving_figures(board)}
     compute = compute_table(records) if compute is None else compute
     return write_page(
         "report.html.j2", out_dir, with_plotly=True,
@@ -179,6 +184,7 @@ def write_report(records: list[TrialRecord], board: pd.DataFrame, out_dir: Path,
         answers=[{"task": task, "model": model, "text": text}
                  for (task, model), text in answers(board, terms).items()],
         target=_target_rows(terms), pareto=figures["pareto"], retention=figures["retention"], search=figures["search"],
+        serving=serving_tables(records), serving_charts=figures["serving"],
         curves=figures["curves"], validation=figures["validation"],
         compute_summary=compute_lines(compute) + rung_lines(records),
         compute=_compute_rows(compute), estimates=_estimate_rows(estimate_table(records)),

@@ -18,7 +18,8 @@ MiB = 1024 * 1024
 KEYS = ["task", "model", "method"]
 MEASURES = ["objective", "trainable_params", "total_params", "trainable_pct", "train_s", "eval_s", "total_s",
             "overhead_s", "tokens_per_s", "peak_mib", "eval_mib", "absolute_peak_mib", "mfu", "train_joules",
-            "artifact_mib", "forgetting", "drift", "repr_drift", "retention_s"]
+            "artifact_mib", "forgetting", "drift", "repr_drift", "retention_s", "serve_ms", "serve_overhead",
+            "serve_mib", "serve_cost", "serving_s", "merge_changed"]
 
 
 def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
@@ -49,7 +50,7 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
             # the interval a confirmation run's verdicts are read at (harness/sequential.py; 90% with fixed seeds)
             "level": (r.confirmation or {}).get("level", LEVEL),
-            **_retention(r),
+            **_retention(r), **_serving(r),
         }
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
@@ -66,6 +67,32 @@ def _retention(r: TrialRecord) -> dict:
             "drift": ret.drift if ret is not None and ret.drift is not None else math.nan,
             "repr_drift": ret.representation_drift if ret is not None and ret.representation_drift is not None
             else math.nan, "retention_s": r.timing.retention_s}
+
+
+def _serving(r: TrialRecord) -> dict:
+    """What the variant a team would ship costs to serve (records.schema.Serving): decoders' decode ms per
+    token at batch 1 (other heads: ms per example at batch 1), its overhead against the base in %, its
+    memory (weights + working set), USD per 1M generated tokens; NaN where not profiled."""
+    serving = r.serving if r.status == "complete" and r.serving is not None and r.serving.error is None else None
+    shipped = serving.shipped if serving is not None else None
+    from harness.report.engines import artifact_key
+
+    out = {"serve_ms": math.nan, "serve_overhead": math.nan, "serve_mib": math.nan, "serve_cost": math.nan,
+           "serving_s": r.timing.serving_s, "merge_changed": math.nan, "serve_variant": None, "serve_mode": None,
+           "artifact": artifact_key(r.method_name, r.params)}
+    if shipped is None:
+        return out
+    out["serve_variant"], out["serve_mode"] = shipped.name, serving.mode
+    if shipped.decode_ms_per_token is not None:
+        out["serve_ms"] = shipped.decode_ms_per_token
+    elif shipped.examples_per_s:
+        out["serve_ms"] = 1000.0 / shipped.examples_per_s
+    out["serve_overhead"] = shipped.overhead_pct if shipped.overhead_pct is not None else math.nan
+    out["serve_mib"] = shipped.peak_bytes / MiB
+    out["serve_cost"] = serving.cost_per_million_tokens if serving.cost_per_million_tokens is not None else math.nan
+    if serving.merge_check:
+        out["merge_changed"] = serving.merge_check.get("predictions_changed", math.nan)
+    return out
 
 
 def _train_mib(r: TrialRecord) -> float | None:
@@ -139,6 +166,9 @@ def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
             row[col] = part[col].mean()
         row["busy"] = part["busy"].max()
         row["objective"] = mean
+        for col in ("serve_variant", "serve_mode"):  # from the run that was profiled (serving.runs)
+            profiled = part[col].dropna()
+            row[col] = profiled.iloc[0] if len(profiled) else None
         forgot = [v for v in part["forgetting"] if not pd.isna(v)]
         if len(forgot) >= 2:  # over seeds: each seed's forgetting is one draw of what training does
             _, row["forgetting_low"], row["forgetting_high"] = mean_ci95(forgot)

@@ -153,12 +153,27 @@ def caption(part: pd.DataFrame) -> list[str]:
             continue
         lines.append(f"{row['method']}: {int(row['complete'])}/{int(row['trials'])} trials complete; search "
                      f"{row.get('search_space') or 'fixed'}")
+    served = serving_line(part)
+    if served:
+        lines.append(served)
     if part["test_selected"].any():
         lines.append("* chosen on its test score: records written before validation scores existed (schema 1)")
     dup = part["duplicates"].max()
     if pd.notna(dup) and dup > 0:
         lines.append(f"warning: {int(dup)} test examples also stand in the training split, exactly")
     return lines
+
+
+def serving_line(part: pd.DataFrame) -> str:
+    """Each profiled method's serving cost as shipped, in one line (the page's Serving table has every variant)."""
+    if "serve_ms" not in part or not part["serve_ms"].notna().any():
+        return ""
+    rows = part[part["serve_ms"].notna()]
+    generate = (rows["serve_mode"] == "generate").any()
+    items = [f"{r['method']} {r['serve_variant']} {r['serve_ms']:.2f}"
+             + ("" if pd.isna(r.get("serve_overhead")) else f" ({r['serve_overhead']:+.0f}%)") for _, r in rows.iterrows()]
+    unit = "decode ms/token at batch 1" if generate else "ms/example at batch 1"
+    return f"serving ({unit} as shipped, vs the base): " + ", ".join(items)
 
 
 def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) -> Table:

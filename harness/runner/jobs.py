@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.measure.provenance import environment
 from harness.plan import Cell, evaluation_steps, rungs, trial_training
-from harness.spec import LoadedSuite, MeasureSpec, MethodParams, RetentionSpec, TrialTraining
+from harness.spec import LoadedSuite, MeasureSpec, MethodParams, RetentionSpec, ServingSpec, TrialTraining
 
 
 @dataclass
@@ -33,6 +33,7 @@ class TrialJob:
     retention: RetentionSpec | None = None  # measure what training made the model forget (None: off)
     base_dir: str | None = None  # the suite file's folder: retention's data files are relative to it
     retention_cache: str | None = None  # results/<suite>/retention: the base's figures, measured once per model
+    serving: ServingSpec | None = None  # profile what the tuned model costs to serve (None: not this run)
 
     @property
     def acceleration(self):
@@ -74,7 +75,7 @@ def record_base(loaded: LoadedSuite, cell: Cell, suite_hash: str, phase: str = "
 def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, device: str, suite_hash: str,
              sampled: dict[str, Any] | None = None, params: dict[str, Any] | None = None, phase: str = "search",
              artifact_dir: str | None = None, tracking_root: str | None = None,
-             results_root: str | None = None) -> TrialJob:
+             results_root: str | None = None, confirm_slot: int | None = None) -> TrialJob:
     """The job of one trial: `params` as given (a confirmation re-runs a trial's), else the cell's fixed
     values with what the sampler chose."""
     sampled = dict(sampled or {})
@@ -90,4 +91,19 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
                     eval_steps=evaluation_steps(suite) if phase == "search" else (),
                     tracking_root=tracking_root if suite.tracking.report_to else None,
                     retention=suite.retention if suite.retention.enabled else None, base_dir=str(loaded.base_dir),
-                    retention_cache=str(Path(results_root) / "retention") if results_root else None)
+                    retention_cache=str(Path(results_root) / "retention") if results_root else None,
+                    serving=suite.serving if profiles_serving(loaded, phase, confirm_slot) else None)
+
+
+def profiles_serving(loaded: LoadedSuite, phase: str, confirm_slot: int | None) -> bool:
+    """serving.runs first_confirmation: a method's first confirmation seed, or every search run where the
+    suite confirms nothing (the leaderboard then reads the chosen one); every: every run."""
+    suite = loaded.suite
+    spec = suite.serving
+    if not spec.enabled:
+        return False
+    if spec.runs == "every":
+        return True
+    if phase == "confirm":
+        return confirm_slot == 0
+    return suite.confirm.most == 0

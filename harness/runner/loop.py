@@ -203,7 +203,8 @@ class Worker:
         of = f"{got.slot + 1}/{len(self.seeds)}" if why["rule"] == "fixed" else f"{got.slot + 1}, look {why['look']}"
         self.view.start_trial(f"{cell.id} confirm trial {best.trial_number} seed {seed} ({of})",
                               self.suite.training.max_steps)
-        job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm")
+        job = self.job(cell, trial_number=best.trial_number, seed=seed, params=best.params, phase="confirm",
+                       confirm_slot=got.slot)
         hooks = TrialHooks(self.view.on_progress, studies.never_prune,
                            claims.heartbeat(study, got.trial, self.suite.runner.heartbeat_s))
         record = self.trial(job, hooks, study, got.trial, confirmation=why)

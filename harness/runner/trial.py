@@ -22,7 +22,7 @@ from harness.measure.flops import flops_per_token, peak_flops
 from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
-from harness.records.schema import Energy, Memory, Retention, Throughput, Timing, TrialRecord
+from harness.records.schema import Energy, Memory, Retention, Serving, Throughput, Timing, TrialRecord
 from harness.runner.jobs import TrialJob
 from harness.runner.logs import notices
 from harness.runner.prepare import Prepared
@@ -154,6 +154,8 @@ class Trial:
                 self.test()
                 if self.retains():
                     self.retain()
+                if self.serves():
+                    self.serve()
             self.record.ended("complete")
         except Pruned as exc:
             self.record.ended("pruned", str(exc), "train")
@@ -243,17 +245,12 @@ class Trial:
         self.phase = "retention"
         spent = timing.load_s + timing.train_s + timing.compile_s + timing.validation_s + timing.eval_s
         causal = prepared.head.auto_class == "AutoModelForCausalLM"
-        validation = prepared.data["validation"]
-        rows = None  # the task's held-out inputs: generative tasks' prompts, otherwise the tokenized examples
-        column = next((c for c in ("prompt_ids", "input_ids") if c in validation.column_names), None)
-        if causal and job.retention.drift_examples and column is not None:
-            rows = [list(r) for r in validation.select(range(min(job.retention.drift_examples,
-                                                                 len(validation))))[column]]
+        rows = self.held_out_inputs(job.retention.drift_examples) if causal and job.retention.drift_examples else []
         t0 = time.perf_counter()
         self.memory.start("retention")
         try:
             found = measure(self.model, prepared.tokenizer, spec=job.retention, causal_lm=causal,
-                            snapshot=self.snapshot, drift_rows=rows, device=job.device,
+                            snapshot=self.snapshot, drift_rows=rows or None, device=job.device,
                             seconds=max(job.retention.max_share * spent - timing.retention_s, 0.0),
                             base_dir=job.base_dir, cache=self.base_cache() if causal else None)
             self.record.set(retention=Retention(**found))
@@ -263,6 +260,51 @@ class Trial:
         finally:
             self.memory.stop("retention")
             timing.retention_s += time.perf_counter() - t0
+
+    def serves(self) -> bool:
+        """The serving profile runs on the runs the suite's serving.runs picks, where training took place."""
+        return self.job.serving is not None and self.job.cell.method.trains
+
+    def held_out_inputs(self, limit: int) -> list[list[int]]:
+        """The validation split's inputs, at most `limit`: generative tasks' prompts, otherwise the tokenized
+        examples (what retention's drift and the serving profile read)."""
+        validation = self.prepared.data["validation"]
+        column = next((c for c in ("prompt_ids", "input_ids") if c in validation.column_names), None)
+        if column is None:
+            return []
+        return [list(r) for r in validation.select(range(min(limit, len(validation))))[column]]
+
+    def serve(self) -> None:
+        """What the tuned model costs to serve, within serving.max_share of the run's time so far, after
+        everything else the record measures (a failure here is kept in the record; the scores stand)."""
+        from harness.measure.serving import Workload, profile
+
+        job, prepared, timing = self.job, self.prepared, self.timing
+        spec = job.serving
+        self.phase = "serving"
+        spent = (timing.load_s + timing.train_s + timing.compile_s + timing.validation_s + timing.eval_s
+                 + timing.retention_s)
+        generate = prepared.head.auto_class == "AutoModelForCausalLM"
+        t0 = time.perf_counter()
+        try:
+            pad = prepared.tokenizer.pad_token_id if prepared.tokenizer.pad_token_id is not None else 0
+            work = Workload.of(self.held_out_inputs(max(64, spec.check_inputs)), pad, generate=generate,
+                               batch=spec.batch if generate else job.training.eval_batch_size,
+                               new_tokens=spec.new_tokens, check_inputs=spec.check_inputs)
+
+            def reload_base():
+                return prepared.load_variant().to(job.device)
+
+            found = profile(self.model, method=job.cell.method, params=job.method_params, work=work,
+                            device=job.device, rounds=spec.rounds, seconds=spec.max_share * spent,
+                            reload_base=reload_base, memory=self.memory,
+                            price_per_gpu_hour=job.measure.price_per_gpu_hour,
+                            artifact_bytes=self.record.get("artifact_bytes"))
+            self.record.set(serving=Serving(**found))
+        except Exception as exc:  # noqa: BLE001 - the task's scores stand without it
+            self.record.set(serving=Serving(device=job.device, error=f"{type(exc).__name__}: {str(exc)[:500]}"))
+        finally:
+            timing.serving_s = time.perf_counter() - t0
 
     def score(self, split: str) -> Scores:
         p = self.prepared
