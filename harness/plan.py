@@ -143,6 +143,8 @@ def smoke_suite(suite: Suite) -> Suite:
         "training": suite.training.model_copy(update={"max_steps": SMOKE_STEPS, "eval_every_steps": SMOKE_STEPS}),
         "runner": suite.runner.model_copy(update={"max_examples": SMOKE_EXAMPLES}),
         "output": suite.output.model_copy(update={"keep_adapters": False}),
+        # the serving profile's path, at its least: one timed round, four new tokens
+        "serving": suite.serving.model_copy(update={"rounds": 1, "new_tokens": 4}),
     })
 
 

@@ -233,6 +233,24 @@ def test_the_answer_can_prefer_serving_latency_and_cap_its_overhead():
     assert rows["lora"]["serving"]["engines"]["vllm"] == "adapter" and rows["prompt_tuning"]["breaks"]
 
 
+def test_profiled_runs_follow_serving_runs_and_smoke_keeps_the_path_short():
+    from harness.plan import plan, smoke_suite
+    from harness.runner.jobs import profiles_serving
+    from harness.spec import LoadedSuite, Suite
+
+    raw = {"name": "s", "models": [{"source": "builtin:tiny-llama"}], "methods": [{"name": "lora"}],
+           "tasks": [{"name": "t", "kind": "summarization", "data": {"builtin": "dialogsum-mini"}}]}
+    loaded = lambda **extra: LoadedSuite(Suite.model_validate({**raw, **extra}), None, "")  # noqa: E731
+    confirmed = loaded(confirm={"seeds": 3})
+    assert [profiles_serving(confirmed, "confirm", slot) for slot in range(3)] == [True, False, False]
+    assert not profiles_serving(confirmed, "search", None)
+    assert profiles_serving(loaded(), "search", None)  # nothing confirmed: every search run, the chosen one read
+    assert profiles_serving(loaded(confirm={"seeds": 3}, serving={"runs": "every"}), "confirm", 2)
+    assert not profiles_serving(loaded(serving={"enabled": False}), "search", None)
+    smoke = smoke_suite(confirmed.suite)
+    assert smoke.serving.rounds == 1 and smoke.serving.new_tokens == 4 and plan(smoke)
+
+
 def test_a_v14_record_reads_with_no_serving_profile():
     from harness.records.schema import SCHEMA_VERSION, TrialRecord, upgrade
     from harness.records.synthetic import make_record
@@ -293,21 +311,30 @@ serving: {new_tokens: 6, max_share: 1.0}
     assert "prompt_tuning: " in said and "breaks serving: vLLM cannot serve it" in said
 
 
-@pytest.mark.parametrize("name", ["prompt_tuning", "p_tuning"])
-def test_soft_prompts_generate_what_the_model_computes(name):
-    """Greedy generation of a soft-prompt model through the harness (harness/methods/base.py generate) equals
-    greedy decoding by full recomputation with the virtual tokens in front: peft 0.21's own generate under
-    transformers 5 re-inserts the virtual tokens at every step, and its text differs."""
+@pytest.mark.parametrize("name", ["prompt_tuning", "p_tuning", "prefix_tuning"])
+@pytest.mark.parametrize("left_padded", [False, True])
+def test_prompt_learning_generates_what_the_model_computes(name, left_padded):
+    """Greedy generation of a prompt-learning model through the harness (harness/methods/base.py generate)
+    equals greedy decoding by full recomputation through peft's own forward (what training used), also for
+    a left-padded batch: peft 0.21's generate under transformers 5 takes every step for the first (soft
+    prompts re-inserted, the prefix cache replaced), and its text differs."""
     from harness.methods.base import generate
 
     model, tok, *_ = _setup("tiny-llama", "causal_lm", name)
-    base = model.get_base_model()
-    ids = torch.tensor([tok(TEXT)["input_ids"]])
+    short, long = tok(TEXT[:40])["input_ids"], tok(TEXT)["input_ids"]
+    pad = tok.pad_token_id
+    rows = [[pad] * (len(long) - len(short)) + short, long] if left_padded else [long]
+    ids = torch.tensor(rows)
+    mask = torch.tensor([[0 if (left_padded and i == 0 and j < len(long) - len(short)) else 1
+                          for j in range(len(long))] for i in range(len(rows))])
     with torch.inference_mode():
-        out = generate(model, input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                       min_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-        prompts, cur = model.get_prompt(batch_size=1), ids
-        for _ in range(8):
-            embeds = torch.cat([prompts, base.get_input_embeddings()(cur)], dim=1)
-            cur = torch.cat([cur, base(inputs_embeds=embeds).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert out.tolist() == cur.tolist()
+        out = generate(model, input_ids=ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=6,
+                       do_sample=False, pad_token_id=pad)
+        expected = []
+        for row, m in zip(rows, mask.tolist()):  # each row alone, unpadded, recomputed from scratch each step
+            cur = torch.tensor([[t for t, keep in zip(row, m) if keep]])
+            for _ in range(6):
+                logits = model(input_ids=cur, attention_mask=torch.ones_like(cur)).logits
+                cur = torch.cat([cur, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            expected.append(cur[0, -6:].tolist())
+    assert out[:, ids.shape[1]:].tolist() == expected

@@ -198,25 +198,34 @@ def is_head(name: str, ctx: ApplyContext) -> bool:
 
 
 def generate(model, **kwargs):
-    """model.generate, for every method. peft's soft prompts (prompt tuning, P-tuning) on a causal LM are
-    generated here from the base with the virtual tokens' embeddings in front: under transformers 5
-    (5.25, peft 0.21) peft re-inserts the virtual tokens at every decoding step (its generate looks for
-    the cache under `past_key_values`, which transformers now passes as `cache`), so each new token was
-    predicted after a fresh copy of the prompt and the cache grew by num_virtual_tokens + 1 a step: wrong
-    text, and slow. The result keeps generate's shape: the input ids, then the new tokens."""
+    """model.generate, for every method, except peft's prompt learning on a causal LM, generated here from
+    the base: under transformers 5 (5.25, peft 0.21) peft's generate looks for the cache under
+    `past_key_values`, which transformers now passes as `cache`, so it takes every decoding step for the
+    first. Soft prompts (prompt tuning, P-tuning) had their virtual tokens re-inserted at every step (each
+    token predicted after a fresh copy of the prompt; the cache grew by num_virtual_tokens + 1 a step);
+    prefix tuning had its cache replaced by the bare prefix at every step (each token predicted from the
+    prefix and the last token alone). Here soft prompts go in front as embeddings, and the prefix goes in
+    as the cache of num_virtual_tokens placeholder positions. Tested against full recomputation. The
+    result keeps generate's shape: the input ids, then the new tokens."""
     import torch
 
     config = model.peft_config[model.active_adapter] if is_peft(model) else None
-    if config is None or type(config).__name__ not in ("PromptTuningConfig", "PromptEncoderConfig") \
+    kind = type(config).__name__ if config is not None else ""
+    if kind not in ("PromptTuningConfig", "PromptEncoderConfig", "PrefixTuningConfig") \
             or "CAUSAL" not in str(config.task_type):
         return model.generate(**kwargs)
     ids, mask = kwargs.pop("input_ids"), kwargs.pop("attention_mask", None)
     base = model.get_base_model()
-    embeds = base.get_input_embeddings()(ids)
-    prompts = model.get_prompt(batch_size=ids.shape[0]).to(embeds.dtype)
     if mask is None:
         mask = torch.ones_like(ids)
-    virtual = torch.ones(ids.shape[0], prompts.shape[1], dtype=mask.dtype, device=mask.device)
-    new = base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1),
-                        attention_mask=torch.cat([virtual, mask], dim=1), **kwargs)
+    virtual = torch.ones(ids.shape[0], config.num_virtual_tokens, dtype=mask.dtype, device=mask.device)
+    mask = torch.cat([virtual, mask], dim=1)
+    if kind == "PrefixTuningConfig":  # the prefix is the cache of its positions; generate skips cached ids
+        placeholder = torch.zeros_like(virtual, dtype=ids.dtype)
+        out = base.generate(input_ids=torch.cat([placeholder, ids], dim=1), attention_mask=mask,
+                            past_key_values=model.get_prompt(batch_size=ids.shape[0]), **kwargs)
+        return out[:, virtual.shape[1]:]
+    embeds = base.get_input_embeddings()(ids)
+    prompts = model.get_prompt(batch_size=ids.shape[0]).to(embeds.dtype)
+    new = base.generate(inputs_embeds=torch.cat([prompts, embeds], dim=1), attention_mask=mask, **kwargs)
     return torch.cat([ids, new], dim=1)
