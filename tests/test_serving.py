@@ -61,6 +61,7 @@ DECODER = [
     ("prompt_tuning", {}, ["base", "adapter"], "adapter"),
     ("prefix_tuning", {}, ["base", "adapter"], "adapter"),
     ("adapter_houlsby", {}, ["base", "adapter"], "adapter"),
+    ("ln_tuning", {}, ["base", "adapter", "merged"], "merged"),  # peft's LNTuning: merging swaps the trained norms in
     ("full", {}, ["base", "tuned"], "tuned"),
     ("qlora", {}, ["adapter", "quantized_base", "base", "merged"], "merged"),
 ]

@@ -57,7 +57,7 @@ register(MethodSpec(
     training={"learning_rate": 5e-3},
 ))
 register(MethodSpec(
-    name="ln_tuning", family="selective", apply=_ln_tuning,
+    name="ln_tuning", family="selective", apply=_ln_tuning, can_merge=True,
     summary="LayerNorm tuning (peft LNTuning): normalization layers and the task head train",
     training={"learning_rate": 5e-3},
 ))
