@@ -149,7 +149,8 @@ def _harness_once(job: TrialJob, prepared: Prepared) -> dict:
             "eval_s": record.timing.eval_s}
 
 
-def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
+def bench_setup(suite: Suite):
+    """The bench's one cell, prepared, on its device, with its job: (cell, prepared, device, job)."""
     from harness.runner.prepare import Preparer, pick_device
     from harness.runner.stack import preload, quiet_libraries
 
@@ -159,8 +160,13 @@ def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None
     [cell] = plan(suite)
     prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
     device = pick_device(suite.training.device)
-    job = make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
-    job = dataclasses.replace(job, retention=None)  # the bench times training; retention has no bare twin
+    return cell, prepared, device, make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
+
+
+def run_bench(suite: Suite, only: str | None = None, json_out: str | None = None, repeats: int = 3) -> dict:
+    cell, prepared, device, job = bench_setup(suite)
+    # the bench times training; retention and the serving profile have no bare twin here
+    job = dataclasses.replace(job, retention=None, serving=None)
     out: dict = {"device": device, "model": cell.model.label, "method": cell.method.name,
                  "steps": suite.training.max_steps, "batch_size": suite.training.batch_size, "repeats": repeats,
                  "head": prepared.head.name, "acceleration": cell.acceleration.label(),

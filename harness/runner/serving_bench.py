@@ -11,7 +11,7 @@ import statistics
 import time
 from pathlib import Path
 
-from harness.spec import LoadedSuite, Suite
+from harness.spec import Suite
 
 
 def bare_timing(module, rows: list[list[int]], batch: int, new_tokens: int, pad: int, generate: bool,
@@ -79,19 +79,10 @@ KEYS = {True: ("decode_ms_per_token", "decode_tokens_per_s_batch"), False: ("exa
 
 def run_serving_bench(suite: Suite, repeats: int = 5, json_out: str | None = None) -> dict:
     from harness.measure.serving import Timer, Workload, variants
-    from harness.plan import plan
-    from harness.runner.jobs import make_job
-    from harness.runner.prepare import Preparer, pick_device
-    from harness.runner.stack import preload, quiet_libraries
+    from harness.runner.bench import bench_setup
     from harness.runner.trial import Trial, TrialHooks, setup_model
 
-    quiet_libraries()
-    preload()
-    loaded = LoadedSuite(suite=suite, path=Path.cwd() / "bench.yaml", text="")
-    [cell] = plan(suite)
-    prepared = Preparer(loaded.base_dir, seed=0).get(cell.model, cell.task)
-    device = pick_device(suite.training.device)
-    job = make_job(loaded, cell, trial_number=0, seed=0, device=device, suite_hash="bench")
+    cell, prepared, device, job = bench_setup(suite)
     spec = suite.serving
     generate = prepared.head.auto_class == "AutoModelForCausalLM"
     trial = Trial(job, prepared, TrialHooks(lambda m: None, lambda v, s: False))
