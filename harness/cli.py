@@ -512,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from harness.runner import signals
+
+    previous = signals.stop_on_signals()  # SIGTERM stops as Ctrl-C does; a second signal ends every child at once
     try:
         return args.func(args)
     except UserError as err:
@@ -525,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+        return signals.exit_code()
+    finally:
+        signals.restore(previous)
 
 
 if __name__ == "__main__":

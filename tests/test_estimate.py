@@ -159,6 +159,28 @@ def test_bad_gpu_memory_is_a_clean_error(tmp_path, capsys):
     assert "--gpu-memory" in capsys.readouterr().err
 
 
+def test_a_cuda_plan_on_a_machine_without_a_gpu(tmp_path, capsys, monkeypatch):
+    """device: cuda planned where NVML has no library (a laptop): --gpu-memory is used as given, and
+    without it the message names --gpu; never pynvml's traceback."""
+    import pynvml
+
+    import harness.estimate as est
+
+    def no_nvml():
+        raise pynvml.NVMLError_LibraryNotFound()
+
+    monkeypatch.setattr(est, "_visible_gpu", no_nvml)  # whatever this host has, it reads as a laptop
+    suite = _config_only_suite(tmp_path)
+    suite.write_text(suite.read_text().replace("training: {batch_size: 16", "training: {device: cuda, batch_size: 16"))
+    assert main(["estimate", str(suite), "--gpu-memory", "80GiB", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"]["memory_limit_bytes"] == 80 * 2**30 and out["target"]["device"] == "cuda"
+    assert all(c["fits"] is True and c["predicted_tokens_per_s"] is None for c in out["cells"])
+    assert main(["estimate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert "--gpu KIND" in err and "Traceback" not in err
+
+
 @pytest.mark.e2e
 def test_sweep_skips_what_does_not_fit_and_fits_auto_micro_batches(tmp_path, capsys, monkeypatch):
     """Under a memory limit too small for full fine-tuning at micro-batch 1, its cell is a skipped

@@ -110,7 +110,8 @@ def test_three_workers_on_postgres_share_one_budget(write_suite, tmp_path):
 
 
 def _kill_mid_trial(proc: subprocess.Popen, min_age_s: float = 1.0, timeout_s: float = 120) -> None:
-    """SIGKILL a worker's whole process group once one of its trial processes has run a while."""
+    """SIGKILL a worker and every process under it at once (a machine lost) once one of its trial
+    processes has run a while."""
     import psutil
 
     deadline = time.monotonic() + timeout_s
@@ -122,7 +123,9 @@ def _kill_mid_trial(proc: subprocess.Popen, min_age_s: float = 1.0, timeout_s: f
                 parent = child.parent()
                 if parent is not None and child.cmdline() == parent.cmdline() and \
                         time.time() - child.create_time() > min_age_s:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                    for p in tree:
+                        p.kill()
                     proc.wait()
                     return
             except psutil.Error:
@@ -223,6 +226,64 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_continues(write_sui
     assert retry, "the interrupted configuration ran again"
     assert Counter(r.cell_id for r in records if r.status == "complete" and r.phase == "search") == {
         "sentiment--tiny-bert--lora": 2, "sentiment--tiny-bert--bitfit": 2}
+
+
+def _trial_tree(run: subprocess.Popen, timeout_s: float = 120) -> list:
+    """Every process under `run` once one of its trial processes (a fork of a sweep process) has run a while."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and run.poll() is None:
+        kids = psutil.Process(run.pid).children(recursive=True)
+        for kid in kids:
+            try:
+                parent = kid.parent()
+                if parent is not None and parent.pid != run.pid and kid.cmdline() == parent.cmdline() \
+                        and time.time() - kid.create_time() > 1.0:
+                    return kids
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no trial ran (exit {run.poll()})")
+
+
+def _sigterm_leaves_nothing(run: subprocess.Popen, store) -> None:
+    """SIGTERM to the command alone (kill, timeout, a scheduler): it exits 143, no process it started is
+    left, the running trial is recorded as interrupted and enqueued again (resumable)."""
+    import optuna
+    import psutil
+
+    tree = _trial_tree(run)
+    os.kill(run.pid, signal.SIGTERM)
+    out = run.communicate(timeout=120)[0]
+    assert run.returncode == 143, out
+    time.sleep(0.5)
+    left = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    listing = subprocess.run(["ps", "-eo", "pid,ppid,pgid,stat,etime,args"], capture_output=True, text=True).stdout
+    print("process listing after SIGTERM:\n" + "\n".join(line for line in listing.splitlines()
+                                                            if "harness.cli" in line or "multiprocessing" in line or "PID" in line))
+    assert not left, f"left running after SIGTERM: {left}"
+    [interrupted] = [r for r in store.load_all() if r.status == "interrupted"]
+    assert "SIGTERM" in interrupted.reason
+    waiting = [t.params for trials in _studies(store.study_storage_url).values() for t in trials
+               if t.state == optuna.trial.TrialState.WAITING]
+    # the same configuration (the searched values; the record holds every setting) runs again on a resume
+    assert len(waiting) == 1 and waiting[0] and all(interrupted.params[k] == v for k, v in waiting[0].items())
+
+
+@pytest.mark.e2e
+def test_sigterm_to_harness_run_stops_every_process_and_the_trial_resumes(write_suite, tmp_path):
+    suite = write_suite(SUITE.format(name="term", trials=2, seeds=0, steps=4000))
+    run = _harness("run", suite, "--results", tmp_path / "r", "--reports", tmp_path / "p", "--quiet")
+    _sigterm_leaves_nothing(run, FileRecordStore(tmp_path / "r" / "term"))
+
+
+@need_postgres
+def test_sigterm_to_harness_worker_stops_every_process(write_suite, tmp_path):
+    name = f"term-{uuid.uuid4().hex[:8]}"
+    suite = write_suite(SUITE.format(name=name, trials=2, seeds=0, steps=4000))
+    worker = _harness("worker", suite, "--storage", POSTGRES, "--results", tmp_path / "a", "--quiet")
+    _sigterm_leaves_nothing(worker, _pg_store(name))
 
 
 OOM_SUITE = """\

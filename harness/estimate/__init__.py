@@ -83,7 +83,17 @@ def target_for(device: str, gpu: str | None, gpu_memory: int | None, memory_limi
         limit = gpu_memory or runner_limit or memory
         return Target("cuda", limit, PEAKS[name]["bfloat16"], f"{name} datasheet, dense bf16", name)
     if device == "cuda":
-        name, total = _visible_gpu()
+        try:
+            name, total = _visible_gpu()
+        except Exception as exc:  # noqa: BLE001 - pynvml's errors (no driver, no library) share no base class
+            from harness.errors import UserError
+
+            if not (gpu_memory or runner_limit):  # a plan made on a laptop: nothing to read the GPU from
+                raise UserError(f"the suite trains on cuda, but no GPU can be read here ({type(exc).__name__}); "
+                                f"name the GPU to plan for with --gpu KIND ({', '.join(GPUS)})") from None
+            return Target("cuda", gpu_memory or runner_limit, None,
+                          f"no GPU visible here ({type(exc).__name__}) and none named with --gpu: no peak FLOP/s, "
+                          f"so no speed estimate")
         peak, source = peak_flops("cuda", name, "bfloat16")
         return Target("cuda", gpu_memory or runner_limit or total, peak, source, name)
     from harness.estimate.parts import cpu_allocator

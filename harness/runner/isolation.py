@@ -20,6 +20,7 @@ from harness.records.schema import TrialRecord
 from harness.runner.prepare import Prepared
 from harness.runner.jobs import TrialJob
 from harness.runner.record import RecordBuilder, now
+from harness.runner.signals import die_with_parent
 from harness.runner.trial import TrialHooks, run_trial
 
 PROGRESS_PERIOD_S = 0.25  # how often a trial process reports its step to the sweep process
@@ -87,10 +88,12 @@ def fork_call(target, *args) -> tuple[int, object]:
     gc.freeze()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the trial process
         code = 0
         try:
+            die_with_parent(signal.SIGKILL, parent)  # a trial never outlives its sweep process
             parent_conn.close()
             target(*args, child_conn)
         except BaseException:  # noqa: BLE001 - report and die; the parent records the exit code

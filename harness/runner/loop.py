@@ -250,7 +250,7 @@ class Worker:
                                  f"again at {smaller.training.micro_batch}")
                 job = smaller
         except KeyboardInterrupt:
-            record = failure_record(job, "interrupted (Ctrl-C); enqueued again, so running the same command "
+            record = failure_record(job, "interrupted (Ctrl-C or SIGTERM); enqueued again, so running the same command "
                                          "continues it", started, status="interrupted")
             self.store.write(sweep_facts(record, job, stage))
             if study is not None and trial is not None:

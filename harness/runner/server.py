@@ -33,9 +33,15 @@ class EventSender:
         return send
 
 
-def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, conn) -> None:
+def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, parent: int, conn) -> None:
     import os
+    import signal
 
+    from harness.runner.signals import die_with_parent, own_process_group, stop_on_signals
+
+    own_process_group()  # a terminal's Ctrl-C reaches the caller alone, which passes it on once
+    stop_on_signals()
+    die_with_parent(signal.SIGTERM, parent)  # the caller killed outright: stop as on Ctrl-C
     os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES for a worker per GPU, before torch is imported
     from harness.runner.logs import route_from_env
 
@@ -55,8 +61,8 @@ def _sweep_process(fn: Callable, args: tuple, kwargs: dict, env: dict, conn) -> 
 
 def run_in_sweep_processes(fn: Callable, workers: list[tuple[tuple, dict, dict]], view: Any) -> None:
     """Spawn one sweep process per (args, kwargs, environment) and relay their progress to view;
-    Ctrl-C reaches each worker as its own KeyboardInterrupt, so it records its running trial as
-    interrupted before it exits."""
+    Ctrl-C or SIGTERM here reaches each worker as its own KeyboardInterrupt (harness/runner/signals.py), so
+    it records its running trial as interrupted before it exits; a second one ends them all at once."""
     import os
     import signal
     from multiprocessing.connection import wait
@@ -67,7 +73,7 @@ def run_in_sweep_processes(fn: Callable, workers: list[tuple[tuple, dict, dict]]
     procs, conns = [], {}
     for i, (args, kwargs, env) in enumerate(workers):
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_sweep_process, args=(fn, args, kwargs, env, child), name=f"harness-sweep-{i}")
+        proc = ctx.Process(target=_sweep_process, args=(fn, args, kwargs, env, os.getpid(), child), name=f"harness-sweep-{i}")
         proc.start()
         child.close()
         procs.append(proc)
