@@ -13,6 +13,12 @@
 #                                                # not measured)
 #   bash benchmarks/gpu_check.sh --preference    # DPO and reward, LoRA / QLoRA / full, 20 steps, 8 pairs x 256
 #                                                # (not in the default run; estimated 2-3 minutes, not measured)
+#   bash benchmarks/gpu_check.sh --adapter-dtype # LoRA r16 all-linear and QLoRA with adapters in float32 (peft's
+#                                                # default) and in bf16 (adapter_dtype: compute): memory, tokens/s,
+#                                                # loss; in the default run (estimated 2 minutes, not measured)
+#   bash benchmarks/gpu_check.sh --distributed   # needs 2+ GPUs: full fine-tuning on 1 GPU vs FSDP on 2, LoRA DDP
+#                                                # on 2, through `harness run --gpus 0,1`; per-rank memory against
+#                                                # `harness estimate` (not in the default run; estimated 4 minutes)
 #   bash benchmarks/gpu_check.sh --smoke         # the same code paths on a CPU with the tiny decoder
 #                                                # (Liger and flash attention need CUDA: left out there)
 #   WHEELS=/path/to/wheels bash benchmarks/gpu_check.sh   # a bare GPU machine with no network: installs
@@ -98,6 +104,57 @@ if [[ "$mode" == all || "$mode" == --serving ]]; then
       tail -n 8 "$out/serving-$method.txt" | sed 's/^/    /'
     fi
   done
+fi
+
+if [[ "$mode" == all || "$mode" == --adapter-dtype ]]; then
+  # peft keeps a bf16 model's adapters in float32 and casts each adapted layer's input to float32;
+  # adapter_dtype=compute keeps them in bf16 (docs/distributed.md)
+  for dt in float32 compute; do
+    run "lora-adapters-$dt"  --method lora  "${lora[@]:2}" --param adapter_dtype=$dt
+    run "qlora-adapters-$dt" --method qlora --param r=16 --param target_modules=all-linear --param lora_dropout=0.0 \
+        --param adapter_dtype=$dt
+  done
+fi
+
+if [[ "$mode" == --distributed || ( $smoke == 1 && "$mode" == all ) ]]; then
+  # full fine-tuning on one device against FSDP over two, and LoRA under DDP, through harness run --gpus
+  ngpu=$(python -c "import torch; print(torch.cuda.device_count())")
+  if [[ $smoke == 0 && $ngpu -lt 2 ]]; then
+    echo "=== distributed: skipped, it needs at least 2 GPUs and torch sees $ngpu"
+  else
+    if [[ $smoke == 1 ]]; then model="source: builtin:tiny-llama, max_length: 64"; steps=6; gpus=(); device=cpu
+    else model="source: builtin:llama-1b-random, dtype: bfloat16, max_length: 1024"; steps=20; gpus=(--gpus 0,1); device=cuda; fi
+    cat > "$out/distributed.yaml" <<YAML
+name: gpu-distributed
+models: [{$model}]
+tasks: [{name: chat, kind: summarization, data: {builtin: dialogsum-mini, test_size: 16}}]
+methods:
+  - {name: full, label: full-1}
+  - {name: full, label: full-fsdp2, distributed: {processes: 2, strategy: fsdp}}
+  - {name: lora, label: lora-ddp2, params: {r: 16, target_modules: all-linear, lora_dropout: 0.0}, distributed: {processes: 2}}
+search: {sampler: none}
+training: {max_steps: $steps, batch_size: 8, eval_batch_size: 8, device: $device}
+references: false
+serving: {enabled: false}
+retention: {enabled: false}
+YAML
+    echo "=== distributed (full on 1 vs FSDP on 2, LoRA DDP on 2)"
+    rm -rf "$out/results/gpu-distributed"
+    harness run "$out/distributed.yaml" "${gpus[@]}" --results "$out/results" --reports "$out/reports" --quiet 2>&1 \
+      | grep -v Warning | tail -n 12 | sed 's/^/    /' || echo "    failed (see $out/results/gpu-distributed)"
+    python - "$out/results/gpu-distributed" <<'PY'
+import glob, json, sys
+for path in sorted(glob.glob(f"{sys.argv[1]}/records/*/*.json")):
+    r = json.load(open(path))
+    est = (r.get("estimate") or {}).get("predicted_peak_bytes")
+    ranks = (r.get("distributed") or {}).get("ranks") or []
+    per = ", ".join(f"rank {f['rank']} {f['train_bytes'] / 2**20:.0f} MiB {f['median_step_s'] * 1000:.0f} ms/step"
+                    for f in ranks)
+    print(f"    {r['method']:11s} {r['status']:8s} train {(r['memory']['train_bytes'] or 0) / 2**20:7.0f} MiB "
+          f"(estimate {est / 2**20 if est else 0:7.0f}) {r['throughput']['train_tokens_per_s']:8.0f} tok/s "
+          f"devices {r.get('devices')} {per}")
+PY
+  fi
 fi
 
 if [[ "$mode" == --preference || $smoke == 1 ]]; then

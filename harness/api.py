@@ -104,7 +104,7 @@ def _suite_file(suite: str | Path | dict[str, Any]) -> Path:
 
 
 def run(suite: str | Path | dict[str, Any], *, results: str | None = None, reports: str | None = None,
-        quiet: bool = True, workers: int = 1, gpus: list[str] | None = None, storage: str | None = None,
+        quiet: bool = True, workers: int | None = None, gpus: list[str] | None = None, storage: str | None = None,
         smoke: bool = False, gpu_memory: str | None = None, console=None, verbose: bool = False,
         wide: bool = False) -> Results:
     """Sweep a suite (a YAML path or a mapping), publish its leaderboard and report, and return its

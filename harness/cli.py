@@ -97,12 +97,24 @@ def cmd_ls(args) -> int:
 def cmd_run(args) -> int:
     from harness.api import run
 
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    gpus = _gpus(args)
     results = run(args.suite, results=args.results, reports=args.reports, quiet=args.quiet, workers=args.workers,
                   gpus=gpus, storage=args.storage, smoke=args.smoke, gpu_memory=args.gpu_memory,
                   verbose=args.verbose, wide=args.wide)
     print(f"records: {results.root}/records   report: {results.page}")
     return results.exit_code
+
+
+def _gpus(args) -> list[str] | None:
+    """--gpus 0-7 / 0,1,2,3 / GPU UUIDs: the devices this command's workers lease to trials."""
+    if not args.gpus:
+        return None
+    from harness.runner.leases import parse_devices
+
+    try:
+        return parse_devices(args.gpus)
+    except ValueError as exc:
+        raise UserError([Problem(f"harness {args.command}", None, "--gpus", f"{args.gpus!r}: {exc}")]) from None
 
 
 def cmd_worker(args) -> int:
@@ -113,7 +125,7 @@ def cmd_worker(args) -> int:
 
     loaded, root = prepare_run(load_suite(args.suite), args.results, smoke=False)
     with ProgressView(total=planned_trials(loaded), quiet=args.quiet) as view:
-        outcome = run_sweep(loaded, root, view, storage_url=args.storage, verbose=args.verbose)
+        outcome = run_sweep(loaded, root, view, gpus=_gpus(args), storage_url=args.storage, verbose=args.verbose)
     print(f"worker done: the suite's budget and confirmations are claimed and finished "
           f"({outcome.elapsed_s:.0f} s); `harness report --storage URL {loaded.suite.name}` shows the results")
     return 0
@@ -371,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results root (default: the suite's output.results_dir)")
     p.add_argument("--reports", default=None, help="reports root (default: the suite's output.reports_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    p.add_argument("--workers", type=_at_least_one, default=1, help="worker processes on this machine (CPUs)")
-    p.add_argument("--gpus", help="one worker per local GPU, e.g. 0,1,2,3 (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--workers", type=_at_least_one, default=None,
+                   help="worker processes on this machine (default 1; with --gpus one per device)")
+    p.add_argument("--gpus", help="this machine's devices, e.g. 0-7 or 0,1,2,3: one worker per device, each trial "
+                                  "leasing as many as it has ranks (runner.distributed)")
     p.add_argument("--storage", help="postgresql://USER@HOST/DB: studies and records in PostgreSQL, shared with "
                                      "`harness worker` on other machines (default: SQLite and files in --results)")
     p.add_argument("--gpu-memory", help="memory each trial must fit in, e.g. 40GiB (overrides runner.memory_limit): "
@@ -387,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="claim and run a suite's trials on shared storage until the suite is done")
     p.add_argument("suite")
     p.add_argument("--storage", required=True, help="postgresql://USER@HOST/DB")
+    p.add_argument("--gpus", help="this machine's devices, e.g. 0-7: one worker per device, each trial leasing as many "
+                                  "as it has ranks")
     p.add_argument("--results", default=None, help="local folder for saved adapters (default: the suite's)")
     p.add_argument("--quiet", action="store_true")
     _chatter_flags(p)

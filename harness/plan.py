@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.spec import TRAINING_PARAMS, AccelerationSpec, TrialTraining, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
+from harness.spec import TRAINING_PARAMS, AccelerationSpec, DistributedSpec, TrialTraining, cell_id, MethodEntry, ModelSpec, ParamSpace, Suite, TaskSpec
 from harness.methods import METHODS, MethodSpec
 
 
@@ -24,6 +24,12 @@ class Cell:
     axis_index: int | None = None  # its entry in the suite's acceleration_axis, where the suite has one
     rung_metric: str = "accuracy"  # what the search's rungs judge runs by (rung_judge)
     rung_direction: str = "maximize"
+    distributed: DistributedSpec = DistributedSpec()  # ranks per trial: the runner's, with the method entry's keys
+
+    @property
+    def processes(self) -> int | str:
+        """Ranks per trial (auto is resolved per trial by the estimate); 1 for rows that train nothing."""
+        return self.distributed.processes if self.method.trains else 1
 
     @property
     def confirms(self) -> bool:
@@ -180,7 +186,8 @@ def plan(suite: Suite) -> list[Cell]:
                     space, budget = {}, 1
                 for options, axis_index in acceleration_variants(suite, entry):
                     cells.append(Cell(model, task, entry, method, fixed, space, budget, metric, direction,
-                                      options, axis_index, judge, judge_direction))
+                                      options, axis_index, judge, judge_direction,
+                                      suite.runner.distributed.merged(entry.distributed)))
     return cells
 
 

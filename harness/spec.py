@@ -186,6 +186,26 @@ class AccelerationSpec(Strict):
         return self.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
 
 
+class DistributedSpec(Strict):
+    """A trial over several processes (devices): N ranks started by torch's elastic launcher, trained through
+    the Trainer's own DDP or FSDP (accelerate underneath); harness/runner/ranks.py."""
+
+    processes: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        1, description="ranks per trial, one device each; auto: the fewest at which `harness estimate` predicts the "
+                       "method fits the device (FSDP), up to the devices a worker has (--gpus)")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every rank holds the whole model and optimizer, gradients averaged; fsdp: "
+                           "parameters, gradients and optimizer states sharded over the ranks (FSDP2, fully_shard)")
+
+    def merged(self, over: "DistributedSpec | None") -> "DistributedSpec":
+        if over is None:
+            return self
+        return self.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
+
+    def label(self) -> str:
+        return f"{self.strategy} x{self.processes}"
+
+
 class MethodEntry(Strict):
     name: str = Field(description="registered method name (harness ls methods)")
     label: str | None = Field(None, description="row label; set it to compare two variants of one method")
@@ -193,6 +213,9 @@ class MethodEntry(Strict):
     search: dict[str, ParamSpace] = Field(default_factory=dict, description="search-space overrides")
     acceleration: AccelerationSpec | None = Field(None, description="options for this method over the suite's "
                                                                     "acceleration (only the keys given)")
+    distributed: DistributedSpec | None = Field(None, description="this method's ranks per trial over the suite's "
+                                                                  "runner.distributed (only the keys given), e.g. full "
+                                                                  "fine-tuning with FSDP on 4 GPUs, LoRA on 1")
 
     @property
     def display(self) -> str:
@@ -273,15 +296,20 @@ class TrialTraining(TrainingSpec):
     default, a value the suite fixes, or what the search chose) and any other per-method values."""
 
     learning_rate: float = Field(0.0, ge=0, description="0 for a baseline row, which does not train")
+    ranks: int = Field(1, gt=0, description="processes the trial trains over (runner.distributed, resolved): "
+                                            "batch_size stays the effective batch over all of them")
 
     @property
     def micro_batch(self) -> int:
-        """auto is resolved by the sweep before a trial runs (the estimate); unresolved it is the whole batch."""
-        return self.micro_batch_size if isinstance(self.micro_batch_size, int) else self.batch_size
+        """Per rank. auto is resolved by the sweep before a trial runs (the estimate); unresolved it is the
+        rank's share of the whole batch."""
+        return self.micro_batch_size if isinstance(self.micro_batch_size, int) else max(self.batch_size // self.ranks, 1)
 
     @property
     def accumulation(self) -> int:
-        return max(self.batch_size // self.micro_batch, 1)
+        """Steps accumulated per optimizer step on each rank: ranks x micro-batch x accumulation = batch_size,
+        so a method over N ranks trains on the same effective batch as one over a single device."""
+        return max(self.batch_size // (self.micro_batch * self.ranks), 1)
 
 
 # Keys that moved or went, each with the message validate gives instead of "unknown key".
@@ -430,6 +458,8 @@ class RunnerSpec(Strict):
                                                  "micro-batch (the same effective batch), down to 1")
     trial_memory_mib: int | None = Field(None, gt=0, description="CPU: cap each trial process's address space "
                                                                  "at its size when forked plus this many MiB")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec,
+                                         description="every method's ranks per trial (methods[].distributed overrides)")
     memory_limit: MemorySize | None = Field(None, description="memory a trial may use on its device, e.g. 80GiB "
                                                               "(default: the device's): a cell predicted not to fit is "
                                                               "recorded as skipped, and micro_batch_size: auto fits "

@@ -105,6 +105,16 @@ def test_report_rows_equal_records_and_terminal(records, tmp_path):
     assert [[c.strip() for c in line.strip("│").split("│")][:3] for line in terminal] == expected
 
 
+def test_a_failure_reason_with_brackets_prints_as_written():
+    """A reason quotes library errors verbatim: gloo's "[/__w/.../pair.cc:537]" once ended a run in rich's
+    MarkupError after every trial had finished."""
+    reason = "rank 0 ended failed: RuntimeError: [/__w/pytorch/gloo/pair.cc:537] Connection closed [bold]x"
+    records = [make_record(), make_record(method="full", status="crashed", reason=reason)]
+    console = Console(record=True, width=300)
+    print_leaderboard(records, console=console)
+    assert f"crashed sentiment--tiny--full trial 0: {reason}" in console.export_text()
+
+
 @pytest.mark.parametrize("width", [80, 100, 200])
 def test_the_compact_leaderboard_fits_the_terminal(width):
     """No line of the compact table is wider than the terminal. At 100 columns and more a row's

@@ -213,6 +213,33 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             if size % micro:
                 out.append(lines.problem(where, f"batch_size {size} is not a multiple of training.micro_batch_size "
                                                 f"{micro}: the effective batch must be whole micro-batches"))
+    return out + _distributed_problems(suite, lines)
+
+
+def _distributed_problems(suite: Suite, lines: LineMap) -> list[Problem]:
+    """Each method's ranks split its effective batch evenly (ranks x micro-batch x accumulation = batch_size)."""
+    out = []
+    micro = suite.training.micro_batch_size
+    for i, entry in enumerate(suite.methods):
+        spec = suite.runner.distributed.merged(entry.distributed)
+        where = ("methods", i, "distributed") if entry.distributed is not None else ("runner", "distributed")
+        if spec.processes == "auto" and spec.strategy != "fsdp":
+            out.append(lines.problem(where, "processes: auto picks the fewest ranks the method fits on, and only "
+                                            "sharding changes what a rank holds: set strategy: fsdp"))
+            continue
+        if not isinstance(spec.processes, int) or spec.processes == 1:
+            continue
+        if suite.runner.isolation != "process":
+            out.append(lines.problem(where, "a trial over several processes needs runner.isolation: process (its "
+                                            "ranks are forked from the trial's own process)"))
+            continue
+        size = entry.params.get("batch_size", suite.training.batch_size)
+        per_step = spec.processes * (micro if isinstance(micro, int) else 1)
+        if isinstance(size, int) and size % per_step:
+            out.append(lines.problem(where, f"{spec.processes} processes cannot split batch_size {size}"
+                                            f"{f' in micro-batches of {micro}' if isinstance(micro, int) else ''}: "
+                                            f"batch_size must be a multiple of {per_step}, so every method trains "
+                                            f"on the same effective batch"))
     return out
 
 

@@ -52,6 +52,11 @@ class CellEstimate:
     predicted_tokens_per_s: float | None
     memory_limit_bytes: int | None = None
     assumptions: list[str] = field(default_factory=list)
+    processes: int = 1  # the ranks this prediction is per rank of (runner.distributed)
+    strategy: str = "ddp"
+    # the fewest FSDP ranks at which the method fits the target (None: no memory limit known; 0: not even
+    # at MAX_PROCESSES)
+    min_processes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,18 +182,72 @@ def predict_memory(config, head, num_labels: int, method, flat: dict, training, 
     return counted, parts, sim.model
 
 
+MAX_PROCESSES = 64  # the most ranks min_processes looks at (8 machines of 8 GPUs)
+
+
+def shard_units(model) -> dict[str, int]:
+    """Bytes of what FSDP gathers whole on each rank: the root's own parameters (embeddings, final norm and
+    head: accelerate wraps the model's _no_split_modules, and the root keeps its parameters gathered from
+    its forward to the end of its backward) and the largest wrapped unit (a decoder layer), each with its
+    trainable share."""
+    names = set()
+    for module in model.modules():
+        names |= set(getattr(module, "_no_split_modules", None) or ())
+    inside: set[int] = set()
+    unit, unit_trainable = 0, 0
+    for module in model.modules():
+        if type(module).__name__ in names and id(module) not in inside:
+            params = list(module.parameters())
+            inside |= {id(p) for p in params}
+            size = sum(p.numel() * p.element_size() for p in params)
+            if size > unit:
+                unit, unit_trainable = size, sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    root = [p for p in model.parameters() if id(p) not in inside]
+    return {"root": sum(p.numel() * p.element_size() for p in root),
+            "root_trainable": sum(p.numel() * p.element_size() for p in root if p.requires_grad),
+            "unit": unit, "unit_trainable": unit_trainable,
+            "trainable": sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)}
+
+
+def per_rank(parts: dict[str, int], processes: int, strategy: str, units: dict[str, int]) -> dict[str, int]:
+    """One rank's parts of a step over `processes` ranks, from the one-device parts (activations are per
+    rank already: the micro-batch is per rank).
+    - fsdp: weights, quantization constants, gradients and optimizer states divided by N; gathered whole
+      on top: the root's parameters, the largest unit twice (the one computing and the one prefetched),
+      and where gradients are held at the peak, the root's and one unit's unsharded gradients before
+      their reduce-scatter;
+    - ddp: every rank holds it all, plus DDP's gradient buckets (a second copy of the trainable
+      gradients: the Trainer keeps gradient_as_bucket_view off)."""
+    out = dict(parts)
+    if processes == 1:
+        return out
+    if strategy == "ddp":
+        out["ddp_buckets"] = units["trainable"]
+        return out
+    for key in ("weights", "quantization_constants", "gradients", "optimizer_states", "optimizer_states_paged"):
+        if key in out:
+            out[key] = -(-out[key] // processes)
+    gathered = units["root"] + 2 * units["unit"]
+    if parts.get("gradients"):
+        gathered += units["root_trainable"] + units["unit_trainable"]
+    out["fsdp_gathered"] = gathered
+    return out
+
+
 def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_labels: int, seq_len: int,
              dtype: str, target: Target, micro_batch: int | None = None, find_max: bool = True,
              calibration: dict | None = None, gradient_checkpointing: bool = False, pairs: bool = False,
-             holds_reference: bool = False) -> CellEstimate:
+             holds_reference: bool = False, processes: int = 1, strategy: str = "ddp") -> CellEstimate:
     """One cell's estimate. micro_batch None: the training's own (auto: 1 to start from). pairs: each
     example is two sequences in one batch (preference: chosen and rejected); holds_reference: a frozen
     reference model sits beside the policy (DPO), a copy of the weights unless the method is a peft
-    adapter (switched off to score the reference)."""
+    adapter (switched off to score the reference). processes, strategy: the prediction is one rank's of a
+    trial over that many (per_rank); min_processes says how many FSDP ranks it takes to fit."""
     from harness.measure.flops import flops_per_token
 
     micro = micro_batch or (training.micro_batch_size if isinstance(training.micro_batch_size, int)
-                            else training.batch_size if training.micro_batch_size is None else 1)
+                            else max(training.batch_size // getattr(training, "ranks", 1), 1)
+                            if training.micro_batch_size is None else 1)  # per rank
     model_type = getattr(config, "model_type", "")
     factor = (calibration or {}).get("activation_factor", {}).get(method.name)
     offset = (calibration or {}).get("offset_bytes", {}).get(method.name, 0)
@@ -201,6 +260,11 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         if holds_reference and not is_peft(model):
             parts["reference_model"] = parts["weights"]
             peak += parts["weights"]
+        if processes > 1:
+            sharded = per_rank(parts, processes, strategy, units(model))
+            peak += sum(v for k, v in sharded.items() if k != "optimizer_states_paged") - \
+                sum(v for k, v in parts.items() if k != "optimizer_states_paged")
+            parts = sharded
         if factor:  # calibrated from records: the activations this method was measured to need
             scaled = int(parts["activations"] * factor)
             peak, parts["activations"] = peak + scaled - parts["activations"], scaled
@@ -208,7 +272,19 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
             peak += int(offset)
         return peak, parts, model
 
-    peak, parts, model = predict(micro)
+    found_units: dict[int, dict] = {}
+
+    def units(model) -> dict[str, int]:
+        if id(model) not in found_units:
+            found_units[id(model)] = shard_units(model)
+        return found_units[id(model)]
+
+    one_rank = None
+    if processes > 1 or target.memory_limit_bytes is not None:
+        processes_asked, processes = processes, 1
+        one_rank = predict(micro)  # the one-device step, which min_processes divides
+        processes = processes_asked
+    peak, parts, model = predict(micro) if processes > 1 or one_rank is None else one_rank
     assumptions = [f"sequences of {seq_len} tokens, micro-batch {micro}",
                    "peak = weights + quantization constants + gradients + optimizer states + activations at "
                    "the step's peak (torch's allocated bytes)"]
@@ -238,8 +314,34 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
             per_example *= alloc.factor
         assumptions.append(f"CPU resident memory = tensors + {alloc.runtime_bytes / 2**20:.0f} MiB runtime + "
                            f"{alloc.factor - 1:.0%} of what training allocates (allocator model fitted on this host)")
+    if processes > 1 and strategy == "fsdp" and target.device == "cpu":
+        # a CPU rank is forked from the sweep process with the base model's weights, and their pages stay
+        # mapped after fully_shard copies its shard out (a GPU rank's shard is its only copy on the GPU)
+        parts["inherited_weights"] = parts["weights"] * processes
+        peak += parts["inherited_weights"]
+        assumptions.append("CPU: each rank also keeps the whole weights it was forked with (inherited_weights)")
+    if processes > 1:
+        assumptions.append(
+            f"one rank of {processes} ({strategy}): " + (
+                "weights, gradients and optimizer states sharded by N; the root's parameters and two decoder "
+                "layers gathered whole (fsdp_gathered)" if strategy == "fsdp" else
+                "the whole model on every rank, plus DDP's gradient buckets (a copy of the trainable gradients)"))
     limit = target.memory_limit_bytes
     fits = None if limit is None else peak + context <= limit
+    min_processes = None
+    if limit is not None and one_rank is not None:
+        base_peak, base_parts, base_model = one_rank
+        runtime = peak - sum(v for k, v in parts.items() if k not in ("optimizer_states_paged", "cpu_runtime",
+                                                                        "cpu_allocator", "cuda_context"))
+        min_processes, n = 0, 1
+        while n <= MAX_PROCESSES:
+            sharded = per_rank(base_parts, n, "fsdp", units(base_model))
+            need = sum(v for k, v in sharded.items() if k not in ("optimizer_states_paged", "cpu_runtime",
+                                                                   "cpu_allocator", "cuda_context"))
+            if need + max(runtime, 0) + context <= limit:
+                min_processes = n
+                break
+            n *= 2
     max_micro = None
     if limit is not None and per_example is not None:
         fixed = peak - per_example * micro
@@ -249,8 +351,9 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     peak_flops, peak_source = _peak_for(target, dtype)
     if peak_flops:
         per_token = flops_per_token(model, float(seq_len)).per_token
-        tokens_per_s = mfu * peak_flops / per_token if per_token else None
-        assumptions.append(f"throughput at {mfu:.0%} of {peak_source}")
+        tokens_per_s = processes * mfu * peak_flops / per_token if per_token else None
+        assumptions.append(f"throughput at {mfu:.0%} of {peak_source}" + (f", over {processes} ranks' devices"
+                                                                           if processes > 1 else ""))
     return CellEstimate(cell_id, method.name, micro, seq_len, target.device, int(peak), parts, fits, max_micro,
-                        tokens_per_s, limit, assumptions)
+                        tokens_per_s, limit, assumptions, processes, strategy, min_processes)
 

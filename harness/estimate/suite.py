@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.estimate import CellEstimate, Target, estimate
+from harness.estimate import MAX_PROCESSES, CellEstimate, Target, estimate
 
 
 def model_config(spec, base_dir: Path):
@@ -37,11 +37,20 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
         training = trial_training(loaded.suite, cell.method.split(cell.fixed)[1])
         family = family_for(cell.task)
         head = head_for(family, config)
-        out.append(estimate(cell.id, cell.method, cell.fixed, training, config=config, head=head,
-                            pairs=family.pairs, holds_reference=family.holds_reference,
-                            num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
-                            dtype=cell.model.dtype, target=target, calibration=calibration,
-                            gradient_checkpointing=cell.acceleration.gradient_checkpointing))
+        common = dict(config=config, head=head, pairs=family.pairs, holds_reference=family.holds_reference,
+                      num_labels=len(cell.task.labels or ()) or 2, seq_len=cell.model.max_length,
+                      dtype=cell.model.dtype, target=target, calibration=calibration,
+                      gradient_checkpointing=cell.acceleration.gradient_checkpointing,
+                      strategy=cell.distributed.strategy)
+        processes = cell.processes
+        found = estimate(cell.id, cell.method, cell.fixed, training.model_copy(update={"ranks": processes})
+                         if isinstance(processes, int) else training, processes=processes
+                         if isinstance(processes, int) else 1, **common)
+        if processes == "auto" and found.min_processes and found.min_processes > 1:  # per rank at the fewest that fit
+            fewest = found.min_processes
+            found = estimate(cell.id, cell.method, cell.fixed, training.model_copy(update={"ranks": fewest}),
+                             processes=fewest, **{**common, "strategy": "fsdp"})
+        out.append(found)
     return out
 
 
@@ -59,23 +68,29 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
     limit = f"{size(target.memory_limit_bytes)} {unit}" if target.memory_limit_bytes else "unknown"
     table = Table(title=f"predicted peak training memory ({unit}) on {target.gpu_name or target.device}, "
                         f"fitting in {limit}", title_justify="left")
-    for col in ("cell", "micro", "seq", "weights", "quant", "grads", "optim", "activ", "other", "peak", "fits",
-                "max micro", "tokens/s"):
+    for col in ("cell", "ranks", "micro", "seq", "weights", "quant", "grads", "optim", "activ", "other", "peak",
+                "fits", "max micro", "fsdp fits at", "tokens/s"):
         table.add_column(col, justify="left" if col == "cell" else "right")
     for e in estimates:
         p = e.parts
         optim = p.get("optimizer_states", p.get("optimizer_states_paged", 0))
-        other = p.get("cpu_runtime", 0) + p.get("cpu_allocator", 0) + p.get("cuda_context", 0)
-        table.add_row(e.cell_id, str(e.micro_batch), str(e.seq_len), size(p["weights"] + p.get("reference_model", 0)),
+        other = p.get("cpu_runtime", 0) + p.get("cpu_allocator", 0) + p.get("cuda_context", 0) + \
+            p.get("fsdp_gathered", 0) + p.get("ddp_buckets", 0) + p.get("inherited_weights", 0)
+        fewest = "-" if e.min_processes is None else f"> {MAX_PROCESSES}" if e.min_processes == 0 else \
+            "1" if e.min_processes == 1 else f"x{e.min_processes}"
+        table.add_row(e.cell_id, "1" if e.processes == 1 else f"{e.strategy} x{e.processes}", str(e.micro_batch),
+                      str(e.seq_len), size(p["weights"] + p.get("reference_model", 0)),
                       size(p["quantization_constants"]), size(p["gradients"]),
                       size(optim) + (" paged" if "optimizer_states_paged" in p else ""), size(p["activations"]),
                       size(other), size(e.predicted_peak_bytes), {True: "yes", False: "NO", None: "?"}[e.fits],
-                      "-" if e.max_micro_batch is None else str(e.max_micro_batch),
+                      "-" if e.max_micro_batch is None else str(e.max_micro_batch), fewest,
                       "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     if estimates:
         print("other: the CUDA context (counted for fitting only) or, on a CPU, the runtime and allocator's resident "
-              "memory beyond the tensors")
+              "memory beyond the tensors; over several ranks, FSDP's gathered layers or DDP's gradient buckets. "
+              "ranks: a column per rank of the method's runner.distributed; fsdp fits at: the fewest FSDP ranks "
+              "it fits on")
         print("assumptions: " + "; ".join(dict.fromkeys(a for e in estimates for a in e.assumptions[1:])))
 
 

@@ -22,6 +22,16 @@ def _busy_jiffies() -> int | None:
 
 
 def _own_seconds() -> float:
+    """CPU seconds of this process, or of every rank of its trial where it is one (RANK is set by torch's
+    launcher; the ranks are the children of one trial process and count as the trial's own work)."""
+    if "RANK" in os.environ and "LOCAL_WORLD_SIZE" in os.environ:
+        import psutil
+
+        try:
+            ranks = psutil.Process(os.getppid()).children()
+            return sum(sum(p.cpu_times()[:2]) for p in ranks)
+        except psutil.Error:
+            pass
     t = os.times()
     return t.user + t.system
 

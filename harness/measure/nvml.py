@@ -25,6 +25,22 @@ class Samples:
     torch_reserved: list[int] = field(default_factory=list)
 
 
+def nvml_handle(cuda_index: int):
+    """The NVML handle of CUDA device `cuda_index` as this process sees it: NVML counts physical GPUs,
+    CUDA counts those CUDA_VISIBLE_DEVICES lists (a worker's lease, a rank's device), by index or UUID."""
+    import os
+
+    import pynvml
+
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible):
+        entry = visible[cuda_index]
+        if entry.isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
+    return pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
+
+
 class NvmlSampler:
     """Samples in a daemon thread between start() and stop(); one instance per trial process."""
 
@@ -33,7 +49,7 @@ class NvmlSampler:
 
         self.nvml = pynvml
         pynvml.nvmlInit()
-        self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self.handle = nvml_handle(device_index)
         self.period_s = period_s
         self.pid = os.getpid()
         self.samples = Samples()

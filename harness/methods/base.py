@@ -181,7 +181,12 @@ def peft_method(config_class: str, derive: Callable[[Any, ApplyContext], dict[st
         kwargs.update(derive(params, ctx) if derive else {})
         if "modules_to_save" in names and ctx.head_names:
             kwargs["modules_to_save"] = list(ctx.head_names)
-        return peft.get_peft_model(model, config_type(task_type=ctx.task_type, **kwargs))
+        # adapter_dtype (the LoRA family, QLoRA): float32 is peft's default (autocast_adapter_dtype: adapters
+        # of a bf16/fp16 model kept in float32, each adapted layer's input cast to float32); compute keeps the
+        # adapters in the model's dtype
+        autocast = getattr(params, "adapter_dtype", "float32") == "float32"
+        return peft.get_peft_model(model, config_type(task_type=ctx.task_type, **kwargs),
+                                   autocast_adapter_dtype=autocast)
 
     return apply
 

@@ -3,6 +3,8 @@ LoRA (with rsLoRA and DoRA as options), AdaLoRA, VeRA, LoHa, LoKr and OFT."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from harness.methods import register
@@ -12,7 +14,16 @@ TargetModules = list[str] | str | None
 TARGETS = Field(None, description="module names to adapt (a list, or 'all-linear'); default: peft's per-model choice")
 
 
-class LoraParams(MethodParams):
+class AdapterDtype(MethodParams):
+    """The LoRA family's adapter precision (docs/distributed.md, "Adapters in the compute dtype")."""
+
+    adapter_dtype: Literal["float32", "compute"] = Field(
+        "float32", description="float32: peft's default, adapters of a bf16/fp16 model kept in float32 and each "
+                               "adapted layer's input cast to float32 (stable, more activation memory); compute: "
+                               "adapters in the model's own dtype (peft autocast_adapter_dtype=False)")
+
+
+class LoraParams(AdapterDtype):
     r: int = Field(8, ge=1, description="rank of the update")
     alpha_ratio: float = Field(2.0, gt=0, description="lora_alpha = alpha_ratio x r, so the scale holds as r changes")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
@@ -34,7 +45,7 @@ register(MethodSpec(
 ))
 
 
-class AdaLoraParams(MethodParams):
+class AdaLoraParams(AdapterDtype):
     init_r: int = Field(12, ge=1, description="rank every adapted layer starts with")
     target_r: int = Field(4, ge=1, description="average rank left after the budget schedule")
     target_modules: TargetModules = TARGETS
@@ -65,7 +76,7 @@ register(MethodSpec(
 ))
 
 
-class VeraParams(MethodParams):
+class VeraParams(AdapterDtype):
     r: int = Field(64, ge=1, description="rank of the shared frozen random matrices")
     target_modules: TargetModules = TARGETS
 
@@ -77,7 +88,7 @@ register(MethodSpec(
 ))
 
 
-class ProductParams(MethodParams):
+class ProductParams(AdapterDtype):
     r: int = Field(8, ge=1, description="rank of each factor")
     target_modules: TargetModules = TARGETS
 
@@ -98,7 +109,7 @@ register(MethodSpec(
 ))
 
 
-class OftParams(MethodParams):
+class OftParams(AdapterDtype):
     oft_block_size: int = Field(8, ge=1, description="size of each orthogonal block")
     target_modules: TargetModules = TARGETS
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 # What each compared number means, versioned: a change of definition (what peak memory measures, on
 # which split the reported configuration is chosen) bumps its number here, and `harness compare`
@@ -110,11 +110,16 @@ def _v14_to_v15(data: dict) -> dict:
     return {**data, "serving": None, "timing": {**data.get("timing", {}), "serving_s": 0.0}}
 
 
+def _v15_to_v16(data: dict) -> dict:
+    """v16 says which devices a trial leased and, for a trial over several ranks, each rank's figures."""
+    return {**data, "distributed": None, "devices": None}
+
+
 # version -> function that turns a record (a JSON mapping) of that version into the next version.
 UPGRADES: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
                                                8: _v8_to_v9, 9: _v9_to_v10, 10: _v10_to_v11,
                                                11: _v11_to_v12, 12: _v12_to_v13, 13: _v13_to_v14,
-                                               14: _v14_to_v15}
+                                               14: _v14_to_v15, 15: _v15_to_v16}
 
 
 def upgrade(data: dict) -> dict:
@@ -280,6 +285,32 @@ class Serving(BaseModel):
         return self.variant(self.ships)
 
 
+class RankFigures(BaseModel):
+    """One rank of a trial over several processes, as its own trial process measured it."""
+
+    model_config = ConfigDict(extra="forbid")
+    rank: int
+    train_bytes: int | None = None  # the rank's train-phase peak above its baseline (GPU: allocated)
+    peak_bytes: int = 0  # the rank process's absolute peak
+    median_step_s: float = 0.0  # its synchronized median step after warm-up
+    train_joules: float | None = None  # its GPU's energy in training (NVML), where measured
+
+
+class Distributed(BaseModel):
+    """A trial trained over several ranks (runner.distributed; harness/runner/ranks.py). The record's own
+    figures are the run's: memory.train_bytes the largest rank's, throughput.median_step_s the slowest
+    rank's, tokens/s over every rank's tokens, MFU against the peak of all the ranks' devices."""
+
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["ddp", "fsdp"]
+    processes: int
+    backend: str  # gloo (CPU) or nccl
+    launcher: str = "torch.distributed.launcher.api.elastic_launch (torchrun's API), ranks forked"
+    ranks: list[RankFigures] = Field(default_factory=list)
+    slowest_rank: int | None = None  # by median step time
+    largest_rank: int | None = None  # by train memory
+
+
 class TrialRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
@@ -326,6 +357,8 @@ class TrialRecord(BaseModel):
     estimate: dict[str, Any] | None = None
     retention: Retention | None = None  # what training made the model forget (suite retention:)
     serving: Serving | None = None  # what the tuned model costs to serve (suite serving:)
+    distributed: Distributed | None = None  # a trial over several ranks: each rank's figures (None: one process)
+    devices: list[str] | None = None  # the devices the worker leased to this trial (harness run --gpus)
     params: dict[str, Any] = Field(default_factory=dict)  # the hyper-parameters this trial used
     config: dict[str, Any] = Field(default_factory=dict)  # resolved model/task/training config
     objective_metric: str

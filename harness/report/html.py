@@ -18,7 +18,7 @@ from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.decide import Terms, answers
 from harness.report.target import fits_somewhere
 from harness.report.estimates import estimate_table
-from harness.report.leaderboard import metric_columns
+from harness.report.leaderboard import method_text, metric_columns
 from harness.report.pages import safe_json, write_page
 from harness.report.terminal import (MEMORY_NOTE, caption, confidence_text, data_lines, forgetting_text, human_count,
                                      rank_text, retention_short, tie_text, verdict_text)
@@ -27,6 +27,7 @@ COLUMNS = [  # (board column, header, format)
     ("rank", "#", str),
     ("method", "method", str),
     ("family", "family", str),
+    ("ranks", "ranks", str),
     ("trainable_params", "trainable", human_count),
     ("trainable_pct", "trainable %", lambda v: f"{v:.3f}"),
     ("peak_mib", "train MiB", lambda v: f"{v:.0f}"),
@@ -120,7 +121,7 @@ def _compact_cells(row, values: dict, part: pd.DataFrame, retained: bool = False
     objective = part["objective_metric"].dropna().iloc[0] if part["objective_metric"].notna().any() else ""
     fmt = dict((key, f) for key, _, f in COLUMNS)
     return [{"show": rank_text(row), "sort": values.get("rank") if pd.notna(values.get("rank")) else 99, "text": False},
-            _cell(values.get("method"), str, True),
+            _cell(method_text(values), str, True),
             _cell(values.get(f"metric:{objective}"), lambda v: f"{v:.4f}"),
             {"show": confidence_text(row), "sort": values.get("ci_low"), "text": False},
             {"show": verdict_text(row), "sort": values.get("diff_vs_best", ""), "text": True},

@@ -50,11 +50,19 @@ def records_frame(records: list[TrialRecord]) -> pd.DataFrame:
             "metric_low": low, "metric_high": high,  # the range every metric of the task lies in
             # the interval a confirmation run's verdicts are read at (harness/sequential.py; 90% with fixed seeds)
             "level": (r.confirmation or {}).get("level", LEVEL),
+            # a trial over several ranks: strategy x N (train MiB is then the largest rank's)
+            "ranks": f"{r.distributed.strategy} x{r.distributed.processes}" if r.distributed else "",
             **_retention(r), **_serving(r),
         }
         row.update({f"metric:{k}": v for k, v in r.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def method_text(row) -> str:
+    """The method as a table shows it: with its ranks where it trained over several (full (fsdp x4))."""
+    ranks = row.get("ranks")
+    return f"{row['method']} ({ranks})" if isinstance(ranks, str) and ranks else str(row["method"])
 
 
 def _retention(r: TrialRecord) -> dict:
@@ -166,6 +174,7 @@ def _confirmed(conf: pd.DataFrame) -> pd.DataFrame:
             row[col] = part[col].mean()
         row["busy"] = part["busy"].max()
         row["objective"] = mean
+        row["ranks"] = first["ranks"]
         for col in ("serve_variant", "serve_mode"):  # from the run that was profiled (serving.runs)
             profiled = part[col].dropna()
             row[col] = profiled.iloc[0] if len(profiled) else None

@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -16,7 +17,7 @@ from harness.report.preference import preference_rows
 from harness.report.compute import compute_lines, compute_table, rung_lines
 from harness.report.decide import DEFAULT_TOLERANCE, MAX_SEEDS, Terms, answers
 from harness.report.target import fits_somewhere
-from harness.report.leaderboard import leaderboard, metric_columns
+from harness.report.leaderboard import leaderboard, method_text, metric_columns
 
 
 MEMORY_NOTE = ("train MiB: the training phase's peak above the process before any model weights (weights, "
@@ -191,7 +192,7 @@ def compact_table(board: pd.DataFrame, task: str, model: str, width: int = 100) 
         busy = row.get("busy") if row.get("busy") is not None and not pd.isna(row.get("busy")) else 0.0
         speed = f"{row['tokens_per_s']:.0f}" + (" busy" if busy > BUSY_SHARE else "") \
             if has and not row.get("reference") else "—"
-        rows.append((rank_text(row), str(row["method"]), score_text(row, f"metric:{objective}"), verdict_text(row),
+        rows.append((rank_text(row), method_text(row), score_text(row, f"metric:{objective}"), verdict_text(row),
                      f"{row['trainable_pct']:.2f}%" if has else "—",
                      "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}", speed)
                     + ((retention_short(row),) if retained else ()))
@@ -247,7 +248,7 @@ def leaderboard_table(board: pd.DataFrame, task: str, model: str) -> Table:
             extra = [confidence_text(row), tie_text(row)]
         busy = row.get("busy") if row.get("busy") is not None and not pd.isna(row.get("busy")) else 0.0
         speed = f"{row['tokens_per_s']:.0f}" + (f" busy {busy:.0%}" if busy > BUSY_SHARE else "") if has else "—"
-        table.add_row(rank, str(row["method"]), *vals, *extra, trainable,
+        table.add_row(rank, method_text(row), *vals, *extra, trainable,
                       f"{row['train_s']:.1f}" if has else "—", speed,
                       "—" if not has or pd.isna(row.get("peak_mib")) else f"{row['peak_mib']:.0f}",
                       "—" if pd.isna(row.get("eval_mib")) else f"{row['eval_mib']:.0f}",
@@ -302,7 +303,9 @@ def print_board(board: pd.DataFrame, records: list[TrialRecord], elapsed_s: floa
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # greppable
     failures = [r for r in records if r.status != "complete"]
     for r in failures:
-        console.print(f"[yellow]{r.status}[/] {r.cell_id} trial {r.trial_number}: {(r.reason or '').splitlines()[0]}",
+        # a reason quotes library errors, which hold brackets rich would read as markup ("[/__w/.../pair.cc:537]")
+        reason = escape((r.reason or "").splitlines()[0] if r.reason else "")
+        console.print(f"[yellow]{r.status}[/] {escape(r.cell_id)} trial {r.trial_number}: {reason}",
                       markup=True, highlight=False, soft_wrap=True)
     if records:
         source = f" Measured by {records[0].memory.source}." if records[0].memory.source else ""

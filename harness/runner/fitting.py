@@ -23,6 +23,7 @@ class Fitting:
         # where the estimate fits cells (the device, its memory), read before any claim: the CPU's
         # allocator probe takes seconds once per host, with no heartbeat running
         self.target, self.target_error = None, ""
+        self.devices: int | None = None  # the worker's lease pool (--gpus), set by the worker
         try:
             self.target = target_for(device, None, None, memory_limit)
         except Exception as exc:  # noqa: BLE001 - no estimate then; trials run as they would have
@@ -33,6 +34,8 @@ class Fitting:
         predicted to fit (a divisor of the effective batch, which accumulation keeps). No prediction
         (None) where the estimate cannot simulate this model: the trial runs as it would have, and its
         record says why. Baseline rows train nothing and get none."""
+        if job.cell.processes == "auto" and job.cell.method.trains:
+            job = job.with_ranks(self.fewest_ranks(job, prepared))
         if not job.cell.method.trains:
             return (job.with_micro_batch(job.training.batch_size) if job.training.micro_batch_size == "auto"
                     else job), None
@@ -49,10 +52,40 @@ class Fitting:
             chosen.max_micro_batch = first.max_micro_batch
         return job.with_micro_batch(micro), chosen or first
 
+    def available_devices(self) -> int:
+        """The devices a trial of this worker may take: its lease pool (--gpus), else the GPUs visible to it,
+        else 1 (a CPU trial's ranks share the host's cores; auto never splits one there)."""
+        if self.devices:
+            return self.devices
+        if self.target is not None and self.target.device == "cuda":
+            import os
+
+            visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+            if visible:
+                return len(visible)
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                return int(pynvml.nvmlDeviceGetCount())
+            except Exception:  # noqa: BLE001 - no NVML: one device
+                return 1
+        return 1
+
+    def fewest_ranks(self, job, prepared) -> int:
+        """processes: auto: the fewest FSDP ranks the estimate says the method fits on, at most the devices
+        this worker has (more than it has: all of them, and the fit check then skips the trial)."""
+        have = self.available_devices()
+        one = self.estimate(job.with_ranks(1), prepared, job.training.micro_batch
+                            if job.training.micro_batch_size != "auto" else 1)
+        if one is None or one.min_processes is None or one.min_processes == 1:
+            return 1
+        return min(one.min_processes or have, have)
+
     def estimate(self, job, prepared, micro: int | None):
         """The cell's prediction at this micro-batch (None: at 1, with the largest that fits); None where
         it cannot be made (the reason is kept per cell)."""
-        key = (job.cell.id, job.cell.model.max_length, micro, json.dumps({k: v for k, v in job.params.items()
+        key = (job.cell.id, job.cell.model.max_length, micro, job.ranks, json.dumps({k: v for k, v in job.params.items()
                                                if k not in NOT_MEMORY and k != "micro_batch_size"},
                                               sort_keys=True, default=str))
         if key not in self.estimates:
@@ -66,7 +99,8 @@ class Fitting:
                     job.cell.id, job.cell.method, job.params, job.training, config=prepared.model.config,
                     head=prepared.head, num_labels=len(prepared.labels), seq_len=self.longest[length_key],
                     dtype=job.cell.model.dtype, target=self.target, micro_batch=micro, find_max=micro is None,
-                    gradient_checkpointing=job.acceleration.gradient_checkpointing)
+                    gradient_checkpointing=job.acceleration.gradient_checkpointing,
+                    processes=job.ranks, strategy=job.strategy if job.cell.processes != "auto" else "fsdp")
             except Exception as exc:  # noqa: BLE001 - an estimate never stops a trial
                 self.estimates[key] = None
                 self.errors[job.cell.id] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}

@@ -47,6 +47,8 @@ def _child(job: TrialJob, prepared: Prepared, scratch: str, conn) -> None:
     # torch.compile's cache stays where it was (under the system temp folder), shared by every trial
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
     tempfile.tempdir = scratch  # every temp file of the trial (Trainer output, retention's snapshot) goes here
+    if job.devices:  # the worker's lease: CUDA numbers these 0..N-1 here, one per rank (before CUDA starts)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(job.devices)
     def should_prune(value: float, step: int) -> bool:
         conn.send(("report", (value, step)))
         return bool(conn.recv())
@@ -63,7 +65,12 @@ def _child(job: TrialJob, prepared: Prepared, scratch: str, conn) -> None:
 
     if job.memory_limit_mib and job.device == "cpu":
         _limit_address_space(job.memory_limit_mib)
-    record = run_trial(job, prepared, TrialHooks(progress, should_prune))
+    if job.ranks > 1:  # torch's launcher forks the ranks from here (harness/runner/ranks.py)
+        from harness.runner.ranks import run_ranks
+
+        record = run_ranks(job, prepared, scratch, conn, PROGRESS_PERIOD_S)
+    else:
+        record = run_trial(job, prepared, TrialHooks(progress, should_prune))
     conn.send(("record", record.model_dump(mode="json")))
 
 

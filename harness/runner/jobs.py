@@ -34,6 +34,7 @@ class TrialJob:
     base_dir: str | None = None  # the suite file's folder: retention's data files are relative to it
     retention_cache: str | None = None  # results/<suite>/retention: the base's figures, measured once per model
     serving: ServingSpec | None = None  # profile what the tuned model costs to serve (None: not this run)
+    devices: tuple[str, ...] = ()  # the devices leased to this trial (CUDA_VISIBLE_DEVICES in its process)
 
     @property
     def acceleration(self):
@@ -46,6 +47,25 @@ class TrialJob:
     @property
     def run_name(self) -> str:
         return f"{self.phase}-trial-{self.trial_number:04d}-seed-{self.seed}"
+
+    @property
+    def ranks(self) -> int:
+        return self.training.ranks
+
+    @property
+    def strategy(self) -> str:
+        return self.cell.distributed.strategy
+
+    def with_ranks(self, ranks: int) -> "TrialJob":
+        """The same trial over `ranks` processes (processes: auto, resolved): the effective batch stays."""
+        import dataclasses
+
+        return dataclasses.replace(self, training=self.training.model_copy(update={"ranks": ranks}))
+
+    def on_devices(self, devices: list[str]) -> "TrialJob":
+        import dataclasses
+
+        return dataclasses.replace(self, devices=tuple(devices))
 
     def with_micro_batch(self, micro: int) -> "TrialJob":
         """The same trial with a smaller micro-batch: the effective batch, and so the result, stay."""
@@ -82,7 +102,8 @@ def make_job(loaded: LoadedSuite, cell: Cell, *, trial_number: int, seed: int, d
     flat = dict(params) if params is not None else {**cell.fixed, **sampled}
     method_params, training_values = cell.method.split(flat)
     suite = loaded.suite
-    training = trial_training(suite, training_values)
+    ranks = cell.processes if isinstance(cell.processes, int) else 1  # auto: resolved by the estimate (fitting.py)
+    training = trial_training(suite, {**training_values, "ranks": ranks})
     return TrialJob(cell=cell, trial_number=trial_number, seed=seed, params=flat, sampled=sampled,
                     method_params=method_params, training=training,
                     measure=suite.measure, device=device, copy_model=suite.runner.isolation == "inline",

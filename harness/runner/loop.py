@@ -20,6 +20,7 @@ from harness.runner import claims, halving, study as studies
 from harness.runner.fitting import Fitting, backed_off, skipped_reason
 from harness.runner.isolation import failure_record, run_inline, run_isolated
 from harness.runner.jobs import make_job
+from harness.runner.leases import DEVICES_ENV, DevicePool, parse_devices
 from harness.runner.prepare import Preparer, pick_device
 from harness.runner.progress import Progress
 from harness.runner.recovery import Recovery
@@ -47,6 +48,10 @@ class Worker:
         self.searched: dict[str, int | None] = {}
         self.confirming: dict[str, object] = {}
         self.fitting = Fitting(self.device, suite.runner.memory_limit)
+        # the machine's devices this worker leases to its trials, one set per trial (harness run --gpus)
+        pool = os.environ.get(DEVICES_ENV)
+        self.pool = DevicePool(parse_devices(pool)) if pool else None
+        self.fitting.devices = len(self.pool.devices) if self.pool else None
         self.recovery = Recovery(self)
         self.storage = claims.storage(store.study_storage_url, suite.runner.heartbeat_s, suite.runner.lost_after_s,
                                       on_lost=self.recovery.record_lost, create_lock=getattr(store, "url", None))
@@ -234,6 +239,25 @@ class Worker:
             record = failure_record(job, skipped_reason(predicted), started, status="skipped")
             return sweep_facts(record, job, stage, estimate=predicted.to_json())
 
+        lease = None
+        if self.pool is not None:
+            if job.ranks > len(self.pool.devices):
+                record = failure_record(job, f"needs {job.ranks} devices ({job.strategy} x{job.ranks}); this worker "
+                                             f"leases from {len(self.pool.devices)} (--gpus "
+                                             f"{','.join(self.pool.devices)})", started, status="skipped")
+                return sweep_facts(record, job, stage)
+            try:
+                lease = self.pool.lease(job.ranks, hooks.tick, lambda held: self.view.status(
+                    f"{job.cell.id} trial {job.trial_number}: waiting for {job.ranks} free devices"))
+            except KeyboardInterrupt:
+                lease = None
+                record = failure_record(job, "interrupted (Ctrl-C or SIGTERM) while waiting for devices; enqueued "
+                                             "again", started, status="interrupted")
+                self.store.write(sweep_facts(record, job, stage))
+                if study is not None and trial is not None:
+                    studies.interrupt(study, trial)
+                raise
+            job = job.on_devices(lease.devices)
         attempts = []
         try:
             while True:
@@ -256,6 +280,9 @@ class Worker:
             if study is not None and trial is not None:
                 studies.interrupt(study, trial)
             raise
+        finally:
+            if lease is not None:
+                lease.release()
         if "mlflow" in job.report_to:  # written here, from the record: a trial process never opens the store
             from harness.runner.tracking import log_to_mlflow
 
@@ -269,6 +296,8 @@ class Worker:
         prediction where the trial ran, under sha its rung and the configuration's earlier runs, and for
         a confirmation run why its seed was run."""
         facts["worker"] = self.name
+        if job.devices:
+            facts["devices"] = list(job.devices)
         if confirmation is not None:
             facts["confirmation"] = confirmation
         if stage is not None:

@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.plan import Cell, confirm_seeds, plan, smoke_suite
 from harness.records.store import SUITE_FILE, RecordStore, open_store, setting_differences
 from harness.runner import halving
+from harness.runner.leases import DEVICES_ENV
 from harness.runner.progress import Progress
 from harness.spec import LoadedSuite
 
@@ -51,10 +52,11 @@ def log_file(loaded: LoadedSuite, root: Path) -> Path:
     return root / loaded.suite.name / "run.log"
 
 
-def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1, gpus: list[str] | None = None,
+def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int | None = None,
+              gpus: list[str] | None = None,
               storage_url: str | None = None, verbose: bool = False) -> SweepOutcome:
     """Run every cell of the suite into root/<suite name> (or the PostgreSQL storage), with one
-    worker, `workers` workers, or one worker per GPU in `gpus` (CUDA_VISIBLE_DEVICES).
+    worker, `workers` workers, or one worker per device in `gpus`, leasing them to trials (runner/leases.py).
 
     With process isolation each worker runs in a freshly spawned sweep process: trials are forked
     from it, and fork is only safe from a process that never ran OpenMP-parallel torch code
@@ -67,8 +69,11 @@ def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1,
     from harness.runner.logs import LOG_ENV, VERBOSE_ENV
 
     chatter = {VERBOSE_ENV: "1"} if verbose else {LOG_ENV: str(log_file(loaded, root).resolve())}
-    envs = ([{"CUDA_VISIBLE_DEVICES": g, **chatter} for g in gpus] if gpus
-            else [dict(chatter) for _ in range(max(workers, 1))])
+    # --gpus: one worker per device, each leasing from the whole pool as many devices as a trial has ranks
+    # (runner/leases.py); the pool is what CUDA sees in the sweep process, a trial narrows it to its lease
+    pool = {DEVICES_ENV: ",".join(gpus), "CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else {}
+    count = workers if workers is not None else len(gpus) if gpus else 1  # --gpus alone: a worker per device
+    envs = [{**pool, **chatter} for _ in range(max(count, 1))]
     if loaded.suite.runner.isolation == "process":
         run_in_sweep_processes(sweep, [((loaded, root), {"storage_url": storage_url, "worker": _name(i, env)}, env)
                                        for i, env in enumerate(envs)], view)
@@ -80,7 +85,7 @@ def run_sweep(loaded: LoadedSuite, root: Path, view: Progress, workers: int = 1,
 
 def _name(i: int, env: dict) -> str:
     """What a worker is called beside its host and process id (Worker adds those)."""
-    return f"worker{i}" + (f":gpu{env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in env else "")
+    return f"worker{i}"
 
 
 MIN_FREE_BYTES = 512 * 2**20

@@ -34,7 +34,7 @@ def training_args(job: TrialJob, out_dir: str):
 def training_kwargs(job: TrialJob, out_dir: str) -> dict:
     """The trial's TrainingArguments as keywords, for TrainingArguments or a subclass of it (TRL's configs)."""
     t, a = job.training, job.acceleration
-    return dict(
+    return distributed_kwargs(job) | dict(
         output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.micro_batch,
         gradient_accumulation_steps=t.accumulation,
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
@@ -50,6 +50,17 @@ def training_kwargs(job: TrialJob, out_dir: str) -> dict:
         activation_checkpointing=a.gradient_checkpointing, torch_compile=a.compile,
         use_liger_kernel=a.kernels == "liger",
     )
+
+
+def distributed_kwargs(job: TrialJob) -> dict:
+    """A trial over several ranks: the Trainer's own DDP (gloo on CPU, NCCL on GPUs) or FSDP2, every
+    decoder layer its own shard unit (accelerate wraps the model's _no_split_modules)."""
+    if job.training.ranks == 1:
+        return {}
+    out = {"ddp_backend": "gloo" if job.device == "cpu" else "nccl"}
+    if job.strategy == "fsdp":
+        out.update(fsdp=True, fsdp_config={"version": 2, "reshard_after_forward": True})
+    return out
 
 
 def callbacks(job: TrialJob, validate: Callable[[int], Scores], hooks, history: list, validation_s: list,
@@ -157,6 +168,24 @@ def trainer_class(base=None):
             if self._non_embedding_params is None:
                 self._non_embedding_params = self.model.num_parameters(exclude_embeddings=True)
             return 6 * inputs[main].numel() * self._non_embedding_params
+
+        def create_accelerator_and_postprocess(self):
+            """accelerate 1.16 turns FSDP on for GPU-like devices only and runs a CPU trial over gloo as
+            plain DDP; FSDP2 itself shards on a CPU mesh (torch's own tests run it so). For a CPU trial asked
+            to shard (the tests, a CPU measurement), the accelerator is switched to FSDP with the plugin the
+            Trainer built from fsdp_config, before anything is prepared."""
+            super().create_accelerator_and_postprocess()
+            state = self.accelerator.state
+            if self.args.fsdp_plugin_args is None or getattr(state, "fsdp_plugin", None) is not None:
+                return
+            from accelerate.state import PartialState
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            if state.distributed_type != DistributedType.MULTI_CPU:
+                return
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+            state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.is_fsdp_enabled = True
 
         def _single_device(self) -> bool:
             from accelerate.utils import DistributedType

@@ -108,7 +108,9 @@ def setup_model(job: TrialJob, prepared: Prepared):
             model.set_attn_implementation(attention)
     _reinit_head(model, prepared.head_names)
     model = method.build(model, job.method_params, ctx)
-    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
+    sharded = job.ranks > 1 and job.strategy == "fsdp"  # fully_shard moves each unit's shard to the rank's device
+    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False) \
+            and not sharded:
         model.to(job.device)  # quantized models were placed on the device while loading
     return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -156,6 +158,8 @@ class Trial:
                     self.retain()
                 if self.serves():
                     self.serve()
+                if self.job.ranks > 1 and method.trains:
+                    self.over_ranks()
             self.record.ended("complete")
         except Pruned as exc:
             self.record.ended("pruned", str(exc), "train")
@@ -213,8 +217,8 @@ class Trial:
             self.timing.retention_s = time.perf_counter() - t0
 
     def retains(self) -> bool:
-        """Retention is measured on runs that train (suite retention.enabled)."""
-        return self.job.retention is not None and self.job.cell.method.trains
+        """Retention is measured on runs that train (suite retention.enabled), on one device."""
+        return self.job.retention is not None and self.job.cell.method.trains and self.job.ranks == 1
 
     def base_cache(self):
         """Where the base's figures are kept for every run on the same model and variant (None: not kept)."""
@@ -263,7 +267,19 @@ class Trial:
 
     def serves(self) -> bool:
         """The serving profile runs on the runs the suite's serving.runs picks, where training took place."""
-        return self.job.serving is not None and self.job.cell.method.trains
+        return self.job.serving is not None and self.job.cell.method.trains and self.job.ranks == 1
+
+    def over_ranks(self) -> None:
+        """A trial over several ranks says what it did not measure: the serving profile and retention time
+        and compare one model on one device, and the ranks hold shards (FSDP) or copies (DDP) of it."""
+        job = self.job
+        why = (f"not measured: trained over {job.ranks} ranks ({job.strategy}); this measure needs the whole "
+               f"model on one device (run the method with runner.distributed.processes: 1 to have it)")
+        if job.serving is not None:
+            self.record.set(serving=Serving(device=job.device, error=why))
+        if job.retention is not None:
+            causal = self.prepared.head.auto_class == "AutoModelForCausalLM"
+            self.record.set(retention=Retention(measure="nll" if causal else "representation", error=why))
 
     def held_out_inputs(self, limit: int) -> list[list[int]]:
         """The validation split's inputs, at most `limit`: generative tasks' prompts, otherwise the tokenized
@@ -367,6 +383,8 @@ class Trial:
                     self.timing.train_s = runtime - sum(self.validation_s) - self.timing.compile_s
                     self.throughput = _throughput(self.model, trainer, job, self.timing.train_s, self.steps,
                                                   prepared.model_spec.dtype, prepared.family)
+            if job.ranks > 1 and job.strategy == "fsdp":
+                gather_shards(self.model)
 
     def validate(self) -> None:
         """What every choice reads: the in-loop score of the last step where there is one."""
@@ -394,7 +412,7 @@ class Trial:
         self.timing.eval_s = time.perf_counter() - t0
         tested = len(self.prepared.data["test"])
         self.throughput.eval_samples_per_s = tested / self.timing.eval_s if self.timing.eval_s else 0.0
-        if self.job.artifact_dir and self.job.cell.method.trains:
+        if self.job.artifact_dir and self.job.cell.method.trains and self.job.ranks == 1:
             self.record.artifact(save_trained(self.model, Path(self.job.artifact_dir)), self.job.artifact_dir)
         else:
             self.record.artifact(trainable_state_bytes(self.model))
@@ -408,13 +426,27 @@ class Trial:
             history=self.history, timing=self.timing, throughput=self.throughput,
             host=self.host.read(m.sampler.handle if m.sampler is not None else None),
             energy=_energy(self.energy.joules, self.throughput.train_tokens, self.timing.train_s,
-                           self.job.measure.price_per_gpu_hour, m.device),
+                           self.job.measure.price_per_gpu_hour, m.device, self.job.ranks),
             memory=Memory(source=m.source, train_bytes=m.above_baseline("train"), eval_bytes=m.above_baseline("eval"),
                           train_growth_bytes=m.growth("train"), peak_bytes=m.peak_bytes, by_phase_peak_bytes=m.peaks,
                           baseline_bytes=m.baseline_bytes, start_bytes=m.start_bytes, gpu=m.gpu))
         self.record.noticed(notices())
         record = self.record.build()
         return self.track(record) if self.tracking is not None else record
+
+
+def gather_shards(model) -> None:
+    """FSDP2 after training: every rank gathers the whole trained model once and keeps it for validation
+    and test. Sharded, each forward all-gathers every layer, and generate runs one forward per token on
+    every rank in lockstep (over gloo on a CPU, minutes per batch). Evaluation memory is then a whole
+    model per rank, as the record's eval MiB says."""
+    from torch.distributed.fsdp import FSDPModule
+
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in modules:
+        m.set_reshard_after_forward(False, recurse=False)
+    for m in modules:
+        m.unshard()
 
 
 @contextmanager
@@ -455,8 +487,8 @@ def compile_seconds() -> float:
 def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer, dtype: str, family) -> Throughput:
     """Tokens/s over non-padding tokens, and MFU: FLOPs per token from the model's shapes (flops.py)
     times tokens/s, against the peak of this device at this dtype."""
-    tokens = int(trainer.state.num_input_tokens_seen)
-    samples = trainer.state.global_step * job.training.micro_batch * job.training.accumulation
+    tokens = int(trainer.state.num_input_tokens_seen)  # over every rank: the Trainer gathers the count
+    samples = trainer.state.global_step * job.training.micro_batch * job.training.accumulation * job.ranks
     sequences = samples * (2 if family.pairs else 1)  # a preference pair: two sequences
     flops = flops_per_token(model, tokens / max(sequences, 1))
     per_token = flops.per_token
@@ -465,6 +497,8 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
     peak, source = peak_flops(job.device, gpus[0] if gpus else None, dtype)
+    if peak and job.ranks > 1:  # MFU over every rank's device
+        peak, source = peak * job.ranks, f"{job.ranks} x {source}"
     return Throughput(train_tokens=tokens, train_steps=int(trainer.state.global_step),
                       train_tokens_per_s=tokens / train_s if train_s else 0.0,
                       train_samples_per_s=samples / train_s if train_s else 0.0,
@@ -473,7 +507,8 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
                       peak_flops=peak, peak_source=source)
 
 
-def _energy(joules: dict[str, float], tokens: int, train_s: float, price: float | None, device: str) -> Energy:
+def _energy(joules: dict[str, float], tokens: int, train_s: float, price: float | None, device: str,
+            devices: int = 1) -> Energy:
     """Training's energy without the validation inside its loop; validation and test energy apart."""
     energy = Energy()
     if "train" in joules:
@@ -484,7 +519,7 @@ def _energy(joules: dict[str, float], tokens: int, train_s: float, price: float 
                         validation_joules=joules.get("validation", 0.0) + joules.get("validation_end", 0.0),
                         eval_joules=joules.get("eval"))
     if price is not None and device == "cuda":
-        energy.cost_usd = price * train_s / 3600.0
+        energy.cost_usd = price * devices * train_s / 3600.0  # every GPU the trial held
     return energy
 
 
