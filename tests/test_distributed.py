@@ -5,6 +5,7 @@ process's, and a killed rank ending the trial as crashed with no process left.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,10 +97,13 @@ def test_a_trial_s_record_is_rank_0_s_with_the_largest_memory_and_slowest_step(t
     from harness.runner.ranks import combine
 
     job = _job(tmp_path, ranks=2, strategy="fsdp")
-    record = combine(job, {0: _rank_record(0, 300, 0.10), 1: _rank_record(1, 340, 0.12)})
+    rank0, rank1 = _rank_record(0, 300, 0.10), _rank_record(1, 340, 0.12)
+    rank1.memory.eval_bytes, records0_eval = None, rank0.memory.eval_bytes  # rank 1 trained, never scored
+    record = combine(job, {0: rank0, 1: rank1})
     d = record.distributed
     assert (d.strategy, d.processes, d.backend, d.largest_rank, d.slowest_rank) == ("fsdp", 2, "gloo", 1, 1)
     assert record.memory.train_bytes == 340 * 2**20 and record.throughput.median_step_s == 0.12
+    assert record.memory.eval_bytes == records0_eval  # evaluation: rank 0's, which scored
     assert [f.train_bytes for f in d.ranks] == [300 * 2**20, 340 * 2**20]
 
 
@@ -434,3 +438,23 @@ def test_adapter_dtype_both_settings_train_a_bf16_model(write_suite, tmp_path, c
         with safe_open(str(weights), "pt") as f:
             kinds = {str(f.get_slice(k).get_dtype()) for k in f.keys() if "lora_" in k}
         assert kinds == {want}, (method, kinds)
+
+
+def test_harness_estimate_gives_both_adapter_dtypes(tmp_path, capsys):
+    """On a bf16 model each LoRA-family cell's estimate comes with the other adapter_dtype's peak."""
+    from tests.test_estimate import LLAMA
+
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "architectures": ["LlamaForCausalLM"]}))
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: adt\nmodels: [{source: ./config-only, max_length: 256, dtype: bfloat16}]\n"
+                     "tasks: [{name: s, kind: summarization, data: {builtin: dialogsum-mini}}]\n"
+                     "methods: [{name: lora, params: {target_modules: all-linear}}, {name: full}]\n"
+                     "training: {batch_size: 8}\n")
+    assert main(["estimate", str(suite), "--gpu", "h100", "--json"]) == 0
+    cells = {c["method"]: c for c in json.loads(capsys.readouterr().out)["cells"]}
+    assert cells["full"]["other_adapter_dtype"] is None
+    assert cells["lora"]["other_adapter_dtype"]["compute"] < cells["lora"]["predicted_peak_bytes"]
+    assert main(["estimate", str(suite), "--gpu", "h100"]) == 0
+    assert "compute" in capsys.readouterr().out

@@ -57,6 +57,8 @@ class CellEstimate:
     # the fewest FSDP ranks at which the method fits the target (None: no memory limit known; 0: not even
     # at MAX_PROCESSES)
     min_processes: int | None = None
+    # the same cell with the other adapter_dtype (the LoRA family and QLoRA on a bf16/fp16 model): its peak
+    other_adapter_dtype: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

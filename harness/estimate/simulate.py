@@ -163,6 +163,12 @@ def simulate(config, head, num_labels: int, method, method_params, ctx, shape: S
     model = method.apply(model, method_params, ctx)
     if quantized:
         _restore_stand_in_dtype(model, quantized)
+        if getattr(method_params, "adapter_dtype", "float32") == "compute":
+            # peft creates a 4-bit layer's adapters in the compute dtype when it does not autocast them; the
+            # stand-ins were float32 (prepare_model_for_kbit_training) when the adapters were made
+            for name, param in model.named_parameters():
+                if "lora_" in name:
+                    param.data = param.data.to(compute)
     if shape.pure_dtype:
         model.to(getattr(torch, shape.dtype))
     already = getattr(model, "is_activation_checkpointing", None)  # transformers 5 name; 4.x: is_gradient_checkpointing

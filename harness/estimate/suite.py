@@ -50,6 +50,13 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
             fewest = found.min_processes
             found = estimate(cell.id, cell.method, cell.fixed, training.model_copy(update={"ranks": fewest}),
                              processes=fewest, **{**common, "strategy": "fsdp"})
+        setting = cell.fixed.get("adapter_dtype", "float32")
+        if "adapter_dtype" in cell.method.params.model_fields and cell.model.dtype != "float32":
+            other = "compute" if setting == "float32" else "float32"  # the estimate gives both
+            flipped = estimate(cell.id, cell.method, {**cell.fixed, "adapter_dtype": other},
+                               training.model_copy(update={"ranks": found.processes}), processes=found.processes,
+                               **{**common, "strategy": found.strategy})
+            found.other_adapter_dtype = {other: flipped.predicted_peak_bytes}
         out.append(found)
     return out
 
@@ -86,6 +93,14 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
                       "-" if e.max_micro_batch is None else str(e.max_micro_batch), fewest,
                       "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    flipped = [e for e in estimates if e.other_adapter_dtype]
+    if flipped:
+        print("adapters in the model's dtype (adapter_dtype: compute) against float32 (peft's default):")
+        for e in flipped:
+            (other, peak), = e.other_adapter_dtype.items()
+            mine = "float32" if other == "compute" else "compute"
+            both = {mine: e.predicted_peak_bytes, other: peak}
+            print(f"  {e.cell_id}: compute {size(both['compute'])} {unit}, float32 {size(both['float32'])} {unit}")
     if estimates:
         print("other: the CUDA context (counted for fitting only) or, on a CPU, the runtime and allocator's resident "
               "memory beyond the tensors; over several ranks, FSDP's gathered layers or DDP's gradient buckets. "

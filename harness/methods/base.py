@@ -214,6 +214,9 @@ def generate(model, **kwargs):
     result keeps generate's shape: the input ids, then the new tokens."""
     import torch
 
+    # every process generates on its own: a trial over several ranks is scored by rank 0 alone on its whole
+    # copy of the model, where transformers would otherwise sync each step with the other ranks (FSDP)
+    kwargs.setdefault("synced_gpus", False)
     config = model.peft_config[model.active_adapter] if is_peft(model) else None
     kind = type(config).__name__ if config is not None else ""
     if kind not in ("PromptTuningConfig", "PromptEncoderConfig", "PrefixTuningConfig") \

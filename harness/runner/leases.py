@@ -7,9 +7,11 @@ shares (HARNESS_DEVICE_LOCKS, default <tmp>/harness-devices-<uid>). The kernel d
 holder dies, however it dies, so a killed worker's devices come free at once (its trial's record is
 the heartbeat's business, runner/recovery.py).
 
-Deadlock-free and without starvation of large trials: a one-device trial takes any free device and
-never waits while holding one; a trial that needs several first takes the machine's "gather" lock
-(one such trial gathers at a time), then holds each device as it comes free until it has them all.
+Deadlock-free and without starvation of large trials: a trial that needs several devices first takes
+the machine's "gather" lock (one such trial gathers at a time), then holds each device as it comes free
+until it has them all; a one-device trial never waits while holding a device, and takes none while a
+gatherer waits (devices that come free go to the gatherer; they may idle until it has them all, the
+price of never starving a trial that needs four GPUs behind a stream of one-GPU trials).
 
 Written by hand: torch's launcher starts ranks on devices it is given but does not share a machine's
 devices among independent launches, and Optuna's storage shares trials, not devices."""
@@ -88,6 +90,17 @@ class DevicePool:
             return None
         return fd
 
+    def _gathering(self) -> bool:
+        """Whether a several-device trial is gathering its devices (holds the gather lock)."""
+        fd = os.open(self.folder / "gather.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     def lease(self, count: int, tick: Callable[[], None] = lambda: None,
               waiting: Callable[[list[str]], None] = lambda held: None) -> Lease:
         """Block until `count` devices of the pool are this process's; tick() while waiting (the claim's
@@ -109,6 +122,13 @@ class DevicePool:
                         time.sleep(POLL_S)
             told = False
             while True:
+                if count == 1 and self._gathering():
+                    if not told:
+                        waiting([])
+                        told = True
+                    tick()
+                    time.sleep(POLL_S)
+                    continue
                 for device in self.devices:
                     if len(held) == count:
                         break
@@ -116,8 +136,6 @@ class DevicePool:
                         held[device] = fd
                 if len(held) == count:
                     return Lease(held)
-                if count == 1:  # never wait holding a device (nothing is held here: count 1 got none)
-                    assert not held
                 if not told:
                     waiting(list(held))
                     told = True

@@ -12,10 +12,10 @@ Each rank writes its record to the trial's scratch folder; rank 0's is the trial
 rank's memory, step time and energy (records.schema.Distributed): train MiB is the largest rank's,
 the median step the slowest rank's, tokens/s over all ranks (the Trainer gathers the token count),
 MFU against N devices. A rank that exits without its record (killed, crashed) makes the trial
-`crashed`, with the rank and its exit named. Validation and test are scored on every rank in
-lockstep (under FSDP each forward gathers the shards, so every rank must run it); the serving profile
-and retention, which time or compare one model on one device, are not measured for such a trial
-(the record says so)."""
+`crashed`, with the rank and its exit named. In-loop validation (the rungs) runs on every rank in
+lockstep, as training does; after training the model is whole on every rank (FSDP gathers its shards
+once) and rank 0 alone scores validation and test. The serving profile and retention, which time or
+compare one model on one device, are not measured for such a trial (the record says so)."""
 
 from __future__ import annotations
 
@@ -138,9 +138,12 @@ def combine(job: TrialJob, records: dict[int, TrialRecord], failure=None) -> Tri
     largest = max(measured, key=lambda f: f.train_bytes) if measured else None
     slowest = max(figures, key=lambda f: f.median_step_s)
     memory, throughput, energy = head.memory, head.throughput, head.energy
-    if largest is not None:
+    if largest is not None:  # training's figures from the largest rank; evaluation's from rank 0, which scored
         biggest = records[largest.rank].memory
-        memory = biggest.model_copy(update={"peak_bytes": max(f.peak_bytes for f in figures)})
+        memory = biggest.model_copy(update={
+            "peak_bytes": max(f.peak_bytes for f in figures), "eval_bytes": head.memory.eval_bytes,
+            "by_phase_peak_bytes": {**biggest.by_phase_peak_bytes,
+                                    **{k: v for k, v in head.memory.by_phase_peak_bytes.items() if k != "train"}}})
     throughput = throughput.model_copy(update={"median_step_s": slowest.median_step_s})
     joules = [f.train_joules for f in figures if f.train_joules is not None]
     if joules and len(joules) == len(figures):

@@ -7,6 +7,7 @@ loop shares, so both measure the same thing the same way."""
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 import time
 import traceback
@@ -152,14 +153,15 @@ class Trial:
                 self.load()
                 if method.trains:
                     self.train()
-                self.validate()
-                self.test()
-                if self.retains():
-                    self.retain()
-                if self.serves():
-                    self.serve()
-                if self.job.ranks > 1 and method.trains:
-                    self.over_ranks()
+                if self.evaluates():
+                    self.validate()
+                    self.test()
+                    if self.retains():
+                        self.retain()
+                    if self.serves():
+                        self.serve()
+                    if self.job.ranks > 1 and method.trains:
+                        self.over_ranks()
             self.record.ended("complete")
         except Pruned as exc:
             self.record.ended("pruned", str(exc), "train")
@@ -215,6 +217,20 @@ class Trial:
             if not is_peft(self.model):  # peft switches its adapters off; anything else is swapped back
                 self.snapshot = Snapshot(self.model)
             self.timing.retention_s = time.perf_counter() - t0
+
+    def evaluates(self) -> bool:
+        """A trial over several ranks is scored by rank 0 alone, after training: the model is whole on every
+        rank by then (DDP's replica, FSDP's gathered shards), so no forward needs the others, and rank 0
+        takes the host's cores (`harness/runner/ranks.py` gave each rank its share for training)."""
+        if self.job.ranks == 1:
+            return True
+        if int(os.environ.get("RANK", "0")) != 0:
+            return False
+        if self.job.device == "cpu":
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
+        return True
 
     def retains(self) -> bool:
         """Retention is measured on runs that train (suite retention.enabled), on one device."""
@@ -436,10 +452,10 @@ class Trial:
 
 
 def gather_shards(model) -> None:
-    """FSDP2 after training: every rank gathers the whole trained model once and keeps it for validation
-    and test. Sharded, each forward all-gathers every layer, and generate runs one forward per token on
-    every rank in lockstep (over gloo on a CPU, minutes per batch). Evaluation memory is then a whole
-    model per rank, as the record's eval MiB says."""
+    """FSDP2 after training: every rank gathers the whole trained model once (the last collective) and
+    keeps it, so rank 0 scores validation and test alone. Sharded, each forward would all-gather every
+    layer, and generate runs one forward per token (over gloo on a CPU, minutes per batch). Evaluation
+    memory is then a whole model, as the record's eval MiB says."""
     from torch.distributed.fsdp import FSDPModule
 
     modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
