@@ -247,7 +247,7 @@ def _trial_tree(run: subprocess.Popen, timeout_s: float = 120) -> list:
     raise AssertionError(f"no trial ran (exit {run.poll()})")
 
 
-def _sigterm_leaves_nothing(run: subprocess.Popen, store) -> None:
+def _sigterm_leaves_nothing(run: subprocess.Popen, store, studies: str = "") -> None:
     """SIGTERM to the command alone (kill, timeout, a scheduler): it exits 143, no process it started is
     left, the running trial is recorded as interrupted and enqueued again (resumable)."""
     import optuna
@@ -265,7 +265,7 @@ def _sigterm_leaves_nothing(run: subprocess.Popen, store) -> None:
     assert not left, f"left running after SIGTERM: {left}"
     [interrupted] = [r for r in store.load_all() if r.status == "interrupted"]
     assert "SIGTERM" in interrupted.reason
-    waiting = [t.params for trials in _studies(store.study_storage_url).values() for t in trials
+    waiting = [t.params for trials in _studies(store.study_storage_url, studies).values() for t in trials
                if t.state == optuna.trial.TrialState.WAITING]
     # the same configuration (the searched values; the record holds every setting) runs again on a resume
     assert len(waiting) == 1 and waiting[0] and all(interrupted.params[k] == v for k, v in waiting[0].items())
@@ -283,7 +283,7 @@ def test_sigterm_to_harness_worker_stops_every_process(write_suite, tmp_path):
     name = f"term-{uuid.uuid4().hex[:8]}"
     suite = write_suite(SUITE.format(name=name, trials=2, seeds=0, steps=4000))
     worker = _harness("worker", suite, "--storage", POSTGRES, "--results", tmp_path / "a", "--quiet")
-    _sigterm_leaves_nothing(worker, _pg_store(name))
+    _sigterm_leaves_nothing(worker, _pg_store(name), studies=f"{name}/")  # the database holds other suites too
 
 
 OOM_SUITE = """\
