@@ -250,12 +250,7 @@ class Worker:
                 lease = self.pool.lease(job.ranks, hooks.tick, lambda held: self.view.status(
                     f"{job.cell.id} trial {job.trial_number}: waiting for {job.ranks} free devices"))
             except KeyboardInterrupt:
-                lease = None
-                record = failure_record(job, "interrupted (Ctrl-C or SIGTERM) while waiting for devices; enqueued "
-                                             "again", started, status="interrupted")
-                self.store.write(sweep_facts(record, job, stage))
-                if study is not None and trial is not None:
-                    studies.interrupt(study, trial)
+                self.interrupted(job, started, sweep_facts, stage, study, trial, " while waiting for devices")
                 raise
             job = job.on_devices(lease.devices)
         attempts = []
@@ -274,11 +269,7 @@ class Worker:
                                  f"again at {smaller.training.micro_batch}")
                 job = smaller
         except KeyboardInterrupt:
-            record = failure_record(job, "interrupted (Ctrl-C or SIGTERM); enqueued again, so running the same command "
-                                         "continues it", started, status="interrupted")
-            self.store.write(sweep_facts(record, job, stage))
-            if study is not None and trial is not None:
-                studies.interrupt(study, trial)
+            self.interrupted(job, started, sweep_facts, stage, study, trial)
             raise
         finally:
             if lease is not None:
@@ -289,6 +280,14 @@ class Worker:
             spent = log_to_mlflow(record, job.tracking_root)
             record = amend(record, timing=record.timing.model_copy(update={"tracking_s": record.timing.tracking_s + spent}))
         return sweep_facts(record, job, stage, attempts=attempts, estimate=self.fitting.recorded(job, predicted))
+
+    def interrupted(self, job, started: str, sweep_facts, stage, study, trial, where: str = "") -> None:
+        """Ctrl-C or SIGTERM during a trial: its record says so, and its Optuna trial is enqueued again."""
+        record = failure_record(job, f"interrupted (Ctrl-C or SIGTERM){where}; enqueued again, so running the same "
+                                     f"command continues it", started, status="interrupted")
+        self.store.write(sweep_facts(record, job, stage))
+        if study is not None and trial is not None:
+            studies.interrupt(study, trial)
 
     def sweep_facts(self, record: TrialRecord, job, stage: halving.Stage | None = None,
                     confirmation: dict | None = None, **facts) -> TrialRecord:
