@@ -119,6 +119,9 @@ def test_a_rank_without_a_record_makes_the_trial_crashed_naming_the_rank(tmp_pat
     assert "the launcher saw rank 1 killed by SIGKILL" in record.reason
     failed = combine(job, {0: _rank_record(0, 300, 0.1), 1: _rank_record(1, 300, 0.1, status="oom")})
     assert failed.status == "oom" and failed.reason.startswith("rank 1: ")
+    # out of memory on rank 1, and rank 0 stopped by the launcher before its record: still oom (the backoff reads it)
+    stopped = combine(job, {1: _rank_record(1, 300, 0.1, status="oom")}, failure)
+    assert stopped.status == "oom" and "rank 1: oops (the launcher then stopped rank 0)" == stopped.reason
 
 
 def _job(tmp_path, ranks: int, strategy: str):

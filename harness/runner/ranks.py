@@ -120,6 +120,11 @@ def combine(job: TrialJob, records: dict[int, TrialRecord], failure=None) -> Tri
     from harness.runner.record import now
 
     missing = [r for r in range(job.ranks) if r not in records]
+    oom = [r for r, rec in sorted(records.items()) if rec.status == "oom"]
+    if missing and oom:  # a rank out of memory is the cause; the launcher then stopped the others (no record)
+        rec = records[oom[0]]
+        return rec.model_copy(update={"reason": f"rank {oom[0]}: {rec.reason} (the launcher then stopped rank "
+                                                f"{', '.join(map(str, missing))})"})
     if missing:
         # the launcher names the first rank it saw fail, which may be one that failed because another died
         told = f"; the launcher saw {_failure_reason(failure)}" if failure is not None else ""
