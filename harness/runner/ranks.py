@@ -130,7 +130,8 @@ def combine(job: TrialJob, records: dict[int, TrialRecord], failure=None) -> Tri
         told = f"; the launcher saw {_failure_reason(failure)}" if failure is not None else ""
         others = "".join(f"; rank {r} ended {rec.status}: {(rec.reason or '').splitlines()[0][:300]}"
                          for r, rec in sorted(records.items()) if rec.status not in ("complete", "pruned"))
-        return failure_record(job, f"rank {', '.join(map(str, missing))} of {job.ranks} ended without a record "
+        which = f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}"
+        return failure_record(job, f"{which} of {job.ranks} ended without a record "
                                    f"(killed, crashed or out of host memory){told} and stopped the other ranks"
                                    f"{others}", now())
     # a rank that failed alone (out of memory on one device) decides the status; else rank 0 speaks
