@@ -180,8 +180,12 @@ def predict_memory(config, head, num_labels: int, method, flat: dict, training, 
     parts["gradients"] = sim.peak["gradients"]
     parts["optimizer_states_paged" if paged and device == "cuda" else "optimizer_states"] = opt
     parts["activations"] = sim.peak["activations"]
-    counted = sum(v for k, v in parts.items() if k != "optimizer_states_paged")
-    return counted, parts, sim.model
+    return _counted(parts), parts, sim.model
+
+
+def _counted(parts: dict[str, int]) -> int:
+    """The peak the parts add up to: paged optimizer states left out (bitsandbytes pages them to host memory)."""
+    return sum(v for k, v in parts.items() if k != "optimizer_states_paged")
 
 
 MAX_PROCESSES = 64  # the most ranks min_processes looks at (8 machines of 8 GPUs)
@@ -254,7 +258,8 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     factor = (calibration or {}).get("activation_factor", {}).get(method.name)
     offset = (calibration or {}).get("offset_bytes", {}).get(method.name, 0)
 
-    def predict(micro_batch: int):
+    def one_device(micro_batch: int):
+        """The step on one device (calibrated); on_ranks divides it."""
         peak, parts, model = predict_memory(config, head, num_labels, method, flat, training,
                                             micro_batch=micro_batch * (2 if pairs else 1),
                                             seq_len=seq_len, dtype=dtype, device=target.device, model_type=model_type,
@@ -262,11 +267,6 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         if holds_reference and not is_peft(model):
             parts["reference_model"] = parts["weights"]
             peak += parts["weights"]
-        if processes > 1:
-            sharded = per_rank(parts, processes, strategy, units(model))
-            peak += sum(v for k, v in sharded.items() if k != "optimizer_states_paged") - \
-                sum(v for k, v in parts.items() if k != "optimizer_states_paged")
-            parts = sharded
         if factor:  # calibrated from records: the activations this method was measured to need
             scaled = int(parts["activations"] * factor)
             peak, parts["activations"] = peak + scaled - parts["activations"], scaled
@@ -274,19 +274,17 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
             peak += int(offset)
         return peak, parts, model
 
-    found_units: dict[int, dict] = {}
+    def on_ranks(step, n: int):
+        """One rank's step of n (per_rank); the one-device step itself where n is 1. per_rank leaves the
+        activations, which calibration scaled, as they are."""
+        peak, parts, model = step
+        if n == 1:
+            return step
+        sharded = per_rank(parts, n, strategy, shard_units(model))
+        return peak + _counted(sharded) - _counted(parts), sharded, model
 
-    def units(model) -> dict[str, int]:
-        if id(model) not in found_units:
-            found_units[id(model)] = shard_units(model)
-        return found_units[id(model)]
-
-    one_rank = None
-    if processes > 1 or target.memory_limit_bytes is not None:
-        processes_asked, processes = processes, 1
-        one_rank = predict(micro)  # the one-device step, which min_processes divides
-        processes = processes_asked
-    peak, parts, model = predict(micro) if processes > 1 or one_rank is None else one_rank
+    one_rank = one_device(micro)  # what min_processes divides
+    peak, parts, model = on_ranks(one_rank, processes)
     assumptions = [f"sequences of {seq_len} tokens, micro-batch {micro}",
                    "peak = weights + quantization constants + gradients + optimizer states + activations at "
                    "the step's peak (torch's allocated bytes)"]
@@ -298,7 +296,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     if factor:
         assumptions.append(f"activations x {factor:.3f}{f' + {offset / 2**20:.0f} MiB' if offset else ''} "
                            f"(calibrated for {method.name} from measured records)")
-    per_example = max((predict(2 * micro)[0] - peak) / micro, 1.0) if find_max else None
+    per_example = max((on_ranks(one_device(2 * micro), processes)[0] - peak) / micro, 1.0) if find_max else None
     context = CUDA_CONTEXT_BYTES if target.device == "cuda" else 0
     if context:
         parts["cuda_context"] = context
@@ -331,13 +329,14 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     limit = target.memory_limit_bytes
     fits = None if limit is None else peak + context <= limit
     min_processes = None
-    if limit is not None and one_rank is not None:
+    if limit is not None:
         base_peak, base_parts, base_model = one_rank
+        units = shard_units(base_model)
         runtime = peak - sum(v for k, v in parts.items() if k not in ("optimizer_states_paged", "cpu_runtime",
                                                                         "cpu_allocator", "cuda_context"))
         min_processes, n = 0, 1
         while n <= MAX_PROCESSES:
-            sharded = per_rank(base_parts, n, "fsdp", units(base_model))
+            sharded = per_rank(base_parts, n, "fsdp", units)
             need = sum(v for k, v in sharded.items() if k not in ("optimizer_states_paged", "cpu_runtime",
                                                                    "cpu_allocator", "cuda_context"))
             if need + max(runtime, 0) + context <= limit:
