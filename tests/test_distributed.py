@@ -387,6 +387,40 @@ def test_two_workers_each_leasing_2_of_4_devices_finish_the_suite_with_an_exact_
     print("leases:", sorted((r.worker.split(":")[-1], r.method, tuple(r.devices)) for r in records))
 
 
+@pytest.mark.e2e
+def test_processes_auto_trains_over_the_fewest_fsdp_ranks_that_fit(write_suite, tmp_path, capsys, monkeypatch):
+    """A memory limit that one process of full fine-tuning exceeds and one of 2 FSDP ranks does not:
+    `harness estimate` says it fits at 2, the sweep on 4 leased devices trains it over 2 (and its record's
+    estimate is the rank's); with no devices to lease it stays on one and is skipped, saying why."""
+    monkeypatch.setenv("HARNESS_DEVICE_LOCKS", str(tmp_path / "locks"))
+    both = _suite(write_suite, "  - {name: full, label: one}\n"
+                  "  - {name: full, label: two, distributed: {processes: 2, strategy: fsdp}}", name="sizes", steps=3)
+    assert main(["estimate", str(both), "--json"]) == 0
+    peak = {c["cell_id"].rsplit("--", 1)[1]: c["predicted_peak_bytes"] for c in json.loads(capsys.readouterr().out)["cells"]}
+    assert peak["two"] < peak["one"], peak
+    limit = (peak["one"] + peak["two"]) // 2 // 2**20
+    auto = _suite(write_suite, "  - {name: full, distributed: {processes: auto, strategy: fsdp}}", name="auto",
+                  steps=3, extra=f"runner: {{memory_limit: {limit}MiB}}\n")
+    assert main(["estimate", str(auto), "--json"]) == 0
+    (cell,) = json.loads(capsys.readouterr().out)["cells"]
+    assert (cell["min_processes"], cell["processes"], cell["fits"]) == (2, 2, True), cell
+    assert main(["estimate", str(auto)]) == 0
+    assert "x2" in capsys.readouterr().out  # the `fsdp fits at` column
+
+    assert main(["run", str(auto), "--gpus", "0-3", "--results", str(tmp_path / "r"), "--reports",
+                 str(tmp_path / "p"), "--quiet"]) == 0
+    (record,) = FileRecordStore(tmp_path / "r" / "auto").load_all()
+    assert record.status == "complete", record.reason
+    assert record.distributed.processes == 2 and len(record.devices) == 2
+    assert record.estimate["processes"] == 2 and record.estimate["fits"] is True
+
+    main(["run", str(auto), "--results", str(tmp_path / "r1"), "--reports", str(tmp_path / "p1"), "--quiet"])
+    # no lease pool: one device, where it does not fit
+    (record,) = FileRecordStore(tmp_path / "r1" / "auto").load_all()
+    assert record.status == "skipped" and "predicted not to fit" in record.reason
+    assert "FSDP fits at 2 ranks" in record.reason and "--gpus" in record.reason
+
+
 # ---- adapters in the compute dtype ----
 
 def test_adapter_dtype_compute_keeps_adapters_and_their_inputs_in_bf16():

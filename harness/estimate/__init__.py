@@ -274,17 +274,48 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
             peak += int(offset)
         return peak, parts, model
 
-    def on_ranks(step, n: int):
+    def on_ranks(step, n: int, strategy: str = strategy):
         """One rank's step of n (per_rank); the one-device step itself where n is 1. per_rank leaves the
         activations, which calibration scaled, as they are."""
         peak, parts, model = step
         if n == 1:
-            return step
+            return peak, dict(parts), model
         sharded = per_rank(parts, n, strategy, shard_units(model))
         return peak + _counted(sharded) - _counted(parts), sharded, model
 
-    one_rank = one_device(micro)  # what min_processes divides
-    peak, parts, model = on_ranks(one_rank, processes)
+    steps = {micro: one_device(micro)}
+
+    def step_for(n: int):
+        """The one-device step at the micro-batch a rank of n trains on: this trial's own where n is its
+        number of ranks or the suite sets micro_batch_size, else (unset) the effective batch split over n."""
+        unset = n != processes and training.micro_batch_size is None
+        m = max(training.batch_size // n, 1) if unset else micro
+        if m not in steps:
+            steps[m] = one_device(m)
+        return steps[m]
+
+    context = CUDA_CONTEXT_BYTES if target.device == "cuda" else 0
+    alloc = None if context else target.cpu_allocator
+
+    def resident(peak: float, parts: dict, n: int, strategy: str):
+        """What the device holds beyond torch's tensors: on a CPU the measured peak is resident memory (see
+        parts.CpuAllocator), and a CPU FSDP rank also keeps the whole weights it was forked with (their
+        pages stay mapped after fully_shard copies its shard out; a GPU rank's shard is its only copy)."""
+        parts = dict(parts)
+        if alloc is not None:
+            # calibration was fitted against predictions that held this allocator part already: it scales
+            # the simulated activations only, so the allocator part stays the uncalibrated one's
+            activations = parts["activations"] / factor if factor else parts["activations"]
+            grown = parts["gradients"] + parts.get("optimizer_states", 0) + activations
+            parts["cpu_runtime"] = alloc.runtime_bytes
+            parts["cpu_allocator"] = int((alloc.factor - 1) * grown)
+            peak += parts["cpu_runtime"] + parts["cpu_allocator"]
+        if n > 1 and strategy == "fsdp" and target.device == "cpu":
+            parts["inherited_weights"] = parts["weights"] * n  # each rank's weights are 1/n of them
+            peak += parts["inherited_weights"]
+        return peak, parts
+
+    peak, parts, model = on_ranks(step_for(processes), processes)
     assumptions = [f"sequences of {seq_len} tokens, micro-batch {micro}",
                    "peak = weights + quantization constants + gradients + optimizer states + activations at "
                    "the step's peak (torch's allocated bytes)"]
@@ -297,28 +328,16 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         assumptions.append(f"activations x {factor:.3f}{f' + {offset / 2**20:.0f} MiB' if offset else ''} "
                            f"(calibrated for {method.name} from measured records)")
     per_example = max((on_ranks(one_device(2 * micro), processes)[0] - peak) / micro, 1.0) if find_max else None
-    context = CUDA_CONTEXT_BYTES if target.device == "cuda" else 0
     if context:
         parts["cuda_context"] = context
         assumptions.append("CUDA context 512 MiB, counted for fitting only")
-    elif target.cpu_allocator is not None:  # on a CPU the measured peak is resident memory (see parts.CpuAllocator)
-        alloc = target.cpu_allocator
-        # calibration was fitted against predictions that held this allocator part already: it scales
-        # the simulated activations only, so the allocator part stays the uncalibrated one's
-        activations = parts["activations"] / factor if factor else parts["activations"]
-        grown = parts["gradients"] + parts.get("optimizer_states", 0) + activations
-        parts["cpu_runtime"] = alloc.runtime_bytes
-        parts["cpu_allocator"] = int((alloc.factor - 1) * grown)
-        peak += parts["cpu_runtime"] + parts["cpu_allocator"]
+    peak, parts = resident(peak, parts, processes, strategy)
+    if alloc is not None:
         if per_example is not None:
             per_example *= alloc.factor
         assumptions.append(f"CPU resident memory = tensors + {alloc.runtime_bytes / 2**20:.0f} MiB runtime + "
                            f"{alloc.factor - 1:.0%} of what training allocates (allocator model fitted on this host)")
-    if processes > 1 and strategy == "fsdp" and target.device == "cpu":
-        # a CPU rank is forked from the sweep process with the base model's weights, and their pages stay
-        # mapped after fully_shard copies its shard out (a GPU rank's shard is its only copy on the GPU)
-        parts["inherited_weights"] = parts["weights"] * processes
-        peak += parts["inherited_weights"]
+    if "inherited_weights" in parts:
         assumptions.append("CPU: each rank also keeps the whole weights it was forked with (inherited_weights)")
     if processes > 1:
         assumptions.append(
@@ -329,17 +348,10 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     limit = target.memory_limit_bytes
     fits = None if limit is None else peak + context <= limit
     min_processes = None
-    if limit is not None:
-        base_peak, base_parts, base_model = one_rank
-        units = shard_units(base_model)
-        runtime = peak - sum(v for k, v in parts.items() if k not in ("optimizer_states_paged", "cpu_runtime",
-                                                                        "cpu_allocator", "cuda_context"))
+    if limit is not None:  # the fewest FSDP ranks whose rank fits, each at its own micro-batch, counted as above
         min_processes, n = 0, 1
         while n <= MAX_PROCESSES:
-            sharded = per_rank(base_parts, n, "fsdp", units)
-            need = sum(v for k, v in sharded.items() if k not in ("optimizer_states_paged", "cpu_runtime",
-                                                                   "cpu_allocator", "cuda_context"))
-            if need + max(runtime, 0) + context <= limit:
+            if resident(*on_ranks(step_for(n), n, "fsdp")[:2], n, "fsdp")[0] + context <= limit:
                 min_processes = n
                 break
             n *= 2

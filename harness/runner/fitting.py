@@ -76,8 +76,8 @@ class Fitting:
         """processes: auto: the fewest FSDP ranks the estimate says the method fits on, at most the devices
         this worker has (more than it has: all of them, and the fit check then skips the trial)."""
         have = self.available_devices()
-        one = self.estimate(job.with_ranks(1), prepared, job.training.micro_batch
-                            if job.training.micro_batch_size != "auto" else 1)
+        micro = job.training.micro_batch_size  # unset: the batch split over each number of ranks tried
+        one = self.estimate(job.with_ranks(1), prepared, micro if isinstance(micro, int) else None)
         if one is None or one.min_processes is None or one.min_processes == 1:
             return 1
         return min(one.min_processes or have, have)
@@ -135,7 +135,9 @@ def skipped_reason(predicted) -> str:
     need = predicted.predicted_peak_bytes + predicted.parts.get("cuda_context", 0)
     return (f"predicted not to fit: {_size(need)} needed at micro-batch {predicted.micro_batch} x "
             f"{predicted.seq_len} tokens, {_size(predicted.memory_limit_bytes)} available "
-            f"(harness estimate; set runner.memory_limit, or training.micro_batch_size: auto)")
+            f"(harness estimate; set runner.memory_limit, or training.micro_batch_size: auto"
+            + (f"; FSDP fits at {predicted.min_processes} ranks: runner.distributed {{processes: auto, strategy: "
+               f"fsdp}} with --gpus" if (predicted.min_processes or 0) > max(predicted.processes, 1) else "") + ")")
 
 
 def _size(n: int) -> str:
