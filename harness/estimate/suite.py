@@ -64,6 +64,7 @@ def estimate_suite(loaded, target: Target, calibration: dict | None = None) -> l
 def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
     import sys
 
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -73,11 +74,7 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
         return "-" if n is None else f"{n / scale:,.{2 if unit == 'GiB' else 0}f}"
 
     limit = f"{size(target.memory_limit_bytes)} {unit}" if target.memory_limit_bytes else "unknown"
-    table = Table(title=f"predicted peak training memory ({unit}) on {target.gpu_name or target.device}, "
-                        f"fitting in {limit}", title_justify="left")
-    for col in ("cell", "ranks", "micro", "seq", "weights", "quant", "grads", "optim", "activ", "other", "peak",
-                "fits", "max micro", "fsdp fits at", "tokens/s"):
-        table.add_column(col, justify="left" if col == "cell" else "right")
+    rows = []
     for e in estimates:
         p = e.parts
         optim = p.get("optimizer_states", p.get("optimizer_states_paged", 0))
@@ -85,13 +82,37 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
             p.get("fsdp_gathered", 0) + p.get("ddp_buckets", 0) + p.get("inherited_weights", 0)
         fewest = "-" if e.min_processes is None else f"> {MAX_PROCESSES}" if e.min_processes == 0 else \
             "1" if e.min_processes == 1 else f"x{e.min_processes}"
-        table.add_row(e.cell_id, "1" if e.processes == 1 else f"{e.strategy} x{e.processes}", str(e.micro_batch),
-                      str(e.seq_len), size(p["weights"] + p.get("reference_model", 0)),
-                      size(p["quantization_constants"]), size(p["gradients"]),
-                      size(optim) + (" paged" if "optimizer_states_paged" in p else ""), size(p["activations"]),
-                      size(other), size(e.predicted_peak_bytes), {True: "yes", False: "NO", None: "?"}[e.fits],
-                      "-" if e.max_micro_batch is None else str(e.max_micro_batch), fewest,
-                      "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}")
+        rows.append({
+            "cell": e.cell_id, "ranks": "1" if e.processes == 1 else f"{e.strategy} x{e.processes}",
+            "micro": str(e.micro_batch), "seq": str(e.seq_len), "weights": size(p["weights"] + p.get("reference_model", 0)),
+            "quant": size(p["quantization_constants"]), "grads": size(p["gradients"]),
+            "optim": size(optim) + (" paged" if "optimizer_states_paged" in p else ""), "activ": size(p["activations"]),
+            "other": size(other), "peak": size(e.predicted_peak_bytes), "fits": {True: "yes", False: "NO", None: "?"}[e.fits],
+            "max micro": "-" if e.max_micro_batch is None else str(e.max_micro_batch), "fsdp fits at": fewest,
+            "tok/s": "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}"})
+    # what every row shares goes to the title, so the table keeps to 100 columns: the cells' common
+    # task--model-- prefix, one sequence length, and the columns that say nothing (all 0, all 1, all -)
+    parts = [r["cell"].split("--") for r in rows]
+    common = 0
+    while parts and all(len(c) > common + 1 and c[common] == parts[0][common] for c in parts):
+        common += 1
+    prefix = "--".join(parts[0][:common]) + "--" if common else ""
+    for r in rows:
+        r["cell"] = r["cell"][len(prefix):]
+    seqs = {r["seq"] for r in rows}
+    zero = size(0)
+    columns = [c for c in rows[0] if not (c == "seq" and len(seqs) == 1) and not (
+        c in ("ranks", "quant", "grads", "max micro", "fsdp fits at", "tok/s")
+        and all(r[c] in (zero, "-", "1") for r in rows))] if rows else []
+    table = Table(title=f"predicted peak training memory ({unit}) on {target.gpu_name or target.device}, "
+                        f"fitting in {limit}" + (f", sequences of {next(iter(seqs))} tokens" if len(seqs) == 1 else "")
+                        + (f"; cells: {prefix}<cell>" if prefix else ""),
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "cell" else "right",  # numbers never cut; words wrap
+                         no_wrap=col not in ("cell", "ranks", "optim", "max micro", "fsdp fits at"))
+    for r in rows:
+        table.add_row(*(r[c] for c in columns))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     flipped = [e for e in estimates if e.other_adapter_dtype]
     if flipped:
