@@ -83,8 +83,8 @@ class Fitting:
         return min(one.min_processes or have, have)
 
     def estimate(self, job, prepared, micro: int | None):
-        """The cell's prediction at this micro-batch (None: at 1, with the largest that fits); None where
-        it cannot be made (the reason is kept per cell)."""
+        """The cell's prediction at this micro-batch (None: at the training's own, 1 where it is auto, with
+        the largest that fits); None where it cannot be made (the reason is kept per cell)."""
         key = (job.cell.id, job.cell.model.max_length, micro, job.ranks, json.dumps({k: v for k, v in job.params.items()
                                                if k not in NOT_MEMORY and k != "micro_batch_size"},
                                               sort_keys=True, default=str))
