@@ -283,16 +283,19 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
         sharded = per_rank(parts, n, strategy, shard_units(model))
         return peak + _counted(sharded) - _counted(parts), sharded, model
 
-    steps = {micro: one_device(micro)}
+    steps: dict[int, tuple] = {}
+
+    def step_at(m: int):
+        """The one-device step at micro-batch m, simulated once per estimate."""
+        if m not in steps:
+            steps[m] = one_device(m)
+        return steps[m]
 
     def step_for(n: int):
         """The one-device step at the micro-batch a rank of n trains on: this trial's own where n is its
         number of ranks or the suite sets micro_batch_size, else (unset) the effective batch split over n."""
         unset = n != processes and training.micro_batch_size is None
-        m = max(training.batch_size // n, 1) if unset else micro
-        if m not in steps:
-            steps[m] = one_device(m)
-        return steps[m]
+        return step_at(max(training.batch_size // n, 1) if unset else micro)
 
     context = CUDA_CONTEXT_BYTES if target.device == "cuda" else 0
     alloc = None if context else target.cpu_allocator
@@ -327,7 +330,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     if factor:
         assumptions.append(f"activations x {factor:.3f}{f' + {offset / 2**20:.0f} MiB' if offset else ''} "
                            f"(calibrated for {method.name} from measured records)")
-    per_example = max((on_ranks(one_device(2 * micro), processes)[0] - peak) / micro, 1.0) if find_max else None
+    per_example = max((on_ranks(step_at(2 * micro), processes)[0] - peak) / micro, 1.0) if find_max else None
     if context:
         parts["cuda_context"] = context
         assumptions.append("CUDA context 512 MiB, counted for fitting only")

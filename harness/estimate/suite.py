@@ -91,7 +91,7 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
             "max micro": "-" if e.max_micro_batch is None else str(e.max_micro_batch), "fsdp fits at": fewest,
             "tok/s": "-" if e.predicted_tokens_per_s is None else f"{e.predicted_tokens_per_s:,.0f}"})
     # what every row shares goes to the title, so the table keeps to 100 columns: the cells' common
-    # task--model-- prefix, one sequence length, and the columns that say nothing (all 0, all 1, all -)
+    # task--model-- prefix, one sequence length, and the columns that say nothing (all 0, one rank, no figure)
     parts = [r["cell"].split("--") for r in rows]
     common = 0
     while parts and all(len(c) > common + 1 and c[common] == parts[0][common] for c in parts):
@@ -100,10 +100,10 @@ def print_estimates(estimates: list[CellEstimate], target: Target) -> None:
     for r in rows:
         r["cell"] = r["cell"][len(prefix):]
     seqs = {r["seq"] for r in rows}
-    zero = size(0)
-    columns = [c for c in rows[0] if not (c == "seq" and len(seqs) == 1) and not (
-        c in ("ranks", "quant", "grads", "max micro", "fsdp fits at", "tok/s")
-        and all(r[c] in (zero, "-", "1") for r in rows))] if rows else []
+    nothing = {"ranks": ("1",), "quant": (size(0),), "grads": (size(0),), "max micro": ("-",),
+               "fsdp fits at": ("-", "1"), "tok/s": ("-",)}  # a column whose every row is one of these
+    columns = [c for c in rows[0] if not (c == "seq" and len(seqs) == 1)
+               and not all(r[c] in nothing.get(c, ()) for r in rows)] if rows else []
     table = Table(title=f"predicted peak training memory ({unit}) on {target.gpu_name or target.device}, "
                         f"fitting in {limit}" + (f", sequences of {next(iter(seqs))} tokens" if len(seqs) == 1 else "")
                         + (f"; cells: {prefix}<cell>" if prefix else ""),
