@@ -302,8 +302,9 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
 
     def resident(peak: float, parts: dict, n: int, strategy: str):
         """What the device holds beyond torch's tensors: on a CPU the measured peak is resident memory (see
-        parts.CpuAllocator), and a CPU FSDP rank also keeps the whole weights it was forked with (their
-        pages stay mapped after fully_shard copies its shard out; a GPU rank's shard is its only copy)."""
+        parts.CpuAllocator), and a CPU FSDP rank also keeps the whole weights it was forked with resident:
+        fully_shard frees them, but glibc keeps their heap blocks (docs/benchmarks.md); a GPU rank's shard
+        is its only copy."""
         parts = dict(parts)
         if alloc is not None:
             # calibration was fitted against predictions that held this allocator part already: it scales
