@@ -166,6 +166,30 @@ def test_fsdp_divides_what_a_rank_holds_and_ddp_adds_its_buckets():
                      head=HEADS.get("causal_lm"), num_labels=2, seq_len=64, dtype="float32", target=small,
                      micro_batch=4, find_max=False)
     assert tight.fits is False and tight.min_processes == 2
+    assert fsdp.predicted_tokens_per_s == pytest.approx(4 * one.predicted_tokens_per_s)  # four GPUs, four devices' peak
+
+
+def test_cpu_ranks_share_one_host_s_peak_in_the_throughput_estimate():
+    """Ranks on a CPU split the host's cores: two ranks promise no more tokens/s than one process (the
+    measured trial was slower still: gloo's collectives), where two GPUs promise twice one."""
+    from harness.estimate import Target, estimate
+    from harness.methods import METHODS
+    from harness.spec import TrialTraining
+    from harness.tasks.heads import HEADS
+    from tests.test_estimate import llama_config
+
+    host = Target("cpu", 16 * 2**30, 1e11, "CPU float32 matmul timed on this host: 100 GFLOP/s", None)
+
+    def predict(processes: int):
+        return estimate("c", METHODS.get("full"), {}, TrialTraining(batch_size=8, micro_batch_size=4,
+                                                                    ranks=processes),
+                        config=llama_config(), head=HEADS.get("causal_lm"), num_labels=2, seq_len=64,
+                        dtype="float32", target=host, micro_batch=4, find_max=False, processes=processes,
+                        strategy="fsdp")
+
+    one, two = predict(1), predict(2)
+    assert one.predicted_tokens_per_s and two.predicted_tokens_per_s == pytest.approx(one.predicted_tokens_per_s)
+    assert any("shared by the 2 ranks" in a for a in two.assumptions)
 
 
 # ---- devices leased per trial ----
@@ -297,6 +321,8 @@ def test_two_ranks_train_to_the_losses_of_one_process(write_suite, tmp_path, cap
         assert d.processes == 2 and len(d.ranks) == 2 and all(f.train_bytes for f in d.ranks)
         assert records[two].memory.train_bytes == max(f.train_bytes for f in d.ranks)
         assert records[two].retention is None and records[two].serving is None  # the suite turned both off
+        # both ranks ran on this one host's cores: MFU against its peak once, not twice
+        assert records[two].throughput.peak_source == records[one].throughput.peak_source
 
 
 @pytest.mark.e2e

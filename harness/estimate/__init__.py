@@ -368,9 +368,12 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     peak_flops, peak_source = _peak_for(target, dtype)
     if peak_flops:
         per_token = flops_per_token(model, float(seq_len)).per_token
-        tokens_per_s = processes * mfu * peak_flops / per_token if per_token else None
-        assumptions.append(f"throughput at {mfu:.0%} of {peak_source}" + (f", over {processes} ranks' devices"
-                                                                           if processes > 1 else ""))
+        # a GPU rank has a device of its own; CPU ranks share the one host's cores, whose peak this already is
+        devices = processes if target.device != "cpu" else 1
+        tokens_per_s = devices * mfu * peak_flops / per_token if per_token else None
+        assumptions.append(f"throughput at {mfu:.0%} of {peak_source}" + (
+            f", over {processes} ranks' devices" if devices > 1 else
+            f", shared by the {processes} ranks (one host's cores)" if processes > 1 else ""))
     return CellEstimate(cell_id, method.name, micro, seq_len, target.device, int(peak), parts, fits, max_micro,
                         tokens_per_s, limit, assumptions, processes, strategy, min_processes)
 

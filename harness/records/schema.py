@@ -299,7 +299,8 @@ class RankFigures(BaseModel):
 class Distributed(BaseModel):
     """A trial trained over several ranks (runner.distributed; harness/runner/ranks.py). The record's own
     figures are the run's: memory.train_bytes the largest rank's, throughput.median_step_s the slowest
-    rank's, tokens/s over every rank's tokens, MFU against the peak of all the ranks' devices."""
+    rank's, tokens/s over every rank's tokens, MFU against the peak of all the ranks' GPUs
+    (CPU ranks share one host, whose peak counts once)."""
 
     model_config = ConfigDict(extra="forbid")
     strategy: Literal["ddp", "fsdp"]

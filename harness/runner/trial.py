@@ -513,7 +513,7 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
     peak, source = peak_flops(job.device, gpus[0] if gpus else None, dtype)
-    if peak and job.ranks > 1:  # MFU over every rank's device
+    if peak and job.ranks > 1 and job.device != "cpu":  # MFU over every rank's device; CPU ranks share one host
         peak, source = peak * job.ranks, f"{job.ranks} x {source}"
     return Throughput(train_tokens=tokens, train_steps=int(trainer.state.global_step),
                       train_tokens_per_s=tokens / train_s if train_s else 0.0,
