@@ -13,9 +13,10 @@ rank's memory, step time and energy (records.schema.Distributed): train MiB is t
 the median step the slowest rank's, tokens/s over all ranks (the Trainer gathers the token count),
 MFU against N GPUs (CPU ranks share one host, whose peak counts once). A rank that exits without its
 record (killed, crashed) makes the trial `crashed`, with the rank and its exit named. In-loop
-validation (the rungs) runs on every rank in lockstep, as training does; after training the model is whole on every rank (FSDP gathers its shards
-once) and rank 0 alone scores validation and test. The serving profile and retention, which time or
-compare one model on one device, are not measured for such a trial (the record says so)."""
+validation (the rungs) runs on every rank in lockstep, as training does; after training the model is
+whole on every rank (FSDP gathers its shards once) and rank 0 alone scores validation and test. The
+serving profile and retention, which time or compare one model on one device, are not measured for
+such a trial (the record says so)."""
 
 from __future__ import annotations
 
