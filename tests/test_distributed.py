@@ -63,6 +63,12 @@ def test_distributed_settings_merge_per_method_and_split_the_effective_batch(wri
     ("  - {name: full, distributed: {processes: 2}}", "runner: {isolation: inline}\n", "runner.isolation: process"),
     ("  - {name: full, distributed: {processes: auto}}", "", "set strategy: fsdp"),
     ("  - {name: full, distributed: {processes: 2, strategy: zero3}}", "", "strategy"),
+    # bitsandbytes' optimizers cannot step sharded parameters; LLM.int8 weights do not survive sharding
+    ("  - {name: qlora, distributed: {processes: 2, strategy: fsdp}}", "", "set params: {optim: adamw_torch}"),
+    ("  - {name: full, params: {optim: adamw_8bit}, distributed: {processes: auto, strategy: fsdp}}", "",
+     "optimizer adamw_8bit (bitsandbytes)"),
+    ("  - {name: lora_8bit, params: {optim: adamw_torch}}", "runner: {distributed: {processes: 2, strategy: fsdp}}\n",
+     "lora_8bit cannot train under strategy: fsdp"),
 ])
 def test_bad_distributed_settings_are_clean_errors(write_suite, capsys, methods, extra, words):
     path = _suite(write_suite, methods, extra=extra)
@@ -323,6 +329,27 @@ def test_two_ranks_train_to_the_losses_of_one_process(write_suite, tmp_path, cap
         assert records[two].retention is None and records[two].serving is None  # the suite turned both off
         # both ranks ran on this one host's cores: MFU against its peak once, not twice
         assert records[two].throughput.peak_source == records[one].throughput.peak_source
+
+
+@pytest.mark.e2e
+def test_qlora_trains_under_fsdp_and_ddp_to_the_losses_of_one_process(write_suite, tmp_path):
+    """FSDP-QLoRA: the 4-bit base sharded over 2 ranks, with torch's AdamW (the load-time check asks for it:
+    bitsandbytes' paged AdamW cannot step sharded parameters); DDP keeps QLoRA's own paged 8-bit AdamW."""
+    methods = "\n".join([
+        "  - {name: qlora, label: q-1, params: {optim: adamw_torch, lora_dropout: 0.0}}",
+        "  - {name: qlora, label: q-fsdp2, params: {optim: adamw_torch, lora_dropout: 0.0}, "
+        "distributed: {processes: 2, strategy: fsdp}}",
+        "  - {name: qlora, label: q-paged-1, params: {lora_dropout: 0.0}}",
+        "  - {name: qlora, label: q-ddp2, params: {lora_dropout: 0.0}, distributed: {processes: 2, strategy: ddp}}"])
+    records = _run(_suite(write_suite, methods, name="qdist"), tmp_path, "qdist")
+
+    def losses(method):
+        return [h["loss"] for h in records[method].history if "loss" in h]
+
+    for one, two in (("q-1", "q-fsdp2"), ("q-paged-1", "q-ddp2")):
+        print(f"{one}: {[round(x, 5) for x in losses(one)]}\n{two}: {[round(x, 5) for x in losses(two)]}")
+        assert len(losses(one)) == 6 and losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-4), (one, two)
+        assert records[two].distributed.processes == 2
 
 
 @pytest.mark.e2e

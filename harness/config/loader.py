@@ -216,6 +216,33 @@ def _suite_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     return out + _distributed_problems(suite, lines)
 
 
+# transformers' bitsandbytes optimizers (trainer_optimizer._BITSANDBYTES_OPTIMIZERS in 5.25), named here:
+# importing that module would load the training stack to read a suite
+BITSANDBYTES_OPTIMIZERS = frozenset({
+    "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_32bit", "paged_adamw_8bit", "ademamix", "ademamix_8bit",
+    "paged_ademamix_32bit", "paged_ademamix_8bit", "lion_32bit", "lion_8bit", "paged_lion_32bit",
+    "paged_lion_8bit", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit"})
+
+
+def _fsdp_problems(suite: Suite, lines: LineMap, i: int, entry: MethodEntry, spec, where) -> list[Problem]:
+    """A method FSDP cannot shard (MethodSpec.no_fsdp), and bitsandbytes' optimizers (QLoRA's paged 8-bit
+    AdamW), which cannot step FSDP's sharded parameters (DTensors: "bitsandbytes.optimizer_update_32bit
+    does not have a sharding strategy registered"; bitsandbytes issue 89). FSDP-QLoRA recipes train with torch's AdamW; the suite says so itself, so
+    the method's optimizer never changes behind the comparison's back."""
+    if spec.strategy != "fsdp" or entry.name not in METHODS:
+        return []
+    if METHODS.get(entry.name).no_fsdp:
+        return [lines.problem(where, f"{entry.display} cannot train under strategy: fsdp: "
+                                     f"{METHODS.get(entry.name).no_fsdp}")]
+    optim = entry.params.get("optim", METHODS.get(entry.name).defaults.get("optim", suite.training.optim))
+    if optim not in BITSANDBYTES_OPTIMIZERS:
+        return []
+    at = ("methods", i, "params", "optim") if "optim" in entry.params else where
+    return [lines.problem(at, f"{entry.display}'s optimizer {optim} (bitsandbytes) cannot step FSDP's sharded "
+                              f"parameters: set params: {{optim: adamw_torch}} on this method, as FSDP-QLoRA "
+                              f"recipes do, or strategy: ddp")]
+
+
 def _distributed_problems(suite: Suite, lines: LineMap) -> list[Problem]:
     """Each method's ranks split its effective batch evenly (ranks x micro-batch x accumulation = batch_size)."""
     out = []
@@ -227,6 +254,8 @@ def _distributed_problems(suite: Suite, lines: LineMap) -> list[Problem]:
             out.append(lines.problem(where, "processes: auto picks the fewest ranks the method fits on, and only "
                                             "sharding changes what a rank holds: set strategy: fsdp"))
             continue
+        if spec.processes != 1:  # auto may come to several ranks
+            out += _fsdp_problems(suite, lines, i, entry, spec, where)
         if not isinstance(spec.processes, int) or spec.processes == 1:
             continue
         if suite.runner.isolation != "process":

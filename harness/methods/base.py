@@ -85,6 +85,8 @@ class MethodSpec:
     # (peft's soft prompts drop position ids, so packed examples would attend to each other)
     no_packing: str | None = None
     soft_prompt: bool = False  # trains virtual tokens before the input, so the outputs get longer (not prefix tuning)
+    # why FSDP cannot shard this method's model (runner.distributed strategy: fsdp), or None where it can
+    no_fsdp: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

@@ -149,4 +149,8 @@ register(MethodSpec(
     name="lora_8bit", family="quantized", apply=_lora_on_quantized, load_kwargs=_int8_load,
     summary="LoRA on an 8-bit (LLM.int8) base, paged 8-bit AdamW",
     params=Int8LoraParams, training=QUANT_TRAINING, search_space=LORA_SPACE,
+    # tried on 2 gloo ranks (bitsandbytes 0.50): the sharded Int8Params lose their quantization state
+    # ("'Parameter' object has no attribute 'CB'"); FSDP-QLoRA shards 4-bit weights only
+    no_fsdp="its LLM.int8 weights lose their quantization state when FSDP shards them (FSDP-QLoRA "
+            "shards 4-bit weights only): use qlora, or strategy: ddp",
 ))
