@@ -353,6 +353,35 @@ def test_qlora_trains_under_fsdp_and_ddp_to_the_losses_of_one_process(write_suit
 
 
 @pytest.mark.e2e
+def test_dpo_trains_under_fsdp_and_ddp_to_the_losses_and_scores_of_one_process(write_suite, tmp_path):
+    """TRL's DPO trainer over ranks. Full fine-tuning's frozen reference copy is sharded by TRL as well, so
+    it is gathered beside the policy before rank 0 scores alone: left sharded, rank 0's first reference
+    forward waited in an all-gather for ranks that had finished (a hang, found by this test's suite)."""
+    text = """\
+name: pdist
+models: [{source: 'builtin:tiny-llama', max_length: 96}]
+tasks:
+  - {name: pairs, kind: preference, objective: dpo,
+     data: {builtin: preference-support, train_size: 32, validation_size: 8, test_size: 16}}
+methods:
+  - {name: lora, label: lora-1, params: {lora_dropout: 0.0}}
+  - {name: lora, label: lora-ddp2, params: {lora_dropout: 0.0}, distributed: {processes: 2, strategy: ddp}}
+  - {name: full, label: full-1}
+  - {name: full, label: full-fsdp2, distributed: {processes: 2, strategy: fsdp}}
+search: {sampler: none}
+training: {max_steps: 3, batch_size: 8, eval_batch_size: 16}
+references: false
+runner: {trial_timeout_s: 300}
+"""
+    records = _run(write_suite(text), tmp_path, "pdist")
+    for one, two in (("lora-1", "lora-ddp2"), ("full-1", "full-fsdp2")):
+        losses = [[h["loss"] for h in records[m].history if "loss" in h] for m in (one, two)]
+        assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4, abs=1e-4), (one, two)
+        for metric in ("preference_accuracy", "margin", "kl_to_reference"):
+            assert records[two].metrics[metric] == pytest.approx(records[one].metrics[metric], abs=1e-4), metric
+
+
+@pytest.mark.e2e
 def test_fsdp_per_rank_train_memory_is_below_one_process(write_suite, tmp_path):
     """Full fine-tuning of a 65M-parameter decoder (260 MiB of weights, Adam states twice that): each of 2
     FSDP ranks holds half the parameters, gradients and optimizer states, and half the micro-batch."""

@@ -401,6 +401,9 @@ class Trial:
                                                   prepared.model_spec.dtype, prepared.family)
             if job.ranks > 1 and job.strategy == "fsdp":
                 gather_shards(self.model)
+                reference = self.eval_extra.get("reference")  # DPO's frozen copy: TRL shards it too
+                if reference is not None and not isinstance(reference, str):
+                    gather_shards(reference)
 
     def validate(self) -> None:
         """What every choice reads: the in-loop score of the last step where there is one."""
