@@ -69,3 +69,34 @@ def test_lean_trainer_trains_exactly_like_the_hf_trainer(tmp_path):
     # the shortcuts were instance attributes for the run only
     assert "train" not in ours.__dict__ and "zero_grad" not in ours.__dict__
     assert all(p.grad is None for p in ours.parameters())
+
+
+def _one_step_with_accumulation(tmp_path, micro: int, trainer_cls):
+    """A dropout-free BERT classifier, one optimizer step of batch 8 as micro-batches of `micro`: the
+    parameters after it."""
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments, set_seed
+
+    set_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64,
+                                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": torch.randint(0, 64, (6,), generator=g).tolist(), "labels": i % 2} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path / f"m{micro}"), per_device_train_batch_size=micro,
+                             gradient_accumulation_steps=8 // micro, max_steps=1, learning_rate=0.1, optim="sgd",
+                             max_grad_norm=0.0, lr_scheduler_type="constant", use_cpu=True, report_to="none",
+                             disable_tqdm=True, save_strategy="no", dataloader_num_workers=0, seed=0, data_seed=0)
+    trainer = trainer_cls(model=model, args=args, train_dataset=rows)
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(rows)
+    trainer.train()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_a_classifier_s_step_does_not_depend_on_how_the_batch_is_split(tmp_path):
+    """micro_batch_size (and the OOM backoff that lowers it) must not change what a step does: a BERT
+    classifier's forward takes **kwargs, which the HF Trainer reads as a loss divided by
+    num_items_in_batch, so its gradients came out summed over the accumulation steps (x2 here)."""
+    whole = _one_step_with_accumulation(tmp_path, 8, trainer_class())
+    halves = _one_step_with_accumulation(tmp_path, 4, trainer_class())
+    for name, value in whole.items():
+        assert torch.allclose(halves[name], value, atol=1e-6), name

@@ -73,6 +73,10 @@ register(MethodSpec(
     on_optimizer_step=_adalora_step, can_merge=True,
     summary="AdaLoRA (peft): LoRA whose ranks are pruned from init_r to target_r by importance during training",
     params=AdaLoraParams, training={"learning_rate": 3e-3},
+    # tried on 2 gloo ranks (peft 0.21): its orthogonality penalty multiplies the shards of lora_A and
+    # lora_B ("size of tensor a (6) must match ... (12)"), and its rank allocation reads whole matrices
+    no_fsdp="its orthogonality penalty and rank allocation need whole adapter matrices, which FSDP "
+            "shards: use strategy: ddp",
 ))
 
 

@@ -25,16 +25,16 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
-def training_args(job: TrialJob, out_dir: str):
+def training_args(job: TrialJob, out_dir: str, model=None):
     from transformers import TrainingArguments
 
-    return TrainingArguments(**training_kwargs(job, out_dir))
+    return TrainingArguments(**training_kwargs(job, out_dir, model))
 
 
-def training_kwargs(job: TrialJob, out_dir: str) -> dict:
+def training_kwargs(job: TrialJob, out_dir: str, model=None) -> dict:
     """The trial's TrainingArguments as keywords, for TrainingArguments or a subclass of it (TRL's configs)."""
     t, a = job.training, job.acceleration
-    return distributed_kwargs(job) | dict(
+    return distributed_kwargs(job, model) | dict(
         output_dir=out_dir, max_steps=t.max_steps, per_device_train_batch_size=t.micro_batch,
         gradient_accumulation_steps=t.accumulation,
         learning_rate=t.learning_rate, weight_decay=t.weight_decay,
@@ -52,15 +52,36 @@ def training_kwargs(job: TrialJob, out_dir: str) -> dict:
     )
 
 
-def distributed_kwargs(job: TrialJob) -> dict:
+def distributed_kwargs(job: TrialJob, model=None) -> dict:
     """A trial over several ranks: the Trainer's own DDP (gloo on CPU, NCCL on GPUs) or FSDP2, every
     decoder layer its own shard unit (accelerate wraps the model's _no_split_modules)."""
     if job.training.ranks == 1:
         return {}
     out = {"ddp_backend": "gloo" if job.device == "cpu" else "nccl"}
     if job.strategy == "fsdp":
-        out.update(fsdp=True, fsdp_config={"version": 2, "reshard_after_forward": True})
+        config = {"version": 2, "reshard_after_forward": True}
+        units = shard_units(model) if model is not None else None
+        if units:
+            config["transformer_layer_cls_to_wrap"] = units
+        out.update(fsdp=True, fsdp_config=config)
     return out
+
+
+def shard_units(model) -> list[str] | None:
+    """The layer classes FSDP wraps, where the model's _no_split_modules would not do: accelerate (1.16)
+    wraps those classes and then the input embeddings as a unit of their own, so a class that holds
+    the embeddings (BERT's BertEmbeddings) was wrapped twice and fully_shard failed on the already
+    sharded weight ("Invariant encountered" in DeviceMesh._concatenate). Such a class is left out; its
+    embeddings get accelerate's own unit and the rest of it stays with the root. None: accelerate's
+    default stands."""
+    names = list(getattr(model, "_no_split_modules", None) or [])
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if not names or embed is None:
+        return None
+    holding = {type(m).__name__ for m in model.modules() if m is not embed and any(c is embed for c in m.modules())}
+    present = {type(m).__name__ for m in model.modules()}
+    units = [n for n in names if n in present and n not in holding]
+    return units if units != [n for n in names if n in present] else None
 
 
 def callbacks(job: TrialJob, validate: Callable[[int], Scores], hooks, history: list, validation_s: list,
@@ -116,10 +137,23 @@ def history_entry(step: int, scores: Scores) -> dict[str, float]:
             **{f"validation_{k}_se": v for k, v in scores.errors.items()}}
 
 
+def loss_divides_by_item_count(model) -> bool:
+    """Whether the model's loss honours the Trainer's num_items_in_batch: transformers' causal LMs do
+    (ForCausalLMLoss sums over the tokens and divides by the count); sequence classification heads
+    mean over their own batch and drop it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+
+
 def trainer_class(base=None):
     """HarnessTrainer over the HF Trainer, or over a subclass of it (`base`: TRL's preference trainers)."""
+    from transformers import Trainer
+
+    plain = base is None  # TRL's trainers compute their own losses
     if base is None:
-        from transformers import Trainer as base
+        base = Trainer
 
     class HarnessTrainer(base):
         """The HF Trainer without the per-step walks over every module and parameter that a
@@ -139,6 +173,17 @@ def trainer_class(base=None):
         _trainable: list | None = None
 
         _real_tokens: int | None = None
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if plain and self.model_accepts_loss_kwargs and not loss_divides_by_item_count(self.model):
+                # The Trainer reads a forward(**kwargs) as "the loss divides by num_items_in_batch", so it
+                # neither divides the loss by the accumulation steps nor leaves it unscaled over ranks
+                # (x world size). A classification head (BERT's, Llama's) takes **kwargs but means its loss
+                # over its own micro-batch: its gradients came out x accumulation steps (micro_batch_size,
+                # OOM backoff) and x ranks. Such a model is treated as taking no loss kwargs, as the Trainer
+                # treats one whose forward has none.
+                self.model_accepts_loss_kwargs = False
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             """A packed micro-batch brings its non-padding token count (tasks/packing.py), which is

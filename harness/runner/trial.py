@@ -366,11 +366,11 @@ class Trial:
             measure = callbacks(job, in_loop_validation, self.hooks, self.history, self.validation_s, self.steps)
             if prepared.family.trainer is not None:  # a family with its own trainer (TRL's preference trainers)
                 trainer, extra, preference = prepared.family.trainer(
-                    job, prepared, self.model, training_kwargs(job, out_dir), measure, lean=trainer_class)
+                    job, prepared, self.model, training_kwargs(job, out_dir, self.model), measure, lean=trainer_class)
                 self.record.set(preference=preference)
                 self.eval_extra.update(extra)
             else:
-                trainer = trainer_class()(model=self.model, args=training_args(job, out_dir),
+                trainer = trainer_class()(model=self.model, args=training_args(job, out_dir, self.model),
                                           train_dataset=prepared.data["train"],
                                           data_collator=prepared.head.collator(prepared.tokenizer,
                                                                                packing=job.acceleration.packing,
