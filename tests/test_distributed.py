@@ -69,7 +69,8 @@ def test_distributed_settings_merge_per_method_and_split_the_effective_batch(wri
      "optimizer adamw_8bit (bitsandbytes)"),
     ("  - {name: lora_8bit, params: {optim: adamw_torch}}", "runner: {distributed: {processes: 2, strategy: fsdp}}\n",
      "lora_8bit cannot train under strategy: fsdp"),
-    ("  - {name: adalora, distributed: {processes: 2, strategy: fsdp}}", "", "adalora cannot train under strategy: fsdp"),
+    ("  - {name: adalora, distributed: {processes: 2, strategy: fsdp}}", "",
+     "adalora cannot train under strategy: fsdp"),
 ])
 def test_bad_distributed_settings_are_clean_errors(write_suite, capsys, methods, extra, words):
     path = _suite(write_suite, methods, extra=extra)

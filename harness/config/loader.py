@@ -227,8 +227,9 @@ BITSANDBYTES_OPTIMIZERS = frozenset({
 def _fsdp_problems(suite: Suite, lines: LineMap, i: int, entry: MethodEntry, spec, where) -> list[Problem]:
     """A method FSDP cannot shard (MethodSpec.no_fsdp), and bitsandbytes' optimizers (QLoRA's paged 8-bit
     AdamW), which cannot step FSDP's sharded parameters (DTensors: "bitsandbytes.optimizer_update_32bit
-    does not have a sharding strategy registered"; bitsandbytes issue 89). FSDP-QLoRA recipes train with torch's AdamW; the suite says so itself, so
-    the method's optimizer never changes behind the comparison's back."""
+    does not have a sharding strategy registered"; bitsandbytes issue 89). FSDP-QLoRA recipes train with
+    torch's AdamW; the suite says so itself, so the method's optimizer never changes behind the
+    comparison's back."""
     if spec.strategy != "fsdp" or entry.name not in METHODS:
         return []
     if METHODS.get(entry.name).no_fsdp:
