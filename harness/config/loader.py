@@ -232,10 +232,10 @@ def _fsdp_problems(suite: Suite, lines: LineMap, i: int, entry: MethodEntry, spe
     comparison's back."""
     if spec.strategy != "fsdp" or entry.name not in METHODS:
         return []
-    if METHODS.get(entry.name).no_fsdp:
-        return [lines.problem(where, f"{entry.display} cannot train under strategy: fsdp: "
-                                     f"{METHODS.get(entry.name).no_fsdp}")]
-    optim = entry.params.get("optim", METHODS.get(entry.name).defaults.get("optim", suite.training.optim))
+    method = METHODS.get(entry.name)
+    if method.no_fsdp:
+        return [lines.problem(where, f"{entry.display} cannot train under strategy: fsdp: {method.no_fsdp}")]
+    optim = entry.params.get("optim", method.defaults.get("optim", suite.training.optim))
     if optim not in BITSANDBYTES_OPTIMIZERS:
         return []
     at = ("methods", i, "params", "optim") if "optim" in entry.params else where

@@ -249,7 +249,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     reference model sits beside the policy (DPO), a copy of the weights unless the method is a peft
     adapter (switched off to score the reference). processes, strategy: the prediction is one rank's of a
     trial over that many (per_rank); min_processes says how many FSDP ranks it takes to fit."""
-    from harness.measure.flops import flops_per_token
+    from harness.measure.flops import flops_per_token, peak_devices
 
     micro = micro_batch or (training.micro_batch_size if isinstance(training.micro_batch_size, int)
                             else max(training.batch_size // getattr(training, "ranks", 1), 1)
@@ -368,8 +368,7 @@ def estimate(cell_id: str, method, flat: dict, training, *, config, head, num_la
     peak_flops, peak_source = _peak_for(target, dtype)
     if peak_flops:
         per_token = flops_per_token(model, float(seq_len)).per_token
-        # a GPU rank has a device of its own; CPU ranks share the one host's cores, whose peak this already is
-        devices = processes if target.device != "cpu" else 1
+        devices = peak_devices(target.device, processes)
         tokens_per_s = devices * mfu * peak_flops / per_token if per_token else None
         assumptions.append(f"throughput at {mfu:.0%} of {peak_source}" + (
             f", over {processes} ranks' devices" if devices > 1 else

@@ -147,6 +147,12 @@ def flops_per_token(model, seq_len: float) -> FlopBreakdown:
     return FlopBreakdown(forward, backward_act, backward_w, positions / seq_len if seq_len else 1.0)
 
 
+def peak_devices(device: str, ranks: int) -> int:
+    """How many devices' peak a trial over `ranks` ranks has: a GPU rank has a device of its own; CPU
+    ranks share the one host's cores, whose peak peak_flops already is."""
+    return ranks if device != "cpu" else 1
+
+
 def peak_flops(device: str, gpu_name: str | None, dtype: str) -> tuple[float | None, str]:
     """(peak FLOP/s of this device at this dtype, where the number comes from). On a GPU: the
     datasheet's dense peak for the dtype (float32 matmuls counted at TF32 where torch allows it);

@@ -78,10 +78,12 @@ def shard_units(model) -> list[str] | None:
     embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if not names or embed is None:
         return None
-    holding = {type(m).__name__ for m in model.modules() if m is not embed and any(c is embed for c in m.modules())}
-    present = {type(m).__name__ for m in model.modules()}
-    units = [n for n in names if n in present and n not in holding]
-    return units if units != [n for n in names if n in present] else None
+    modules = dict(model.named_modules())
+    path = next(name for name, m in modules.items() if m is embed)
+    holding = {type(m).__name__ for name, m in modules.items() if name == "" or path.startswith(name + ".")}
+    present = [n for n in names if n in {type(m).__name__ for m in modules.values()}]
+    units = [n for n in present if n not in holding]
+    return units if len(units) < len(present) else None
 
 
 def callbacks(job: TrialJob, validate: Callable[[int], Scores], hooks, history: list, validation_s: list,

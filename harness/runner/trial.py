@@ -19,7 +19,7 @@ from typing import Callable
 from harness.measure.host import HostLoad
 from harness.measure.memory import PhaseMemory
 from harness.measure.nvml import EnergyMeter
-from harness.measure.flops import flops_per_token, peak_flops
+from harness.measure.flops import flops_per_token, peak_devices, peak_flops
 from harness.measure.speed import StepTimer
 from harness.methods import ApplyContext
 from harness.methods.artifacts import save_trained, trainable_state_bytes
@@ -516,8 +516,9 @@ def _throughput(model, trainer, job: TrialJob, train_s: float, steps: StepTimer,
     achieved = per_token * tokens / train_s if train_s else 0.0
     gpus = job.record_base["environment"].get("gpus") or []
     peak, source = peak_flops(job.device, gpus[0] if gpus else None, dtype)
-    if peak and job.ranks > 1 and job.device != "cpu":  # MFU over every rank's device; CPU ranks share one host
-        peak, source = peak * job.ranks, f"{job.ranks} x {source}"
+    devices = peak_devices(job.device, job.ranks)
+    if peak and devices > 1:  # MFU over every rank's device
+        peak, source = peak * devices, f"{devices} x {source}"
     return Throughput(train_tokens=tokens, train_steps=int(trainer.state.global_step),
                       train_tokens_per_s=tokens / train_s if train_s else 0.0,
                       train_samples_per_s=samples / train_s if train_s else 0.0,
